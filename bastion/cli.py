@@ -1,0 +1,89 @@
+"""The `bastion` command line: serve, check-config, demo, ca-key, keygen, recordings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from bastion.errors import BastionError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bastion", description="SSH and database session-recording bastion"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the bastion")
+    p.add_argument("--config", required=True, type=Path, help="the TOML config file")
+
+    p = sub.add_parser("check-config", help="validate a config file and exit")
+    p.add_argument("file", type=Path)
+
+    p = sub.add_parser("demo", help="create a self-contained demo and run it")
+    p.add_argument("--dir", type=Path, default=Path("demo"), help="where to put it (default ./demo)")
+    p.add_argument("--port", type=int, default=2222, help="the bastion's SSH port (0 = any free)")
+
+    p = sub.add_parser("ca-key", help="print a CA public key (upstream: for TrustedUserCAKeys)")
+    p.add_argument("which", choices=["user", "upstream"])
+    p.add_argument("--config", required=True, type=Path)
+
+    from bastion.recordings_cli import add_commands
+
+    add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    try:
+        return _run(args)
+    except BastionError as exc:
+        print(f"bastion: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        from bastion.server import serve
+
+        asyncio.run(serve(args.config))
+        return 0
+    if args.command == "check-config":
+        from bastion.config import load_config
+
+        config = load_config(args.file)
+        print(f"{args.file}: OK ({len(config.users)} users, {len(config.roles)} roles, "
+              f"{len(config.targets)} targets)")
+        return 0
+    if args.command == "demo":
+        from bastion.demo import run_demo
+
+        status: int = asyncio.run(run_demo(args.dir, args.port))
+        return status
+    if args.command == "ca-key":
+        from bastion.ca import CertificateAuthority
+        from bastion.config import load_config
+
+        config = load_config(args.config)
+        path = (config.certificates.user_ca_key if args.which == "user"
+                else config.certificates.upstream_ca_key)
+        print(CertificateAuthority.load(path, f"{args.which} CA").public_key_line())
+        return 0
+    from bastion import recordings_cli
+
+    return recordings_cli.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

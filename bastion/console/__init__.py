@@ -1,0 +1,1 @@
+"""The SQL console: line editing, result rendering and the SQL session runner."""

@@ -1,0 +1,169 @@
+"""The running bastion: config, store, CAs, audit trail, workflow and the SSH front door."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+import asyncssh
+
+from bastion.access import AccessWorkflow
+from bastion.audit import AuditTrail
+from bastion.ca import CertificateAuthority, load_or_create_key, load_or_create_secret
+from bastion.config import BastionConfig, load_config
+from bastion.errors import BastionError
+from bastion.frontdoor import FrontDoor
+from bastion.models import AccessRequest, SessionRecord, utcnow
+from bastion.notify import WebhookNotifier
+from bastion.recording import RecordingSetup
+from bastion.store import Store, open_store
+
+__all__ = ["Bastion", "serve"]
+
+log = logging.getLogger("bastion")
+
+SWEEP_INTERVAL = 5.0
+
+
+class Bastion:
+    """Everything one bastion process runs, wired together."""
+
+    def __init__(self, config: BastionConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        data_dir = config.server.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.host_key = load_or_create_key(config.server.host_key, "bastion host key")
+        self.user_ca = CertificateAuthority.load(config.certificates.user_ca_key, "user CA")
+        self.upstream_ca = CertificateAuthority.load(
+            config.certificates.upstream_ca_key, "upstream CA"
+        )
+        self.recordings = RecordingSetup(config.recordings)
+        # Keys the deterministic "hash" masking strategy: stable across restarts and bastions
+        # that share the data dir, never shown.
+        self.masking_key = load_or_create_secret(data_dir / "masking_key")
+        self.notifier = WebhookNotifier(config.webhooks, logger=logging.getLogger("bastion.notify"))
+        self.audit = AuditTrail(store, config.server.audit_log, self.notifier)
+        self.workflow = AccessWorkflow(lambda: self.config, store, self.audit, self.user_ca)
+        self.workflow.revoke_listeners.append(self._on_revoked)
+        self.frontdoor = FrontDoor(self)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, config: BastionConfig) -> Bastion:
+        """Open the store and build the bastion."""
+        store = await open_store(config.server.state_store)
+        try:
+            return cls(config, store)
+        except BaseException:
+            await store.close()
+            raise
+
+    async def start(self) -> None:
+        """Recover from a previous crash, then accept connections."""
+        self.notifier.start()
+        abandoned = await self.store.end_abandoned_sessions(self.config.server.bastion_id, utcnow())
+        for session in abandoned:
+            await self.audit.record(
+                "session.ended_abnormally", actor=session.user, target=session.target,
+                session_id=session.id, request_id=session.request_id,
+                reason="the bastion stopped while the session was live",
+            )
+        await self.frontdoor.start()
+        await self.audit.record("bastion.started", port=self.frontdoor.port,
+                                bastion_id=self.config.server.bastion_id)
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        """Stop accepting, end sessions, flush notifications, close the store."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.frontdoor.stop()
+        await self.notifier.stop()
+        await self.store.close()
+
+    async def reload(self) -> bool:
+        """Load the config file again; on any error keep the old one and log why."""
+        path = self.config.path
+        try:
+            new = await asyncio.to_thread(load_config, path)
+        except BastionError as exc:
+            log.error("config reload failed, keeping the previous config: %s", exc)
+            await self.audit.record("config.reload_failed", error=str(exc))
+            return False
+        if new.server != self.config.server or new.certificates != self.config.certificates:
+            log.warning("config reload: [server] and [certificates] changes need a restart")
+        try:
+            recordings = RecordingSetup(new.recordings)
+        except BastionError as exc:
+            log.error("config reload failed, keeping the previous config: %s", exc)
+            await self.audit.record("config.reload_failed", error=str(exc))
+            return False
+        self.config = new
+        self.recordings = recordings
+        self.notifier.replace(new.webhooks)
+        await self.audit.record(
+            "config.reloaded", users=len(new.users), roles=len(new.roles), targets=len(new.targets)
+        )
+        log.info("config reloaded from %s", path)
+        await self._end_disallowed_sessions()
+        return True
+
+    async def _end_disallowed_sessions(self) -> None:
+        now = utcnow()
+
+        def gone(record: SessionRecord) -> bool:
+            user = self.config.user(record.user)
+            return user is None or user.expired(now) or self.config.target(record.target) is None
+
+        ended = self.frontdoor.end_sessions(gone, "your access was removed from the bastion")
+        if ended:
+            log.info("ended %d session(s) after the config reload", ended)
+
+    async def _on_revoked(self, request: AccessRequest) -> None:
+        self._end_requests({request.id}, f"request {request.id} was revoked")
+
+    def _end_requests(self, request_ids: set[int], reason: str) -> None:
+        self.frontdoor.end_sessions(lambda r: r.request_id in request_ids, reason)
+
+    async def _sweep(self) -> None:
+        """Expire lapsed requests and end sessions whose window or user has gone."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                expired = await self.workflow.expire()
+                if expired:
+                    self._end_requests({r.id for r in expired}, "your access window has ended")
+                await self._end_disallowed_sessions()
+            except Exception:
+                log.exception("periodic sweep failed; will retry")
+
+
+async def serve(config_path: Path) -> None:
+    """Run the bastion until SIGINT or SIGTERM; SIGHUP reloads the config."""
+    config = load_config(config_path)
+    logging.getLogger().setLevel(config.server.log_level.upper())
+    if config.server.log_level == "debug":
+        logging.getLogger("asyncssh").setLevel(logging.DEBUG)
+    bastion = await Bastion.open(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(bastion.reload()))
+    try:
+        await bastion.start()
+        print(f"bastion listening on {config.server.listen_host}:{bastion.frontdoor.port}",
+              flush=True)
+        await stop.wait()
+    except (OSError, asyncssh.Error) as exc:
+        raise BastionError(f"cannot start: {exc}") from exc
+    finally:
+        log.info("stopping")
+        await bastion.stop()
+

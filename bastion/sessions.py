@@ -1,0 +1,187 @@
+"""A target session's life: checks passed → recording → upstream → relay → end, audited throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from bastion.config import Target
+from bastion.durations import format_duration
+from bastion.models import SessionRecord, SessionStatus, utcnow
+from bastion.recording import RecordingUnavailable
+from bastion.shell import SessionEnd, ShellRelay, transfer_refusal
+from bastion.upstream import UpstreamError, connect_upstream
+from recorder import RecordingError, RecordingWriter
+
+if TYPE_CHECKING:
+    from bastion.server import Bastion
+
+__all__ = ["LiveSession", "run_target_session"]
+
+log = logging.getLogger("bastion.sessions")
+
+WARN_BEFORE_END = 300.0  # seconds before the window ends to warn the user
+REFUSED = 1
+ENDED_BY_BASTION = 255
+
+
+class LiveSession:
+    """A target session in progress, so revocation, reloads and auditors can end it."""
+
+    def __init__(self, record: SessionRecord, window_end: datetime, *, unmasked: bool = False
+                 ) -> None:
+        self.record = record
+        self.window_end = window_end
+        self.unmasked = unmasked  # an approved unmasked grant (SQL targets)
+        self.end_reason: str | None = None
+        self.stop = asyncio.Event()
+        self.last_input = asyncio.get_running_loop().time()
+
+    def touch(self) -> None:
+        """Note user input now (for the idle timeout)."""
+        self.last_input = asyncio.get_running_loop().time()
+
+    def end(self, reason: str) -> None:
+        """End the session now, telling the user why."""
+        if self.end_reason is None:
+            self.end_reason = reason
+            self.stop.set()
+
+
+def _say(process: asyncssh.SSHServerProcess[bytes], text: str) -> None:
+    newline = "\r\n" if process.term_type else "\n"
+    process.stderr.write(f"{newline}bastion: {text}{newline}".encode())
+
+
+async def _watch(live: LiveSession, process: asyncssh.SSHServerProcess[bytes],
+                 idle_timeout: float | None) -> None:
+    """Warn before the window ends, then end it; end idle sessions."""
+    loop = asyncio.get_running_loop()
+    total = (live.window_end - live.record.started_at).total_seconds()
+    warn_before = min(WARN_BEFORE_END, total / 2)
+    warned = False
+    while not live.stop.is_set():
+        left = (live.window_end - utcnow()).total_seconds()
+        if left <= 0:
+            live.end("your access window has ended")
+            return
+        if not warned and left <= warn_before:
+            _say(process, f"your access ends in {_seconds(left)} ({live.window_end:%H:%M:%S} UTC); "
+                          "ask for more time with `request`")
+            warned = True
+        if idle_timeout:
+            idle = loop.time() - live.last_input
+            if idle >= idle_timeout:
+                live.end(f"idle for {_seconds(idle_timeout)}")
+                return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(live.stop.wait(), min(1.0, left))
+
+
+def _seconds(seconds: float) -> str:
+    return format_duration(timedelta(seconds=max(1, round(seconds))))
+
+
+async def run_target_session(
+    bastion: Bastion, process: asyncssh.SSHServerProcess[bytes], live: LiveSession, target: Target
+) -> tuple[SessionStatus, str]:
+    """Run an SSH target session to its end; return its final status and reason."""
+    record = live.record
+    refusal = transfer_refusal(process)
+    if refusal:
+        _say(process, refusal)
+        process.exit(REFUSED)
+        return SessionStatus.ENDED, f"refused: {refusal}"
+    cols, rows, _, _ = process.term_size
+    try:
+        recording = bastion.recordings.open(record, cols, rows, process.term_type or "")
+    except RecordingUnavailable as exc:
+        _say(process, f"session refused: {exc} (no recording, no session)")
+        await bastion.audit.record("recording.failed", actor=record.user, target=record.target,
+                                   session_id=record.id, error=str(exc))
+        process.exit(REFUSED)
+        return SessionStatus.ENDED, f"refused: {exc}"
+    try:
+        return await _connected(bastion, process, live, target, recording)
+    finally:
+        with contextlib.suppress(RecordingError):
+            await recording.close()
+
+
+async def _connected(
+    bastion: Bastion, process: asyncssh.SSHServerProcess[bytes], live: LiveSession,
+    target: Target, recording: RecordingWriter,
+) -> tuple[SessionStatus, str]:
+    record = live.record
+    watcher = asyncio.create_task(_watch(live, process, bastion.config.server.idle_timeout))
+    try:
+        if target.kind != "ssh":
+            from bastion.console.sql_session import run_sql_session
+
+            try:
+                return await run_sql_session(bastion, process, live, target, recording)
+            except RecordingError as exc:
+                return await _recording_failed(bastion, process, live, exc)
+        try:
+            upstream = await connect_upstream(bastion.upstream_ca, target, record.user, record.id,
+                                              live.window_end)
+        except UpstreamError as exc:
+            _say(process, f"cannot open {target.name}: {exc}")
+            await recording.marker(f"upstream failed: {exc}")
+            process.exit(REFUSED)
+            return SessionStatus.ENDED, f"upstream failed: {exc}"
+        relay = ShellRelay(process, recording, live.touch)
+        try:
+            end = await relay.run(upstream, live.stop)
+        except RecordingError as exc:
+            return await _recording_failed(bastion, process, live, exc)
+        except (asyncssh.Error, OSError) as exc:
+            live.end(f"the connection to {target.name} failed: {exc}")
+            end = SessionEnd(reason="upstream failed")
+        finally:
+            upstream.close()
+        return await _finish(process, live, recording, end)
+    finally:
+        watcher.cancel()
+
+
+async def _recording_failed(bastion: Bastion, process: asyncssh.SSHServerProcess[bytes],
+                            live: LiveSession, exc: RecordingError) -> tuple[SessionStatus, str]:
+    record = live.record
+    reason = f"the recording failed ({exc}); no recording, no session"
+    live.end(reason)
+    _say(process, f"session ended: {reason}")
+    await bastion.audit.record("recording.failed", actor=record.user, target=record.target,
+                               session_id=record.id, error=str(exc))
+    process.exit(ENDED_BY_BASTION)
+    return SessionStatus.ENDED, reason
+
+
+async def _finish(
+    process: asyncssh.SSHServerProcess[bytes], live: LiveSession, recording: RecordingWriter,
+    end: SessionEnd,
+) -> tuple[SessionStatus, str]:
+    if live.end_reason is not None:
+        _say(process, f"session ended: {live.end_reason}")
+        with contextlib.suppress(RecordingError):
+            await recording.marker(f"ended by the bastion: {live.end_reason}")
+            await recording.exit(status=ENDED_BY_BASTION)
+        process.exit(ENDED_BY_BASTION)
+        return SessionStatus.ENDED, live.end_reason
+    with contextlib.suppress(RecordingError):
+        if end.signal is not None:
+            await recording.exit(signal=end.signal[0])
+        else:
+            await recording.exit(status=end.status if end.status is not None else 0)
+    if end.signal is not None:
+        name, core, msg, lang = end.signal
+        process.exit_with_signal(name, core, msg, lang)
+        return SessionStatus.ENDED, f"target process killed by signal {name}"
+    status = end.status if end.status is not None else 0
+    process.exit(status)
+    return SessionStatus.ENDED, f"exit status {status}"

@@ -1,0 +1,199 @@
+"""SQL text at the token level (sqlglot's tokenizer): split, clean, redact, find names.
+
+The text sent to the server is rebuilt from the tokens the bastion analysed, with comments
+removed, so nothing the analysis took for a comment can run on the server. MySQL executable
+comments (`/*! … */`, `/*M! … */`) are flagged so that they are refused rather than dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+from sqlglot.dialects import Dialect
+from sqlglot.tokens import Token, Tokenizer, TokenType
+
+from bastion.sql.detectors import scrub_text
+
+__all__ = ["DIALECTS", "Lexed", "lex", "redact_fallback", "split_statements"]
+
+# sqlglot logs a warning for every statement it hands back as an opaque Command; the bastion
+# handles those itself.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+DIALECTS = {"postgres": "postgres", "mysql": "mysql"}
+
+LITERALS = frozenset(
+    getattr(TokenType, name)
+    for name in ("STRING", "NUMBER", "NATIONAL_STRING", "BIT_STRING", "HEX_STRING", "BYTE_STRING",
+                 "RAW_STRING", "HEREDOC_STRING", "UNICODE_STRING")
+    if hasattr(TokenType, name)
+)
+_EXECUTABLE_COMMENT = re.compile(r"/\*M?!")
+_COMPOUND = frozenset({"PROCEDURE", "FUNCTION", "TRIGGER", "EVENT"})
+
+
+@dataclass(frozen=True)
+class Lexed:
+    """One statement, tokenized."""
+
+    text: str
+    dialect: str
+    tokens: tuple[Token, ...] | None
+    clean: str
+    redacted: str
+    literals: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+    functions: frozenset[str] = frozenset()
+    names: frozenset[str] = frozenset()
+    executable_comment: bool = False
+    spans: tuple[tuple[int, int], ...] = field(default=(), repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the text could be tokenized."""
+        return self.tokens is not None
+
+    def word(self, i: int) -> str:
+        """The i-th keyword or name of the statement, upper-cased ("" past the end)."""
+        return self.words[i] if i < len(self.words) else ""
+
+    def rest_after(self, token_index: int) -> str:
+        """The clean text from the token at `token_index` on."""
+        assert self.tokens is not None
+        start = self.spans[token_index][0] if token_index < len(self.spans) else len(self.clean)
+        return self.clean[start:]
+
+
+def _tokenizer_class(dialect: str) -> type[Tokenizer]:
+    """sqlglot's tokenizer for a dialect, minus its "command" shortcut (which would swallow the
+    rest of e.g. EXPLAIN, PREPARE or CALL as one opaque string, hiding it from the analysis)."""
+    if dialect not in _TOKENIZERS:
+        base = Dialect.get_or_raise(DIALECTS[dialect]).tokenizer_class
+        _TOKENIZERS[dialect] = type(f"Bastion{base.__name__}", (base,), {"COMMANDS": set()})
+    return _TOKENIZERS[dialect]
+
+
+_TOKENIZERS: dict[str, type[Tokenizer]] = {}
+
+
+def _tokenize(sql: str, dialect: str) -> list[Token] | None:
+    try:
+        return list(_tokenizer_class(dialect)().tokenize(sql))
+    except Exception:  # noqa: BLE001 - sqlglot raises several types; any failure means "cannot lex"
+        return None
+
+
+def split_statements(sql: str, dialect: str) -> list[str]:
+    """Split text into statements at top-level semicolons (MySQL compound bodies stay whole)."""
+    tokens = _tokenize(sql, dialect)
+    if tokens is None:
+        text = sql.strip().rstrip(";").strip()
+        return [text] if text else []
+    pieces: list[str] = []
+    current: list[Token] = []
+    depth = 0
+    compound = False
+    for i, tok in enumerate(tokens):
+        if tok.token_type == TokenType.SEMICOLON and depth == 0:
+            if current:
+                pieces.append(sql[current[0].start : current[-1].end + 1])
+            current, compound = [], False
+            continue
+        current.append(tok)
+        upper = tok.text.upper()
+        if dialect == "mysql" and len(current) <= 12 and upper in _COMPOUND and current[0].text.upper() == "CREATE":
+            compound = True
+        if compound and tok.token_type not in LITERALS:
+            if upper in ("BEGIN", "CASE"):
+                depth += 1
+            elif upper == "END":
+                following = tokens[i + 1].text.upper() if i + 1 < len(tokens) else ""
+                if following not in ("IF", "LOOP", "WHILE", "REPEAT"):
+                    depth = max(0, depth - 1)
+    if current:
+        pieces.append(sql[current[0].start : current[-1].end + 1])
+    return [p for p in (piece.strip() for piece in pieces) if p]
+
+
+def lex(text: str, dialect: str) -> Lexed:
+    """Tokenize one statement; an untokenizable one gets a conservatively redacted text."""
+    tokens = _tokenize(text, dialect)
+    if tokens is None:
+        return Lexed(text=text, dialect=dialect, tokens=None, clean=text,
+                     redacted=redact_fallback(text, dialect))
+    clean: list[str] = []
+    redacted: list[str] = []
+    spans: list[tuple[int, int]] = []
+    literals: list[str] = []
+    words: list[str] = []
+    functions: set[str] = set()
+    names: set[str] = set()
+    executable = False
+    pos = 0
+    length = 0
+    for i, tok in enumerate(tokens):
+        gap = text[pos : tok.start]
+        if gap and not gap.isspace():
+            executable = executable or bool(_EXECUTABLE_COMMENT.search(gap))
+            gap = " "
+        raw = text[tok.start : tok.end + 1]
+        clean.append(gap)
+        length += len(gap)
+        spans.append((length, length + len(raw)))
+        clean.append(raw)
+        length += len(raw)
+        pos = tok.end + 1
+        is_param_number = (tok.token_type == TokenType.NUMBER and i > 0
+                           and tokens[i - 1].token_type == TokenType.PARAMETER
+                           and tokens[i - 1].end + 1 == tok.start)
+        if tok.token_type in LITERALS and not is_param_number:
+            literals.append(tok.text)
+            redacted.append(gap + "?")
+            continue
+        redacted.append(gap + raw)
+        words.append(tok.text.upper())
+        names.add(tok.text.lower())
+        if i + 1 < len(tokens) and tokens[i + 1].token_type == TokenType.L_PAREN:
+            functions.add(tok.text.lower())
+    tail = text[pos:]
+    if tail and not tail.isspace():
+        executable = executable or bool(_EXECUTABLE_COMMENT.search(tail))
+    return Lexed(
+        text=text,
+        dialect=dialect,
+        tokens=tuple(tokens),
+        clean="".join(clean).strip(),
+        redacted=scrub_text("".join(redacted).strip()),
+        literals=tuple(literals),
+        words=tuple(words),
+        functions=frozenset(functions),
+        names=frozenset(names),
+        executable_comment=executable,
+        spans=tuple(spans),
+    )
+
+
+_FALLBACK = re.compile(
+    r"""--[^\n]*|\#[^\n]*|/\*.*?(?:\*/|\Z)      # comments (dropped)
+    |\$(?P<tag>[A-Za-z_]*)\$.*?(?:\$(?P=tag)\$|\Z) # dollar-quoted strings
+    |[eEnNbBxXuU]?&?'(?:[^'\\]|\\.|'')*(?:'|\Z)    # quoted strings, unterminated ones to the end
+    |"(?:[^"\\]|\\.|"")*(?:"|\Z)
+    |\b\d[\d.eE+-]*""",
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def redact_fallback(text: str, dialect: str) -> str:
+    """Redact text the tokenizer refused: every quoted span, number and comment goes."""
+
+    def replace(m: re.Match[str]) -> str:
+        token = m.group()
+        if token.startswith(("--", "#", "/*")):
+            return " "
+        if token.startswith('"') and dialect == "postgres":
+            return token  # an identifier in PostgreSQL
+        return "?"
+
+    return scrub_text(_FALLBACK.sub(replace, text).strip())

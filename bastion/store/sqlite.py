@@ -1,0 +1,169 @@
+"""The SQLite store: one bastion, one database file.
+
+sqlite3 blocks, so every call runs on one dedicated worker thread that owns the connection; the
+event loop only awaits it. Write transactions use BEGIN IMMEDIATE, which takes the file's write
+lock up front, so writers (also in other processes) queue instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from bastion.errors import StoreError
+from bastion.store.migrations import Dialect
+from bastion.store.sql import Row, SqlStore, Tx
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+_BUSY_TIMEOUT_S = 30.0
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """Create the file 0600 (and its directory) if missing, then open and configure it."""
+    if path != ":memory:":
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        try:
+            # Created here, not by sqlite3, so it is never readable by others even briefly;
+            # SQLite gives the -wal and -shm files the same mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class _SQLiteTx(Tx):
+    """A transaction on the store's connection, each statement run on its worker thread."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement."""
+        await self._store._call(self._store._run, sql, tuple(params), False)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run one query and return all rows."""
+        return await self._store._call(self._store._run, sql, tuple(params), True)
+
+
+class SQLiteStore(SqlStore):
+    """State in one SQLite file, for a single bastion."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        # One connection, so one transaction at a time per store.
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        """Name the database file."""
+        return f"SQLiteStore({self._path!r})"
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking function on the store's worker thread."""
+        if self._executor is None:
+            raise StoreError(f"the SQLite store {self._path} is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self._path}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"SQLite store {self._path}: {exc}") from exc
+
+    def _open_connection(self) -> None:
+        """Open the connection (worker thread)."""
+        self._conn = _connect(self._path)
+
+    def _close_connection(self) -> None:
+        """Close the connection (worker thread)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _run(self, sql: str, params: tuple[Any, ...], fetch: bool) -> list[Row]:
+        """Run one statement (worker thread)."""
+        assert self._conn is not None
+        cursor = self._conn.execute(sql, params)
+        try:
+            return cursor.fetchall() if fetch else []
+        finally:
+            cursor.close()
+
+    def _begin(self, write: bool) -> None:
+        """Start a transaction (worker thread), dropping one a cancelled caller left open."""
+        assert self._conn is not None
+        if self._conn.in_transaction:
+            self._conn.rollback()
+        self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def _end(self, commit: bool) -> None:
+        """Commit or roll back (worker thread)."""
+        assert self._conn is not None
+        if not self._conn.in_transaction:
+            return
+        if commit:
+            self._conn.commit()
+        else:
+            self._conn.rollback()
+
+    async def open(self) -> None:
+        """Open the file and bring the schema up to the current version."""
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-sqlite")
+        try:
+            await self._call(self._open_connection)
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker thread."""
+        executor = self._executor
+        if executor is None:
+            return
+        async with self._lock:
+            try:
+                await self._call(self._close_connection)
+            finally:
+                self._executor = None
+                # The worker is idle now (the close above was its last job), so this is quick.
+                executor.shutdown(wait=True)
+
+    @asynccontextmanager
+    async def _transaction(self, *, write: bool) -> AsyncIterator[Tx]:
+        """Open a transaction that commits on success and rolls back on error."""
+        async with self._lock:
+            await self._call(self._begin, write)
+            try:
+                yield _SQLiteTx(self)
+            except BaseException:
+                # A failed rollback must not hide why the transaction failed.
+                with contextlib.suppress(StoreError):
+                    await self._call(self._end, False)
+                raise
+            await self._call(self._end, True)

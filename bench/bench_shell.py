@@ -1,0 +1,638 @@
+"""Shell sessions through the bastion against their OpenSSH baselines, measured in one run.
+
+    .venv/bin/python bench/bench_shell.py [--mib 200] [--runs 5] [--samples 400] [--logins 20]
+                                          [--sessions 1000] [--session-budget 180]
+
+Everything runs on loopback against the same OpenSSH sshd (the target), with the stock `ssh`
+client; nothing is asserted, ratios are printed against the budgets of DESIGN.md §9:
+
+1. Bulk output (`cat` of a log-like text file, counted from the first byte to EOF, median of
+   `--runs`) for both client ciphers, chacha20-poly1305 and aes128-gcm: direct OpenSSH; OpenSSH
+   `ProxyJump` (`-J`) through a second sshd; a bare asyncssh relay (below); the bastion, recording
+   on. The bastion's and the relay's upstream leg prefer AES-GCM whatever the client chose.
+2. Keystroke echo latency: `ssh -tt` in a local pty, the remote running `stty raw -echo; cat`; one
+   byte written, its echo awaited; the four paths are sampled in turn (interleaved) so drift hits
+   them alike.
+3. Login to first output: `ssh ... 'echo x'` wall time (interleaved runs).
+4. Memory per idle interactive session: asyncssh clients (in this process) open shells through
+   the bastion in steps up to `--sessions`; the bastion's VmRSS before and after each step.
+5. Recording on vs off: the bastion against the bare relay, from (1).
+
+The bare relay is written here: an asyncssh server on loopback that takes any key, logs into the
+same sshd with asyncssh (same cipher preference and read size as the bastion) and pumps bytes; no
+checks, no state store, no audit, no recording. It runs as its own process, like the bastion.
+
+Run as root with `useradd` available, the target login is a throwaway user whose shell is /bin/sh
+(root's rc files cost ~150 ms per login on this machine); it is removed at the end. Otherwise the
+login is root, and the output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import os
+import pty
+import pwd
+import re
+import resource
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+import asyncssh  # noqa: E402
+
+from bastion.shell import READ_SIZE  # noqa: E402
+from bastion.upstream import CIPHERS  # noqa: E402
+
+MIB = 1024 * 1024
+CHACHA = "chacha20-poly1305@openssh.com"
+AES = "aes128-gcm@openssh.com"
+BENCH_USER = "benchuser"
+F_SETPIPE_SZ = 1031
+PATHS = ("direct", "proxyjump", "bare relay", "bastion")
+WORDS = "error warning info request user session target select from where 200 404 ok".split()
+
+
+# --- the bare relay (runs as `bench_shell.py --bare-relay ...` in its own process) -----------
+
+
+class _AnyKey(asyncssh.SSHServer):
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return True
+
+
+async def _relay_session(process: asyncssh.SSHServerProcess[bytes], target_port: int,
+                         login: str, key: asyncssh.SSHKey) -> None:
+    try:
+        conn = await asyncssh.connect(
+            "127.0.0.1", target_port, username=login, client_keys=[key], known_hosts=None,
+            agent_path=None, config=None, encryption_algs=CIPHERS, preferred_auth="publickey",
+        )
+    except (OSError, asyncssh.Error) as exc:
+        process.stderr.write(f"relay: {exc}\r\n".encode())
+        process.exit(255)
+        return
+    async with conn:
+        cols, rows, pw, ph = process.term_size
+        remote = await conn.create_process(
+            process.command, term_type=process.term_type,
+            term_size=(cols, rows, pw, ph) if process.term_type else None,
+            term_modes=process.term_modes or None, encoding=None,
+            request_pty="auto" if process.term_type else False,
+        )
+
+        async def pump_out(source: asyncssh.SSHReader[bytes], sink: asyncssh.SSHWriter[bytes]) -> None:
+            while data := await source.read(READ_SIZE):
+                sink.write(data)
+                await sink.drain()
+
+        async def pump_in() -> None:
+            while True:
+                try:
+                    data = await process.stdin.read(READ_SIZE)
+                except asyncssh.TerminalSizeChanged as change:
+                    remote.change_terminal_size(change.width, change.height)
+                    continue
+                except (asyncssh.BreakReceived, asyncssh.SignalReceived):
+                    continue
+                if not data:
+                    remote.stdin.write_eof()
+                    return
+                remote.stdin.write(data)
+                await remote.stdin.drain()
+
+        feeder = asyncio.create_task(pump_in())
+        try:
+            await asyncio.gather(pump_out(remote.stdout, process.stdout),
+                                 pump_out(remote.stderr, process.stderr))
+            await remote.wait_closed()
+        except (OSError, asyncssh.Error):
+            pass
+        finally:
+            feeder.cancel()
+        process.exit(remote.exit_status if remote.exit_status is not None else 0)
+
+
+async def _bare_relay(target_port: int, login: str, key_path: str) -> None:
+    key = asyncssh.read_private_key(key_path)
+    server = await asyncssh.create_server(
+        _AnyKey, "127.0.0.1", 0, server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+        process_factory=lambda p: _relay_session(p, target_port, login, key), encoding=None,
+        agent_forwarding=False, x11_forwarding=False, allow_scp=False,
+    )
+    print(f"relay listening on {server.sockets[0].getsockname()[1]}", flush=True)
+    await asyncio.Event().wait()
+
+
+class RelayProcess:
+    """The bare relay as a child process."""
+
+    def __init__(self, target_port: int, login: str, key: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--bare-relay", str(target_port), login, str(key)],
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = re.match(r"relay listening on (\d+)", line)
+        if not match:
+            raise RuntimeError(f"the bare relay did not start: {line!r}")
+        self.port = int(match.group(1))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+# --- the machine: a light target login ----------------------------------------------------------
+
+
+@dataclass
+class Login:
+    name: str
+    home: Path
+    created: bool
+    note: str
+
+
+def make_login() -> Login:
+    """A throwaway user with /bin/sh as its shell, or root when that is not possible."""
+    home = Path(tempfile.mkdtemp(prefix="benchhome-", dir="/tmp"))
+    home.chmod(0o755)
+    try:
+        pwd.getpwnam(BENCH_USER)
+        return Login("root", home, False, f"root (a user {BENCH_USER!r} already exists; left alone)")
+    except KeyError:
+        pass
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        return Login("root", home, False, "root (useradd unavailable or not root: root's rc files "
+                                           "are part of every login)")
+    # "*" rather than useradd's locked "!": sshd without PAM refuses locked accounts.
+    result = subprocess.run(["useradd", "-M", "-s", "/bin/sh", "-d", str(home), "-p", "*",
+                             BENCH_USER], capture_output=True, text=True)
+    if result.returncode != 0:
+        return Login("root", home, False, f"root (useradd failed: {result.stderr.strip()})")
+    os.chown(home, pwd.getpwnam(BENCH_USER).pw_uid, -1)
+    return Login(BENCH_USER, home, True, f"{BENCH_USER} (throwaway user, shell /bin/sh, no rc files)")
+
+
+def drop_login(login: Login) -> None:
+    if login.created:
+        subprocess.run(["userdel", BENCH_USER], capture_output=True)
+    shutil.rmtree(login.home, ignore_errors=True)
+
+
+def log_text(size: int) -> bytes:
+    """`size` bytes of log-like terminal output (1 MiB of varied lines, repeated)."""
+    import random
+
+    rng = random.Random(1)
+    lines: list[bytes] = []
+    total = 0
+    while total < MIB:
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 14)))
+        line = f"\x1b[32m{rng.randint(0, 99999):05d}\x1b[0m {words}\n".encode()
+        lines.append(line)
+        total += len(line)
+    block = b"".join(lines)[:MIB]
+    return (block * (size // MIB + 1))[:size]
+
+
+# --- measurements -----------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    """Ports, keys and the client command for each path."""
+
+    login: str
+    key: Path
+    cert: Path
+    target_port: int
+    jump_port: int
+    relay_port: int
+    bastion_port: int
+    configs: dict[str, Path] = field(default_factory=dict)
+
+    def command(self, path: str, cipher: str, *extra: str) -> list[str]:
+        base = ["ssh", "-F", str(self.configs[cipher]), *extra]
+        if path == "direct":
+            return [*base, "-p", str(self.target_port), f"{self.login}@127.0.0.1"]
+        if path == "proxyjump":
+            return [*base, "-J", f"{self.login}@127.0.0.1:{self.jump_port}", "-p",
+                    str(self.target_port), f"{self.login}@127.0.0.1"]
+        if path == "bare relay":
+            return [*base, "-p", str(self.relay_port), f"{self.login}@127.0.0.1"]
+        assert path == "bastion"
+        return [*base, "-o", f"CertificateFile={self.cert}", "-p", str(self.bastion_port),
+                "prod@127.0.0.1"]
+
+
+def client_config(path: Path, key: Path, cipher: str) -> Path:
+    # -J passes -F on to the jump's ssh, so both legs of ProxyJump use this cipher too.
+    path.write_text(
+        f"""Host *
+  IdentityFile {key}
+  IdentitiesOnly yes
+  IdentityAgent none
+  BatchMode yes
+  StrictHostKeyChecking no
+  UserKnownHostsFile /dev/null
+  LogLevel ERROR
+  Ciphers {cipher}
+  ControlMaster no
+"""
+    )
+    return path
+
+
+def bulk_rate(command: list[str], remote: str, size: int) -> float:
+    """MiB/s of `remote`'s output, from its first byte to EOF (the login is not counted)."""
+    proc = subprocess.Popen([*command, remote], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    fd = proc.stdout.fileno()
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, MIB)
+    first = os.read(fd, MIB)
+    start = time.perf_counter()
+    total = len(first)
+    while chunk := os.read(fd, MIB):
+        total += len(chunk)
+    elapsed = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace")
+    proc.wait()
+    if proc.returncode != 0 or total != size:
+        raise RuntimeError(f"{command}: exit {proc.returncode}, {total} of {size} bytes: {err}")
+    return (total - len(first)) / MIB / elapsed
+
+
+class EchoSession:
+    """`ssh -tt` in a local pty, the remote side echoing every byte with `cat` in raw mode."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [*command, "stty raw -echo; printf READY; exec cat"],
+            stdin=slave, stdout=slave, stderr=subprocess.PIPE, start_new_session=True,
+        )
+        os.close(slave)
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"READY" not in seen:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"{command}: no echo session: {seen!r}")
+            if select.select([self.master], [], [], 0.5)[0]:
+                seen += os.read(self.master, 4096)
+        self.samples: list[float] = []
+
+    def sample(self, byte: bytes) -> None:
+        start = time.perf_counter()
+        os.write(self.master, byte)
+        got = b""
+        while not got:
+            if not select.select([self.master], [], [], 5)[0]:
+                raise RuntimeError("no echo within 5 s")
+            got = os.read(self.master, 64)
+        self.samples.append((time.perf_counter() - start) * 1000)
+        if got != byte:
+            raise RuntimeError(f"echo {got!r} for {byte!r}")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+
+
+def login_time(command: list[str]) -> float:
+    start = time.perf_counter()
+    result = subprocess.run([*command, "echo x"], capture_output=True, text=True, timeout=60)
+    elapsed = (time.perf_counter() - start) * 1000
+    if result.returncode != 0 or result.stdout != "x\n":
+        raise RuntimeError(f"{command}: exit {result.returncode}: {result.stderr}")
+    return elapsed
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM", "Threads"):
+            fields[name] = int(value.split()[0])
+    fields["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    return fields
+
+
+def child_count(pid: int) -> int:
+    """How many processes have `pid` as their parent (sshd: one per open connection)."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if int(stat.rpartition(")")[2].split()[1]) == pid:
+                    count += 1
+    return count
+
+
+@dataclass
+class MemoryStep:
+    sessions: int
+    rss_kib: int
+    threads: int
+    fds: int
+    seconds: float
+    failures: int
+
+
+async def memory_steps(setup: Setup, pid: int, steps: list[int], budget: float,
+                       concurrency: int) -> tuple[dict[str, int], list[MemoryStep], list[str], float]:
+    """Open idle PTY shells through the bastion in steps; the bastion's RSS after each step."""
+    key = asyncssh.read_private_key(str(setup.key))
+    cert = asyncssh.read_certificate(str(setup.cert))
+    live: list[tuple[asyncssh.SSHClientConnection, Any]] = []
+    errors: list[str] = []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with gate:
+            conn = await asyncssh.connect(
+                "127.0.0.1", setup.bastion_port, username="prod", client_keys=[(key, cert)],
+                known_hosts=None, agent_path=None, config=None, encryption_algs=[AES],
+            )
+            try:
+                proc = await conn.create_process(term_type="xterm", term_size=(80, 24),
+                                                 encoding=None)
+                prompt = await asyncio.wait_for(proc.stdout.read(256), 60)
+                if not prompt:
+                    raise RuntimeError("the shell closed at once")
+            except BaseException:
+                conn.close()
+                raise
+            live.append((conn, proc))
+
+    await asyncio.sleep(1)
+    before = proc_status(pid)
+    results: list[MemoryStep] = []
+    started = time.monotonic()
+    try:
+        for target in steps:
+            t0 = time.monotonic()
+            outcomes = await asyncio.gather(*(one() for _ in range(target - len(live))),
+                                            return_exceptions=True)
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            errors += [f"{type(o).__name__}: {o}" for o in failed]
+            seconds = time.monotonic() - t0
+            await asyncio.sleep(2)  # let the sessions settle into idleness
+            st = proc_status(pid)
+            results.append(MemoryStep(len(live), st["VmRSS"], st["Threads"], st["fds"], seconds,
+                                      len(failed)))
+            print(f"  memory step: {len(live)} live sessions ({len(failed)} failed) in "
+                  f"{seconds:.1f} s, bastion VmRSS {st['VmRSS'] / 1024:.1f} MiB, "
+                  f"{st['Threads']} threads", flush=True)
+            if failed or time.monotonic() - started > budget:
+                break
+    finally:
+        t_close = time.monotonic()
+        for conn, _ in live:
+            conn.close()
+        await asyncio.gather(*(conn.wait_closed() for conn, _ in live), return_exceptions=True)
+        close_seconds = time.monotonic() - t_close
+    return before, results, errors, close_seconds
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--bare-relay":
+        asyncio.run(_bare_relay(int(sys.argv[2]), sys.argv[3], sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mib", type=int, default=200, help="bulk output size per run")
+    parser.add_argument("--runs", type=int, default=5, help="bulk runs per path and cipher")
+    parser.add_argument("--samples", type=int, default=400, help="keystrokes per path")
+    parser.add_argument("--logins", type=int, default=20, help="logins per path")
+    parser.add_argument("--sessions", type=int, default=1000, help="most concurrent sessions")
+    parser.add_argument("--session-budget", type=float, default=180.0,
+                        help="seconds allowed for opening sessions before the steps stop")
+    parser.add_argument("--concurrency", type=int, default=16, help="session opens at once")
+    args = parser.parse_args()
+
+    from harness import BastionProcess, World, control, control_json, free_port, make_key
+    from sshd import Sshd
+
+    from bastion.ca import CertificateAuthority
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the bastion and sshds
+    t_begin = time.monotonic()
+    login = make_login()
+    procs: list[Any] = []
+    bulk: dict[tuple[str, str], list[float]] = {}
+    echo: dict[str, list[float]] = {}
+    logins: dict[str, list[float]] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            root.chmod(0o711)  # sshd reads the authorized_keys file as the target login
+            world = World(root=root / "bastion", port=free_port(),
+                          users={"alice": ["developer"], "bob": ["approver"], "dave": ["approver"]})
+            alice = world.key("alice")
+            alice_pub = make_key(alice, "alice@test")
+            upstream_ca = CertificateAuthority.load(world.root / "data" / "upstream_ca",
+                                                    "upstream CA")
+            target = Sshd(root / "target", trusted_ca=upstream_ca.public_key_line(),
+                          authorized_keys=(alice_pub,), extra="MaxStartups 2000\nMaxSessions 10\n")
+            target.start()
+            procs.append(target)
+            jump = Sshd(root / "jump", authorized_keys=(alice_pub,), extra="MaxStartups 100\n")
+            jump.start()
+            procs.append(jump)
+            world.target = target
+            config = world.write_config()
+            config.write_text(config.read_text().replace('login = "root"',
+                                                         f'login = "{login.name}"'))
+            bastion = BastionProcess(world)
+            bastion.start()
+            procs.append(bastion)
+            relay = RelayProcess(target.port, login.name, alice)
+            procs.append(relay)
+
+            req = control_json(bastion, "alice", "request", "prod", "--reason", "bench",
+                               "--duration", "1h")
+            if req["status"] != "approved":
+                control_json(bastion, "bob", "approve", str(req["id"]))
+            cert = root / "alice-cert.pub"
+            cert.write_text(control(bastion, "alice", "cert", str(req["id"])).stdout)
+
+            data = login.home / "bulk.txt"
+            data.write_bytes(log_text(args.mib * MIB))
+            data.chmod(0o644)
+            size = args.mib * MIB
+            setup = Setup(login.name, alice, cert, target.port, jump.port, relay.port, world.port)
+            for cipher in (CHACHA, AES):
+                setup.configs[cipher] = client_config(root / f"ssh_config_{cipher[:6]}", alice,
+                                                      cipher)
+
+            # 1 + 5: bulk output, runs interleaved across the paths.
+            print(f"bulk output: {args.mib} MiB x {args.runs} runs x 4 paths x 2 ciphers", flush=True)
+            for cipher in (CHACHA, AES):
+                for path in PATHS:  # warm-up (page cache, first logins)
+                    bulk_rate(setup.command(path, cipher), f"head -c {MIB} {data}", MIB)
+                for _ in range(args.runs):
+                    for path in PATHS:
+                        rate = bulk_rate(setup.command(path, cipher), f"cat {data}", size)
+                        bulk.setdefault((cipher, path), []).append(rate)
+
+            # 2: keystroke echo, the four sessions sampled in turn.
+            print(f"keystroke echo: {args.samples} samples x 4 paths", flush=True)
+            sessions = {path: EchoSession(setup.command(path, CHACHA, "-tt")) for path in PATHS}
+            try:
+                for _ in range(20):  # warm-up
+                    for s in sessions.values():
+                        s.sample(b"w")
+                for s in sessions.values():
+                    s.samples.clear()
+                for i in range(args.samples):
+                    byte = bytes([97 + i % 26])
+                    for s in sessions.values():
+                        s.sample(byte)
+                        time.sleep(0.002)
+            finally:
+                for s in sessions.values():
+                    s.close()
+            echo = {path: s.samples for path, s in sessions.items()}
+
+            # 3: login to first output.
+            print(f"login to first output: {args.logins} runs x 4 paths", flush=True)
+            for path in PATHS:
+                login_time(setup.command(path, CHACHA))
+            for _ in range(args.logins):
+                for path in PATHS:
+                    logins.setdefault(path, []).append(login_time(setup.command(path, CHACHA)))
+
+            # 4: memory per idle session.
+            steps = [n for n in (100, 250, 500, 1000, 2000, 5000) if n < args.sessions]
+            steps.append(args.sessions)
+            print(f"memory: idle PTY shells through the bastion in steps {steps}", flush=True)
+            assert bastion.proc is not None
+            before, mem, mem_errors, close_seconds = asyncio.run(
+                memory_steps(setup, bastion.proc.pid, steps, args.session_budget,
+                             args.concurrency))
+            # The clients are gone: wait for the bastion to end their sessions upstream.
+            assert target.proc is not None
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                after_close = proc_status(bastion.proc.pid)
+                left_upstream = child_count(target.proc.pid)
+                if left_upstream == 0 and after_close["fds"] <= before["fds"] + 2:
+                    break
+                time.sleep(0.5)
+            bastion_alive = bastion.proc.poll() is None
+            log_lines = bastion.log.read_text(errors="replace").splitlines()
+    finally:
+        for proc in reversed(procs):
+            with contextlib.suppress(Exception):
+                proc.stop()
+        drop_login(login)
+    total = time.monotonic() - t_begin
+
+    # --- report -------------------------------------------------------------------------------
+    print()
+    print(f"target login: {login.note}; {args.mib} MiB log-like text per bulk run; "
+          f"{os.cpu_count()} CPUs; {total:.0f} s in all")
+    print()
+    print("1. bulk output, MiB/s (median of runs; first byte to EOF)")
+    print(f"   {'path':<34}{'chacha20-poly1305':>20}{'aes128-gcm':>14}")
+    names = {"direct": "direct OpenSSH", "proxyjump": "OpenSSH ProxyJump (-J, 2nd sshd)",
+             "bare relay": "bare asyncssh relay, no recording", "bastion": "bastion, recording on"}
+    med = {key: statistics.median(v) for key, v in bulk.items()}
+    for path in PATHS:
+        spread = "  ".join(f"[{min(bulk[(c, path)]):.0f}-{max(bulk[(c, path)]):.0f}]"
+                           for c in (CHACHA, AES))
+        print(f"   {names[path]:<34}{med[(CHACHA, path)]:>20.1f}{med[(AES, path)]:>14.1f}"
+              f"   range {spread}")
+    for label, a, b, goal in (
+        ("bastion / ProxyJump", "bastion", "proxyjump", "goal >= 1.0x"),
+        ("bastion / direct", "bastion", "direct", "-"),
+        ("bare relay / ProxyJump", "bare relay", "proxyjump", "-"),
+        ("bastion / bare relay (recording on / off)", "bastion", "bare relay",
+         "goal >= 0.90x, i.e. recording costs <= 10 %"),
+    ):
+        print(f"   ratio {label:<42} chacha20 {med[(CHACHA, a)] / med[(CHACHA, b)]:.2f}x"
+              f"   aes-gcm {med[(AES, a)] / med[(AES, b)]:.2f}x   ({goal})")
+    print()
+    print(f"2. keystroke echo (ssh -tt, chacha20, remote `cat` in raw mode), ms, "
+          f"{args.samples} samples")
+    d50, d99 = statistics.median(echo["direct"]), pct(echo["direct"], 0.99)
+    for path in PATHS:
+        p50, p99 = statistics.median(echo[path]), pct(echo[path], 0.99)
+        added = "" if path == "direct" else f"   added p50 {p50 - d50:+.3f}  p99 {p99 - d99:+.3f}"
+        print(f"   {names[path]:<34} p50 {p50:6.3f}  p99 {p99:6.3f}  max {max(echo[path]):6.2f}"
+              f"{added}")
+    print("   (goal for the bastion: added p50 < 1 ms, p99 < 2 ms)")
+    print()
+    print(f"3. login to first output (`ssh ... 'echo x'`, wall time), ms, {args.logins} runs")
+    direct_login = statistics.median(logins["direct"])
+    for path in PATHS:
+        p50 = statistics.median(logins[path])
+        print(f"   {names[path]:<34} p50 {p50:7.1f}  p90 {pct(logins[path], 0.9):7.1f}"
+              f"   ratio to direct {p50 / direct_login:.2f}x")
+    print("   (goal for the bastion: <= 1.0x direct)")
+    print()
+    print(f"4. bastion memory, idle PTY shells (asyncssh clients, {args.concurrency} opens at once)")
+    print(f"   before: VmRSS {before['VmRSS'] / 1024:.1f} MiB, {before['Threads']} threads, "
+          f"{before['fds']} fds")
+    for step in mem:
+        per = (step.rss_kib - before["VmRSS"]) / step.sessions if step.sessions else float("nan")
+        print(f"   {step.sessions:>5} sessions: VmRSS {step.rss_kib / 1024:7.1f} MiB  "
+              f"{per:6.1f} KiB/session  {step.threads} threads  {step.fds} fds  "
+              f"opened in {step.seconds:5.1f} s ({step.failures} failed)")
+    print("   (goal < 256 KiB/session at 1,000 sessions)")
+    print(f"   clients closed (in {close_seconds:.1f} s); up to 15 s later: bastion VmRSS "
+          f"{after_close['VmRSS'] / 1024:.1f} MiB, {after_close['Threads']} threads, "
+          f"{after_close['fds']} fds; {left_upstream} connections still open on the target sshd")
+    for err in mem_errors[:5]:
+        print(f"   session error: {err}")
+    print()
+    problems = [line for line in log_lines
+                if re.search(r"Traceback|ERROR|Exception|session failed|internal error", line)]
+    print(f"bastion: {'running' if bastion_alive else 'DIED'} at the end of the run; "
+          f"{len(problems)} error lines in its log")
+    for line in problems[:10]:
+        print(f"   {line}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Shared set-up for scripts/test and scripts/demo: system packages when missing, then a virtual
+# environment in .venv with the project and its test tools installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v ssh >/dev/null || need+=(openssh-client)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+if [ "${BASTION_BOOTSTRAP_TEST:-0}" = 1 ]; then
+  command -v asciinema >/dev/null || need+=(asciinema)
+  command -v tmux >/dev/null || need+=(tmux)
+  command -v script >/dev/null || need+=(bsdutils)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${need[*]} with apt-get" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "missing system packages: ${need[*]} (install them, e.g. sudo apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -e "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e '.[test]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi

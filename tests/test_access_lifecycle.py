@@ -1,0 +1,145 @@
+"""Access that changes under a running bastion: reloads, removed users, contractors, restarts."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from harness import (
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    make_key,
+    ssh,
+    start_target,
+)
+
+USERS = {"alice": ["developer"], "bob": ["approver"], "dave": ["approver"], "carol": ["auditor"]}
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(root=tmp_path, port=free_port(), users=dict(USERS))
+    target = start_target(w)
+    w.write_config()
+    yield w
+    target.stop()
+
+
+@pytest.fixture
+def bastion(world: World) -> Iterator[BastionProcess]:
+    proc = BastionProcess(world)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def approved_cert(bastion: BastionProcess, user: str, target: str = "prod") -> Path:
+    req = control_json(bastion, user, "request", target, "--reason", "INC-7: check")
+    if req["status"] != "approved":
+        control_json(bastion, "bob", "approve", str(req["id"]))
+    result = control(bastion, user, "cert", str(req["id"]))
+    assert result.returncode == 0, result.stderr
+    path = bastion.world.root / f"{user}-{req['id']}-cert.pub"
+    path.write_text(result.stdout)
+    return path
+
+
+def test_user_removed_from_config_is_refused_after_sighup(bastion: BastionProcess) -> None:
+    cert = approved_cert(bastion, "alice")
+    key = bastion.world.key("alice")
+    assert ssh(bastion, key, "prod", ["true"], cert=cert).returncode == 0
+    del bastion.world.users["alice"]
+    bastion.world.write_config()
+    bastion.sighup("config reloaded")
+    result = ssh(bastion, key, "prod", ["true"], cert=cert)
+    assert result.returncode == 255
+    assert "refused" in result.stderr and "alice" in result.stderr
+    control_plane = ssh(bastion, key, "access", ["requests"])
+    assert control_plane.returncode == 255 and "not registered" in control_plane.stderr
+    kinds = [e["kind"] for e in control_json(bastion, "carol", "audit")]
+    assert "config.reloaded" in kinds
+
+
+def test_failed_reload_keeps_the_previous_config(bastion: BastionProcess) -> None:
+    bastion.world.extra = '[[targets]]\nname = "broken"\nkind = "telnet"\naddress = "x"\nlogin = "x"\n'
+    bastion.world.write_config()
+    bastion.sighup("config reload failed")
+    log = bastion.log.read_text()
+    assert "keeping the previous config" in log and "targets[3].kind" in log
+    # The old config still works.
+    assert control_json(bastion, "alice", "whoami")["user"] == "alice"
+    events = control_json(bastion, "carol", "audit", "--kind", "config.")
+    assert events[0]["kind"] == "config.reload_failed" and "telnet" in events[0]["details"]["error"]
+
+
+def test_contractor_past_expires_is_refused(world: World) -> None:
+    soon = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
+    make_key(world.key("carl"))
+    world.extra_users = (
+        f'[[users]]\nname = "carl"\nroles = ["contractor"]\n'
+        f'expires = {soon.isoformat().replace("+00:00", "Z")}\n'
+        f'public_keys = ["{Path(str(world.key("carl")) + ".pub").read_text().strip()}"]\n'
+    )
+    world.write_config()
+    bastion = BastionProcess(world)
+    bastion.start()
+    try:
+        cert = approved_cert(bastion, "carl")
+        assert ssh(bastion, world.key("carl"), "prod", ["true"], cert=cert).returncode == 0
+        info = control_json(bastion, "carl", "whoami")
+        assert info["expires"].startswith(soon.strftime("%Y-%m-%dT%H:%M:%S"))
+        time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 1)
+        result = ssh(bastion, world.key("carl"), "prod", ["true"], cert=cert)
+        assert result.returncode == 255
+        assert "expired" in result.stderr
+        denied = ssh(bastion, world.key("carl"), "access", ["requests"])
+        assert denied.returncode == 255 and "account of carl has expired" in denied.stderr
+    finally:
+        bastion.stop()
+
+
+def test_state_survives_a_restart(bastion: BastionProcess) -> None:
+    cert = approved_cert(bastion, "alice")
+    bastion.stop()
+    bastion.start()
+    assert ssh(bastion, bastion.world.key("alice"), "prod", ["true"], cert=cert).returncode == 0
+    assert control_json(bastion, "alice", "requests")[0]["status"] == "approved"
+
+
+def test_bastion_with_postgresql_state_store(tmp_path: Path, pg_url: str) -> None:
+    world = World(root=tmp_path, port=free_port(), users=dict(USERS), store_url=pg_url)
+    target = start_target(world)
+    world.write_config()
+    bastion = BastionProcess(world)
+    bastion.start()
+    try:
+        cert = approved_cert(bastion, "alice")
+        assert ssh(bastion, world.key("alice"), "prod", ["true"], cert=cert).returncode == 0
+        kinds = {e["kind"] for e in control_json(bastion, "carol", "audit")}
+        assert {"request.created", "request.approved", "login.success"} <= kinds
+    finally:
+        bastion.stop()
+        target.stop()
+
+
+def test_bad_config_is_refused_at_start_with_file_and_key(world: World) -> None:
+    world.users["mallory"] = ["hacker"]
+    world.write_config()
+    bastion = BastionProcess(world)
+    with pytest.raises(RuntimeError) as exc:
+        bastion.start()
+    assert f"{world.config}: users[" in str(exc.value) and "unknown role 'hacker'" in str(exc.value)
+
+
+def test_json_request_has_the_contract_fields(bastion: BastionProcess) -> None:
+    req = control_json(bastion, "alice", "request", "prod", "--reason", "INC-1")
+    assert {"id", "user", "target", "reason", "status", "expires_at"} <= set(req)
+    listed = json.loads(control(bastion, "alice", "requests", "--json").stdout)
+    assert listed[0]["id"] == req["id"]

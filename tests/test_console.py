@@ -1,0 +1,75 @@
+"""The SQL console's line editor, statement splitter and result rendering, without a terminal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bastion.console.lineedit import EOF, INTERRUPT, LineEditor
+from bastion.console.render import ResultWriter
+from bastion.console.sql_session import parse_exec_options, statement_complete
+
+
+def test_line_editor_edits_and_keeps_history() -> None:
+    ed = LineEditor()
+    ed.start("db=> ")
+    echo, events = ed.feed(b"selct 1;\x1b[D\x1b[D\x1b[D\x1b[D\x1b[D\x7fect\r")
+    assert events == ["select 1;"]
+    assert "selct" in echo
+    ed.feed(b"select 2;\r")
+    _, events = ed.feed(b"\x1b[A\x1b[A\r")
+    assert events == ["select 1;"]
+    _, events = ed.feed("é €\r".encode())
+    assert events == ["é €"]
+
+
+def test_line_editor_interrupt_and_eof() -> None:
+    ed = LineEditor()
+    _, events = ed.feed(b"half a line\x03")
+    assert events == [INTERRUPT] and ed.line == ""
+    _, events = ed.feed(b"x\x15\r")  # Ctrl-U clears
+    assert events == [""]
+    _, events = ed.feed(b"\x04")
+    assert events == [EOF]
+
+
+def test_statement_complete_ignores_semicolons_in_quotes_and_comments() -> None:
+    assert statement_complete("select 1;")
+    assert statement_complete("select ';'\n;")
+    assert not statement_complete("select ';")
+    assert not statement_complete("select 1 -- ;")
+    assert not statement_complete("select 'it''s")
+    assert statement_complete("select 'it''s';  ")
+
+
+def test_exec_options() -> None:
+    assert parse_exec_options("--format csv select 1") == ("csv", "select 1")
+    assert parse_exec_options("--json select 1") == ("json", "select 1")
+    assert parse_exec_options("--format=tsv select 1") == ("tsv", "select 1")
+    assert parse_exec_options("-- a comment\nselect 1") == ("table", "-- a comment\nselect 1")
+    with pytest.raises(ValueError, match="--format must be one of table, expanded, csv"):
+        parse_exec_options("--format xml select 1")
+
+
+def test_table_fits_the_terminal_and_escapes_control_characters() -> None:
+    writer = ResultWriter("table", ["id", "note"], width=30)
+    text = writer.header() + writer.batch([(1, "x" * 100), (2, "evil\x1b]0;title\x07")])
+    text += writer.footer("SELECT 2", 2, False, None)
+    lines = text.splitlines()
+    assert all(len(line) <= 30 for line in lines)
+    assert "…" in text and "\x1b" not in text and "\\x1b" in text
+    assert lines[-1] == "(2 rows)"
+
+
+def test_csv_tsv_json_and_expanded() -> None:
+    rows = [(1, "a,b", None), (2, 'q"uote', "z")]
+    csv_writer = ResultWriter("csv", ["id", "name", "n"])
+    assert csv_writer.header() + csv_writer.batch(rows) == 'id,name,n\n1,"a,b",NULL\n2,"q""uote",z\n'
+    tsv = ResultWriter("tsv", ["id", "name", "n"])
+    assert tsv.batch(rows).splitlines()[0] == "1\ta,b\tNULL"
+    js = ResultWriter("json", ["id", "name", "n"])
+    out = js.header() + js.batch(rows[:1]) + js.batch(rows[1:]) + js.footer("", 2, False, None)
+    assert json.loads(out) == [{"id": 1, "name": "a,b", "n": None}, {"id": 2, "name": 'q"uote', "n": "z"}]
+    ex = ResultWriter("expanded", ["id", "name"])
+    assert "-[ RECORD 2 ]" in ex.batch([(1, "a"), (2, "b")])

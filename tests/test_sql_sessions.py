@@ -1,0 +1,313 @@
+"""SQL sessions through the bastion on real PostgreSQL and MariaDB: exec, formats, console,
+guardrails, the masked query log, and a leak scan of everything the bastion wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import psycopg
+import pymysql
+import pytest
+from harness import BastionProcess, World, control, control_json, free_port, ssh
+
+from bastion.demo_data import PEOPLE
+from recorder import RecordingReader, load_auditor_private_key
+
+PG_ADMIN = os.environ.get("BASTION_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+MY_HOST, MY_PORT = "127.0.0.1", int(os.environ.get("BASTION_TEST_MYSQL_PORT", "3306"))
+USERS = {"alice": ["developer"], "bob": ["approver"], "dave": ["approver"], "carol": ["auditor"]}
+SECRETS = [p[3] for p in PEOPLE] + [p[4] for p in PEOPLE] + [p[2] for p in PEOPLE]
+TABLES = """
+CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL, email VARCHAR(200),
+                        ssn VARCHAR(20) UNIQUE, card_number VARCHAR(30), note VARCHAR(200));
+CREATE TABLE notes (id INT PRIMARY KEY, body VARCHAR(200))
+"""
+
+
+def encodings(value: str) -> set[str]:
+    """A value and its obvious encodings, as an attacker would try to smuggle it out."""
+    raw = value.encode()
+    digits = "".join(ch for ch in value if ch.isdigit())
+    found = {value, value.upper(), value.lower(), value[::-1], raw.hex(), raw.hex().upper(),
+             base64.b64encode(raw).decode().rstrip("=")}
+    if len(digits) >= 9:
+        found.add(digits)
+    return found
+
+
+def assert_no_secrets(text: str, where: str) -> None:
+    for secret in SECRETS:
+        for form in encodings(secret):
+            assert form not in text, f"{where} leaks {secret!r} as {form!r}"
+
+
+@pytest.fixture(scope="module")
+def databases() -> Iterator[dict[str, str]]:
+    """A fresh database on each engine, seeded, with an unprivileged account for the bastion."""
+    name = f"bastion_sql_{uuid.uuid4().hex[:10]}"
+    password = uuid.uuid4().hex
+    admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+    base, _, _ = PG_ADMIN.rpartition("/")
+    with psycopg.connect(f"{base}/{name}", autocommit=True) as db:
+        for statement in TABLES.split(";"):
+            db.execute(statement)
+        with db.cursor() as cur:
+            cur.executemany("INSERT INTO customers VALUES (%s, %s, %s, %s, %s, %s)", PEOPLE)
+        db.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON customers, notes TO {name}")
+    my = pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", autocommit=True)
+    with my.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+        cur.execute(f"USE {name}")
+        for statement in TABLES.split(";"):
+            cur.execute(statement)
+        cur.executemany("INSERT INTO customers VALUES (%s, %s, %s, %s, %s, %s)", PEOPLE)
+        cur.execute(f"CREATE USER '{name}'@'127.0.0.1' IDENTIFIED BY %s", (password,))
+        cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {name}.* TO '{name}'@'127.0.0.1'")
+    yield {"name": name, "password": password}
+    with my.cursor() as cur:
+        cur.execute(f"DROP DATABASE {name}")
+        cur.execute(f"DROP USER '{name}'@'127.0.0.1'")
+    my.close()
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.execute(f"DROP ROLE {name}")
+    admin.close()
+
+
+def sql_targets(db: dict[str, str], pg_port: int) -> str:
+    masking = """
+[[targets.masking]]
+columns = ["*.customers.ssn"]
+strategy = "partial"
+[[targets.masking]]
+columns = ["*.customers.card_number"]
+strategy = "redact"
+[[targets.masking]]
+columns = ["*.customers.email"]
+strategy = "hash"
+"""
+    out = []
+    for name, kind, port in (("pgdb", "postgres", pg_port), ("mydb", "mysql", MY_PORT)):
+        out.append(f"""
+[[targets]]
+name = "{name}"
+kind = "{kind}"
+address = "127.0.0.1:{port}"
+database = "{db['name']}"
+login = "{db['name']}"
+password = {{ env = "BASTION_TEST_DB_PASSWORD" }}
+approvals_required = 1
+blocked_statements = ["drop", "truncate", "alter", "grant"]
+max_rows = 1000
+{masking}""")
+    return "".join(out)
+
+
+@pytest.fixture(scope="module")
+def bastion(tmp_path_factory: pytest.TempPathFactory,
+            databases: dict[str, str]) -> Iterator[BastionProcess]:
+    world = World(root=tmp_path_factory.mktemp("sql"), port=free_port(), users=dict(USERS))
+    world.extra = sql_targets(databases, 5432)
+    world.write_config()
+    os.environ["BASTION_TEST_DB_PASSWORD"] = databases["password"]
+    proc = BastionProcess(world)
+    proc.start()
+    yield proc
+    proc.stop()
+    leak_scan(proc)
+
+
+def leak_scan(bastion: BastionProcess) -> None:
+    """Nothing the bastion wrote may hold a seeded sensitive value, in any obvious encoding."""
+    root = bastion.world.root
+    assert_no_secrets(bastion.log.read_text(), "the bastion's log")
+    assert_no_secrets((root / "data" / "audit.jsonl").read_text(), "the audit log file")
+    identity = load_auditor_private_key(root / "keys" / "auditor")
+    for path in (root / "recordings").glob("*.rec"):
+        with RecordingReader(path, identity) as reader:
+            text = "\n".join(json.dumps(_event_json(e)) for e in reader)
+        assert_no_secrets(text, f"recording {path.name}")
+
+
+def _event_json(event: Any) -> Any:
+    from recorder import event_to_json
+
+    return event_to_json(event)
+
+
+@pytest.fixture(scope="module")
+def certs(bastion: BastionProcess) -> dict[str, Path]:
+    out = {}
+    for target in ("pgdb", "mydb"):
+        req = control_json(bastion, "alice", "request", target, "--reason", "INC-77: billing")
+        control_json(bastion, "bob", "approve", str(req["id"]))
+        path = bastion.world.root / f"alice-{target}-cert.pub"
+        path.write_text(control(bastion, "alice", "cert", str(req["id"])).stdout)
+        out[target] = path
+    return out
+
+
+ENGINES = ["pgdb", "mydb"]
+
+
+def run(bastion: BastionProcess, certs: dict[str, Path], target: str, *command: str,
+        input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    result = ssh(bastion, bastion.world.key("alice"), target, list(command), cert=certs[target],
+                 input=input)
+    assert_no_secrets(result.stdout + result.stderr, f"the user's output of {command}")
+    return result
+
+
+@pytest.mark.parametrize("target", ENGINES)
+def test_select_masks_sensitive_columns_and_keeps_the_rest(
+        bastion: BastionProcess, certs: dict[str, Path], target: str) -> None:
+    result = run(bastion, certs, target,
+                 "SELECT id, name, email, ssn, card_number, note FROM customers ORDER BY id")
+    assert result.returncode == 0, result.stderr
+    assert "Ada Lovelace" in result.stdout and "prefers email" in result.stdout
+    assert "6789" in result.stdout  # partial keeps the last four
+    assert "(5 rows)" in result.stdout
+
+
+@pytest.mark.parametrize("target", ENGINES)
+def test_exec_formats(bastion: BastionProcess, certs: dict[str, Path], target: str) -> None:
+    as_json = run(bastion, certs, target, "--json", "SELECT id, name, ssn FROM customers ORDER BY id")
+    assert as_json.returncode == 0, as_json.stderr
+    rows = json.loads(as_json.stdout)
+    assert [r["name"] for r in rows][:2] == ["Ada Lovelace", "Alan Turing"]
+    assert rows[0]["ssn"] != PEOPLE[0][3]
+    as_csv = run(bastion, certs, target, "--format", "csv", "SELECT id, name FROM customers ORDER BY id")
+    assert as_csv.stdout.splitlines()[:2] == ["id,name", "1,Ada Lovelace"]
+    as_tsv = run(bastion, certs, target, "--tsv", "SELECT id, name FROM customers ORDER BY id")
+    assert as_tsv.stdout.splitlines()[1] == "1\tAda Lovelace"
+    several = run(bastion, certs, target, "--csv", "SELECT 1 AS a; SELECT 2 AS b")
+    assert several.stdout.splitlines() == ["a", "1", "b", "2"]
+
+
+@pytest.mark.parametrize("target", ENGINES)
+def test_sql_error_exits_non_zero_without_quoting_values(
+        bastion: BastionProcess, certs: dict[str, Path], target: str) -> None:
+    result = run(bastion, certs, target, "SELECT no_such_column FROM customers")
+    assert result.returncode == 1
+    assert "no_such_column" in result.stderr
+    # The value is built in SQL so the command itself does not carry it; the unique violation's
+    # detail would quote it.
+    head, tail = PEOPLE[0][3][:3], PEOPLE[0][3][3:]
+    built = f"'{head}' || '{tail}'" if target == "pgdb" else f"CONCAT('{head}', '{tail}')"
+    dup = run(bastion, certs, target, f"INSERT INTO customers (id, name, ssn) VALUES (99, 'X', {built})")
+    assert dup.returncode == 1  # the unique violation's detail quotes the value: scrubbed
+
+
+@pytest.mark.parametrize("target", ENGINES)
+def test_guardrails_refuse_and_explain(bastion: BastionProcess, certs: dict[str, Path],
+                                       target: str) -> None:
+    dropped = run(bastion, certs, target, "DROP TABLE notes")
+    assert dropped.returncode == 1 and "refused" in dropped.stderr
+    everything = run(bastion, certs, target, "DELETE FROM notes")
+    assert everything.returncode == 1 and "WHERE" in everything.stderr
+    ok = run(bastion, certs, target, "INSERT INTO notes VALUES (1, 'kept'); SELECT body FROM notes")
+    assert ok.returncode == 0 and "kept" in ok.stdout
+    events = control_json(bastion, "carol", "audit", "--kind", "sql.blocked")
+    assert any("DROP" in e["details"]["statement"].upper() for e in events)
+
+
+@pytest.mark.parametrize("target", ENGINES)
+def test_query_log_redacts_literals(bastion: BastionProcess, certs: dict[str, Path],
+                                    target: str) -> None:
+    probe = run(bastion, certs, target,
+                f"SELECT name FROM customers WHERE ssn = '{PEOPLE[1][3]}'")
+    assert probe.returncode == 0
+    # (the user's own typed literal is theirs; the bastion must not keep it anywhere)
+    logged = control_json(bastion, "carol", "queries", "--limit", "1000")
+    mine = [q for q in logged if q["target"] == target and "WHERE" in q["statement"].upper()
+            and "ssn" in q["statement"].lower()]
+    assert mine, logged
+    assert all(PEOPLE[1][3] not in q["statement"] for q in logged)
+    assert mine[0]["user"] == "alice" and mine[0]["rows"] is not None
+    text = control(bastion, "carol", "queries").stdout
+    assert PEOPLE[1][3] not in text
+    denied = control(bastion, "alice", "queries")
+    assert denied.returncode == 1 and "auditors" in denied.stderr
+
+
+@pytest.mark.parametrize("target", ENGINES)
+def test_statements_from_stdin(bastion: BastionProcess, certs: dict[str, Path], target: str) -> None:
+    script = b"SELECT count(*) AS n FROM customers;\nSELECT 'done' AS status;\n"
+    result = run(bastion, certs, target, input=script)
+    assert result.returncode == 0, result.stderr
+    assert "done" in result.stdout and "5" in result.stdout
+
+
+async def _console(bastion: BastionProcess, cert: Path, target: str) -> tuple[
+        asyncssh.SSHClientConnection, asyncssh.SSHClientProcess[str]]:
+    key = asyncssh.read_private_key(str(bastion.world.key("alice")))
+    conn = await asyncssh.connect(
+        "127.0.0.1", bastion.world.port, username=target,
+        client_keys=[(key, asyncssh.read_certificate(str(cert)))],
+        known_hosts=str(bastion.known_hosts()), agent_path=None, config=None,
+    )
+    return conn, await conn.create_process(term_type="xterm", term_size=(100, 30))
+
+
+class Screen:
+    def __init__(self, proc: asyncssh.SSHClientProcess[str]) -> None:
+        self.proc, self.seen, self.pos = proc, "", 0
+
+    async def expect(self, needle: str, timeout: float = 20) -> str:
+        async with asyncio.timeout(timeout):
+            while needle not in self.seen[self.pos:]:
+                chunk = await self.proc.stdout.read(4096)
+                assert chunk, f"closed before {needle!r}: {self.seen[-500:]!r}"
+                self.seen += chunk
+        start = self.pos
+        self.pos = self.seen.index(needle, self.pos) + len(needle)
+        return self.seen[start:self.pos]
+
+
+@pytest.mark.parametrize("target", ENGINES)
+async def test_console_multiline_transactions_expanded_and_cancel(
+        bastion: BastionProcess, certs: dict[str, Path], target: str) -> None:
+    conn, proc = await _console(bastion, certs[target], target)
+    screen = Screen(proc)
+    async with conn:
+        await screen.expect(f"{target}=> ")
+        proc.stdin.write("SELECT name\r")
+        await screen.expect(f"{target}-> ")
+        proc.stdin.write("FROM customers WHERE id = 3;\r")
+        await screen.expect("Grace Hopper")
+        await screen.expect("(1 row)")
+        proc.stdin.write("BEGIN;\r")
+        await screen.expect(f"{target}*=> ")
+        proc.stdin.write("INSERT INTO notes VALUES (42, 'rolled back');\r")
+        await screen.expect(f"{target}*=> ")
+        proc.stdin.write("ROLLBACK;\r")
+        await screen.expect(f"{target}=> ")
+        proc.stdin.write("SELECT count(*) AS n FROM notes WHERE id = 42;\r")
+        assert "0" in await screen.expect("(1 row)")
+        proc.stdin.write("\\x\r")
+        await screen.expect("Expanded display is on")
+        proc.stdin.write("SELECT id, name FROM customers WHERE id = 1;\r")
+        await screen.expect("-[ RECORD 1 ]")
+        proc.stdin.write("\\x\r")
+        proc.stdin.write("\\dt\r")
+        await screen.expect("customers")
+        sleep = "SELECT pg_sleep(30);" if target == "pgdb" else "SELECT SLEEP(30);"
+        proc.stdin.write(sleep + "\r")
+        await asyncio.sleep(1.0)
+        proc.stdin.write("\x03")
+        await screen.expect(f"{target}=> ", timeout=10)  # cancelled on the server, session goes on
+        proc.stdin.write("SELECT 'still-here' AS s;\r")
+        await screen.expect("still-here")
+        proc.stdin.write("\\q\r")
+        await proc.wait_closed()
+    assert_no_secrets(screen.seen, "the console output")
