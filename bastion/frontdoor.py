@@ -19,7 +19,7 @@ from asyncssh.public_key import SSHOpenSSHCertificate, decode_ssh_certificate
 from bastion import policy
 from bastion.access import key_fingerprint
 from bastion.ca import CertificateInfo, Forwarding, certificate_info
-from bastion.config import CONTROL_USER, Target
+from bastion.config import CONTROL_USER, BastionConfig, Target
 from bastion.control import HELP, ControlPlane
 from bastion.models import SessionRecord, SessionStatus, utcnow
 from bastion.sessions import LiveSession, run_target_session
@@ -34,6 +34,12 @@ __all__ = ["FrontDoor"]
 log = logging.getLogger("bastion.frontdoor")
 
 ValidateFn = Callable[[str, bytes, bytes, bytes], Awaitable[bool]]
+
+
+def wrong_key_reason(config: BastionConfig, target: str) -> str:
+    """Why a certificate offered with a key other than the one it was issued for is refused."""
+    return ("the certificate was not made with the key it was issued for; use that key, or get "
+            f"your own: {policy.request_command(config, target)}")
 
 
 class _Login(asyncssh.SSHServer):
@@ -102,8 +108,7 @@ class _Login(asyncssh.SSHServer):
         if self.cert_refused:
             return False  # the refused certificate was already explained
         if self.facts is not None:
-            await self._refuse(username, who, "the certificate you offered is not for the key "
-                               "you signed with; use the key the certificate was issued for")
+            await self._refuse(username, who, wrong_key_reason(config, username))
         elif config.target(username) is None:
             await self._refuse(username, who, f"there is no target named {username!r}; run: "
                                f"ssh -p {config.server.listen_port} access@"
@@ -184,6 +189,12 @@ class _Login(asyncssh.SSHServer):
             ok = await original(username, key_data, msg, signature)
             if ok and isinstance(cert, SSHOpenSSHCertificate):
                 self.facts = facts
+            elif msg and isinstance(cert, SSHOpenSSHCertificate) and self.checked is not None:
+                # Every check passed but the signature did not: someone else's certificate.
+                holder = self.checked.issued.user if self.checked.issued else None
+                self.cert_refused = True
+                await self._refuse(username, holder, wrong_key_reason(self.door.bastion.config,
+                                                                      username))
             return ok
 
         return validate

@@ -185,7 +185,8 @@ def check_login(config: BastionConfig, facts: LoginFacts, now: datetime) -> str 
 
     Every check of the security rules: trusted CA, principal equals the target, inside the window,
     serial issued here and not revoked, the backing request still approved, the user still in
-    the config and not expired, and the certificate's key the one it was issued for.
+    the config and not expired, and the certificate exactly as issued (key, principals, key id,
+    window).
     """
     target = facts.username
     ask = request_command(config, target)
@@ -205,17 +206,25 @@ def check_login(config: BastionConfig, facts: LoginFacts, now: datetime) -> str 
                f"UTC. Run: {ask}"
     issued = facts.issued
     if issued is None or facts.request is None:
-        return f"this bastion has no record of issuing certificate serial {facts.serial}"
-    if issued.key_fingerprint != facts.key_fingerprint or issued.principals != facts.principals:
-        return "this certificate does not match what the bastion issued for it"
+        return f"this bastion has no record of issuing certificate serial {facts.serial}. Run: {ask}"
     if facts.serial_revoked or facts.request.status is RequestStatus.REVOKED:
         return f"request {facts.request.id} for {target} was revoked. Run: {ask}"
+    if (
+        issued.key_fingerprint != facts.key_fingerprint
+        or issued.principals != facts.principals
+        # The key id names user and request in the audit trail; the window bounds the session.
+        or facts.key_id != f"{issued.user}/{issued.request_id}"
+        or int(facts.valid_after.timestamp()) != int(issued.valid_after.timestamp())
+        or int(facts.valid_before.timestamp()) != int(issued.valid_before.timestamp())
+    ):
+        return f"this certificate does not match what the bastion issued for it. Run: {ask}"
     status = facts.request.status_at(now)
     if status is not RequestStatus.APPROVED:
         return f"request {facts.request.id} for {target} is {status.value}. Run: {ask}"
     user = config.user(issued.user)
     if user is None:
-        return f"user {issued.user!r} is no longer allowed on this bastion"
+        return (f"user {issued.user!r} is no longer allowed on this bastion; ask an administrator "
+                "to add you back")
     if user.expired(now):
         assert user.expires is not None
         return f"the account of {user.name} expired on {user.expires:%Y-%m-%d %H:%M} UTC"

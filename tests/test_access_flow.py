@@ -293,6 +293,8 @@ def test_right_certificate_with_the_wrong_key_is_refused(bastion: BastionProcess
     result = ssh(bastion, bastion.world.key("dave"), "staging", ["true"], cert=cert)
     assert result.returncode == 255
     assert "access to staging refused" in result.stderr
+    assert "not made with the key it was issued for" in result.stderr
+    assert "request staging --reason" in result.stderr
 
 
 def test_two_approvals_need_two_distinct_approvers(bastion: BastionProcess) -> None:
