@@ -53,6 +53,7 @@ class World:
     store_url: str = "sqlite:///state.db"
     target: Sshd | None = None
     server_extra: str = ""
+    pending_ttl: str = "1h"
 
     @property
     def config(self) -> Path:
@@ -86,7 +87,7 @@ listen = "127.0.0.1:{self.port}"
 public_host = "127.0.0.1"
 data_dir = "{self.root / 'data'}"
 state_store = "{self.store_url}"
-pending_request_ttl = "1h"
+pending_request_ttl = "{self.pending_ttl}"
 bastion_id = "test"
 {self.server_extra}
 

@@ -68,8 +68,20 @@ class Blackhole:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(100)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/dead"
+        self.held: list[socket.socket] = []
+
+    def connections(self) -> int:
+        """How many connections the bastion opened to it so far (held open, never answered)."""
+        self.sock.setblocking(False)
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except BlockingIOError:
+                return len(self.held)
 
     def close(self) -> None:
+        for conn in self.held:
+            conn.close()
         self.sock.close()
 
 
@@ -81,8 +93,15 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def bastion(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[BastionProcess]:
-    dead = Blackhole()
+def dead() -> Iterator[Blackhole]:
+    hole = Blackhole()
+    yield hole
+    hole.close()
+
+
+@pytest.fixture(scope="module")
+def bastion(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver,
+            dead: Blackhole) -> Iterator[BastionProcess]:
     world = World(root=tmp_path_factory.mktemp("bastion"), port=free_port(), users=dict(USERS))
     world.webhook_url = receiver.url
     world.extra = f'[[webhooks]]\nurl = "{dead.url}"\ntimeout = 30\n'
@@ -93,7 +112,6 @@ def bastion(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Ite
     yield proc
     proc.stop()
     target.stop()
-    dead.close()
 
 
 def request(bastion: BastionProcess, user: str, target: str, *extra: str) -> dict[str, Any]:
@@ -345,9 +363,21 @@ def test_audit_trail_is_also_a_json_lines_file(bastion: BastionProcess) -> None:
     assert all(e["at"] and e["id"] for e in events)
 
 
-def test_dead_webhook_does_not_slow_the_workflow(bastion: BastionProcess, receiver: Receiver) -> None:
+def test_dead_webhook_does_not_slow_the_workflow(bastion: BastionProcess, receiver: Receiver,
+                                                dead: Blackhole) -> None:
     # A blackhole webhook (accepts, never answers, 30 s timeout) is configured next to the live
     # receiver: every command still completes and the live receiver still gets every event.
+    # Were any command to wait for the dead webhook, five of them would take at least one 30 s
+    # attempt timeout; the bound below is half of one such timeout, not a speed measurement.
+    started = time.monotonic()
     ids = [request(bastion, "alice", "prod")["id"] for _ in range(5)]
+    approved = control_json(bastion, "bob", "approve", str(ids[0]))
+    assert approved["status"] == "approved"
+    assert time.monotonic() - started < 15
     for request_id in ids:
         receiver.wait_for("request.created", request_id)
+    receiver.wait_for("request.approved", ids[0])
+    deadline = time.monotonic() + 10
+    while dead.connections() == 0:  # the dead webhook was really tried
+        assert time.monotonic() < deadline
+        time.sleep(0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from harness import (
     free_port,
     make_key,
     ssh,
+    ssh_argv,
     start_target,
 )
 
@@ -65,6 +67,50 @@ def test_user_removed_from_config_is_refused_after_sighup(bastion: BastionProces
     assert control_plane.returncode == 255 and "not registered" in control_plane.stderr
     kinds = [e["kind"] for e in control_json(bastion, "carol", "audit")]
     assert "config.reloaded" in kinds
+
+
+def test_removing_a_user_ends_their_live_sessions(bastion: BastionProcess) -> None:
+    cert = approved_cert(bastion, "alice")
+    live = subprocess.Popen(
+        [*ssh_argv(bastion, bastion.world.key("alice"), "prod", cert=cert), "echo started; sleep 60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert live.stdout is not None and live.stdout.readline() == "started\n"
+    del bastion.world.users["alice"]
+    bastion.world.write_config()
+    bastion.sighup("config reloaded")
+    _, err = live.communicate(timeout=15)
+    assert live.returncode == 255
+    assert "your access was removed from the bastion" in err
+    ended = control_json(bastion, "carol", "audit", "--kind", "session.ended")
+    assert ended[0]["actor"] == "alice"
+    assert ended[0]["details"]["reason"] == "your access was removed from the bastion"
+
+
+def test_pending_request_expires_and_cannot_be_approved(world: World) -> None:
+    world.pending_ttl = "2s"
+    world.write_config()
+    bastion = BastionProcess(world)
+    bastion.start()
+    try:
+        req = control_json(bastion, "alice", "request", "prod", "--reason", "INC-8: nobody looks")
+        assert req["status"] == "pending"
+        time.sleep(2.5)
+        assert control_json(bastion, "alice", "requests", "--all")[0]["status"] == "expired"
+        late = control(bastion, "bob", "approve", str(req["id"]))
+        assert late.returncode != 0 and f"request {req['id']} is expired" in late.stderr
+        cert = control(bastion, "alice", "cert", str(req["id"]))
+        assert cert.returncode != 0 and "expired" in cert.stderr
+        # The periodic sweep records the transition in the audit trail.
+        deadline = time.monotonic() + 15
+        while True:
+            events = control_json(bastion, "carol", "audit", "--kind", "request.expired")
+            if any(e["request_id"] == req["id"] for e in events):
+                break
+            assert time.monotonic() < deadline, events
+            time.sleep(0.5)
+    finally:
+        bastion.stop()
 
 
 def test_failed_reload_keeps_the_previous_config(bastion: BastionProcess) -> None:
