@@ -14,7 +14,7 @@ from bastion.console.sql_session import parse_exec_options, statement_complete
 def test_line_editor_edits_and_keeps_history() -> None:
     ed = LineEditor()
     ed.start("db=> ")
-    echo, events = ed.feed(b"selct 1;\x1b[D\x1b[D\x1b[D\x1b[D\x1b[D\x7fect\r")
+    echo, events = ed.feed(b"selct 1;\x1b[D\x1b[D\x1b[D\x1b[D\x1b[D\x7fle\r")
     assert events == ["select 1;"]
     assert "selct" in echo
     ed.feed(b"select 2;\r")

@@ -17,14 +17,24 @@ import asyncssh
 import psycopg
 import pymysql
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, ssh
+from harness import BastionProcess, World, control, control_json, free_port, ssh_argv
 
 from bastion.demo_data import PEOPLE
 from recorder import RecordingReader, load_auditor_private_key
 
 PG_ADMIN = os.environ.get("BASTION_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 MY_HOST, MY_PORT = "127.0.0.1", int(os.environ.get("BASTION_TEST_MYSQL_PORT", "3306"))
-USERS = {"alice": ["developer"], "bob": ["approver"], "dave": ["approver"], "carol": ["auditor"]}
+USERS = {"alice": ["developer", "db-developer"], "bob": ["approver", "db-approver"],
+         "dave": ["approver", "db-approver"], "carol": ["auditor"]}
+DB_ROLES = """
+[[roles]]
+name = "db-developer"
+request = ["pgdb", "mydb"]
+
+[[roles]]
+name = "db-approver"
+approve = ["pgdb", "mydb"]
+"""
 SECRETS = [p[3] for p in PEOPLE] + [p[4] for p in PEOPLE] + [p[2] for p in PEOPLE]
 TABLES = """
 CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL, email VARCHAR(200),
@@ -110,7 +120,7 @@ approvals_required = 1
 blocked_statements = ["drop", "truncate", "alter", "grant"]
 max_rows = 1000
 {masking}""")
-    return "".join(out)
+    return "".join(out) + DB_ROLES
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +172,12 @@ ENGINES = ["pgdb", "mydb"]
 
 def run(bastion: BastionProcess, certs: dict[str, Path], target: str, *command: str,
         input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    result = ssh(bastion, bastion.world.key("alice"), target, list(command), cert=certs[target],
-                 input=input)
+    # Like `ssh pgdb@bastion --json "SELECT …"`: ssh joins its arguments with spaces, unquoted.
+    args = ssh_argv(bastion, bastion.world.key("alice"), target, cert=certs[target])
+    if command:
+        args += ["--", " ".join(command)]
+    result = subprocess.run(args, input=input.decode() if input else None, capture_output=True,
+                            text=True, timeout=60)
     assert_no_secrets(result.stdout + result.stderr, f"the user's output of {command}")
     return result
 

@@ -113,12 +113,14 @@ class SqlConsole:
             text = text.replace("\r\n", "\n").replace("\n", "\r\n")
         data = text.encode()
         await self.recording.output(data)
-        (self.process.stderr if stderr and not self.pty else self.process.stdout).write(data)
+        with contextlib.suppress(BrokenPipeError, ConnectionError):  # the user has gone
+            (self.process.stderr if stderr and not self.pty else self.process.stdout).write(data)
 
     def echo(self, text: str) -> None:
         """Write keystroke echo to the user only (it may contain literals)."""
         if text:
-            self.process.stdout.write(text.encode())
+            with contextlib.suppress(BrokenPipeError, ConnectionError):
+                self.process.stdout.write(text.encode())
 
     async def run(self) -> tuple[SessionStatus, str]:
         """Connect to the database and run the session in the mode the client asked for."""

@@ -219,7 +219,7 @@ def _with_tree(analysis: Analysis, text: str, dialect: str) -> Analysis:
 def _parse(text: str, dialect: str) -> exp.Expression | None:
     try:
         trees = [t for t in sqlglot.parse(text, read=DIALECTS[dialect]) if t is not None]
-    except Exception:  # noqa: BLE001 - any parse failure means "not understood"
+    except Exception:
         return None
     if len(trees) != 1 or not isinstance(trees[0], _PARSEABLE):
         return None
@@ -252,7 +252,8 @@ def _missing_where(tree: exp.Expression) -> str | None:
             return f"{verb} with a WHERE clause that does not depend on the row would change every row"
         branches = list(condition.flatten()) if isinstance(condition, exp.Or) else []
         if any(not any(True for _ in b.find_all(exp.Column)) for b in branches):
-            return f"{verb} whose WHERE clause has an OR branch that is always the same would change every row"
+            return (f"{verb} whose WHERE clause has an OR branch that is always the same would change "
+                    "every row")
     return None
 
 
@@ -357,7 +358,7 @@ def _explain(lexed: Lexed, dialect: str, depth: int, first: str) -> Analysis:
     rest = lexed.rest_after(i) if i < len(tokens) else ""
     rest_words = rest.split(None, 1)
     if dialect == "mysql" and first in ("DESCRIBE", "DESC", "EXPLAIN") and not other_session and (
-        not rest_words or rest_words[0].upper() not in _STATEMENT_STARTS and not rest.startswith("(")
+        not rest_words or (rest_words[0].upper() not in _STATEMENT_STARTS and not rest.startswith("("))
     ) and i == 1:
         return Analysis(lexed=lexed, kind="describe", kinds=frozenset({"describe"}))
     analysis = Analysis(lexed=lexed, kind="explain", kinds=frozenset({"explain"}),

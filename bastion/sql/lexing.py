@@ -81,7 +81,7 @@ _TOKENIZERS: dict[str, type[Tokenizer]] = {}
 def _tokenize(sql: str, dialect: str) -> list[Token] | None:
     try:
         return list(_tokenizer_class(dialect)().tokenize(sql))
-    except Exception:  # noqa: BLE001 - sqlglot raises several types; any failure means "cannot lex"
+    except Exception:
         return None
 
 
@@ -103,7 +103,8 @@ def split_statements(sql: str, dialect: str) -> list[str]:
             continue
         current.append(tok)
         upper = tok.text.upper()
-        if dialect == "mysql" and len(current) <= 12 and upper in _COMPOUND and current[0].text.upper() == "CREATE":
+        starts_create = current[0].text.upper() == "CREATE"
+        if dialect == "mysql" and len(current) <= 12 and upper in _COMPOUND and starts_create:
             compound = True
         if compound and tok.token_type not in LITERALS:
             if upper in ("BEGIN", "CASE"):

@@ -1,0 +1,253 @@
+"""The SQL engine: every statement a user sends goes through `SqlConnection.execute`.
+
+For each statement: split, analyse (bastion.sql.analysis), check the guardrails and the masking
+rules (bastion.sql.plan), send the comment-free text the bastion analysed, then mask each result
+column by where the server says it comes from. Errors and notices are scrubbed of values. The
+catalog is read on a separate connection at the start, and again after DDL or when the server
+reports a relation the bastion does not know.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from bastion.config import Target
+from bastion.sql.analysis import Analysis, analyse
+from bastion.sql.catalog import Catalog, Source
+from bastion.sql.detectors import scrub_value
+from bastion.sql.driver import Driver, DriverError, Pending, RawRows
+from bastion.sql.errors import SqlError
+from bastion.sql.guardrails import check_guardrails
+from bastion.sql.lexing import split_statements
+from bastion.sql.masking import mask_function
+from bastion.sql.plan import MaskingContext, column_strategy, masking_context, source_of
+from bastion.sql.policy import SqlPolicy
+from bastion.sql.results import Column, RowBatches, StatementResult
+from bastion.sql.scrub import scrub_message
+
+__all__ = ["SqlConnection", "open_sql_connection"]
+
+_DDL = frozenset({"create", "alter", "drop", "rename", "truncate"})
+_TEXT_KINDS = frozenset({"show", "explain", "describe"})  # results that are server text, not table data
+
+
+async def open_sql_connection(target: Target, policy: SqlPolicy) -> SqlConnection:
+    """Log in to a database target and read its catalog."""
+    driver: Driver
+    if target.kind == "postgres":
+        from bastion.sql.postgres import PostgresDriver
+
+        driver = await PostgresDriver.open(target, policy)
+    elif target.kind == "mysql":
+        from bastion.sql.mysql import MysqlDriver
+
+        driver = await MysqlDriver.open(target, policy)
+    else:
+        raise SqlError(f"target {target.name} is not a database (kind {target.kind})")
+    try:
+        catalog = await driver.load_catalog(policy)
+    except BaseException:
+        await driver.close()
+        raise
+    return SqlConnection(driver, policy, catalog)
+
+
+class SqlConnection:
+    """A user's database session as the bastion runs it."""
+
+    def __init__(self, driver: Driver, policy: SqlPolicy, catalog: Catalog) -> None:
+        self.driver = driver
+        self.policy = policy
+        self.catalog = catalog
+        self.dialect = driver.dialect
+        self.prepared: dict[str, Analysis] = {}
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether the user has a transaction open."""
+        return self.driver.in_transaction
+
+    async def cancel(self) -> None:
+        """Cancel the running statement on the server (the session goes on)."""
+        await self.driver.cancel()
+
+    async def close(self) -> None:
+        """End the database session."""
+        await self.driver.close()
+
+    async def execute(self, sql: str) -> AsyncIterator[StatementResult]:
+        """Run each statement of `sql` in turn; read each result's rows before the next."""
+        for text in split_statements(sql, self.dialect):
+            result = await self.run(analyse(text, self.dialect))
+            try:
+                yield result
+            finally:
+                await result.drain()
+
+    async def describe(self, name: str | None) -> StatementResult:
+        """List tables (name None) or describe one table's columns, for both engines."""
+        if name is None:
+            sql = ("SELECT table_schema AS schema, table_name AS name, table_type AS type "
+                   "FROM information_schema.tables WHERE table_schema NOT IN "
+                   "('pg_catalog', 'information_schema', 'mysql', 'performance_schema', 'sys') "
+                   "ORDER BY 1, 2")
+        else:
+            schema, _, table = name.rpartition(".")
+            quoted = "'" + table.replace("'", "''").replace("\\", "") + "'"
+            where = f"table_name = {quoted}"
+            if schema:
+                where += " AND table_schema = '" + schema.replace("'", "''").replace("\\", "") + "'"
+            sql = ("SELECT column_name AS column, data_type AS type, is_nullable AS nullable "
+                   f"FROM information_schema.columns WHERE {where} ORDER BY ordinal_position")
+        return await self.run(analyse(sql, self.dialect))
+
+    async def run(self, analysis: Analysis) -> StatementResult:
+        """Run one analysed statement through the guardrails, the server and the masking."""
+        redacted = analysis.lexed.redacted
+        kind = analysis.kind
+        blocked = check_guardrails(analysis, self.policy, self.catalog.functions, self._prepared)
+        ctx = masking_context(analysis, self.catalog, self.prepared) if blocked is None else None
+        if ctx is not None and ctx.refusal:
+            blocked = ctx.refusal
+        if blocked is not None or ctx is None:
+            return StatementResult.refused(redacted, kind, blocked or "refused")
+        started = time.perf_counter()
+        result = StatementResult(redacted=redacted, kind=kind)
+        try:
+            pending = await self.driver.start(analysis.lexed.clean)
+        except DriverError as exc:
+            result.error = self._scrub_error(exc, analysis)
+            result.duration_ms = (time.perf_counter() - started) * 1000
+            result.notices = self._notices(ctx)
+            return result
+        self._remember(analysis)
+        if pending.origins and _unknown_relation(pending, self.catalog):
+            self.catalog = await self.driver.load_catalog(self.policy)
+        maskers = self._maskers(pending, ctx, analysis)
+        result.columns = [Column(o.name, m[0]) for o, m in zip(pending.origins, maskers, strict=True)]
+        result._batches = self._stream(result, pending, maskers, analysis, ctx, started)
+        if pending.done:
+            self._finish(result, pending, ctx, started)  # commands: status is final now
+        return result
+
+    def _prepared(self, name: str) -> Analysis | None:
+        return self.prepared.get(name)
+
+    def _remember(self, analysis: Analysis) -> None:
+        """Keep what PREPARE and DECLARE … CURSOR will run, for EXECUTE and FETCH later."""
+        if analysis.kind in ("prepare", "declare") and analysis.name and analysis.inner is not None:
+            self.prepared[analysis.name] = analysis.inner
+        elif analysis.kind in ("deallocate", "close") and analysis.name:
+            if analysis.name == "all":
+                self.prepared.clear()
+            self.prepared.pop(analysis.name, None)
+
+    def _maskers(self, pending: Pending, ctx: MaskingContext,
+                 analysis: Analysis) -> list[tuple[str | None, Any]]:
+        text_result = analysis.innermost().kind in _TEXT_KINDS or analysis.kind in _TEXT_KINDS
+        out: list[tuple[str | None, Any]] = []
+        for i, origin in enumerate(pending.origins):
+            src: Source = source_of(origin, self.catalog)
+            strategy = column_strategy(src, i, ctx, self.catalog)
+            if text_result and strategy in (None, "scrub") and src.kind != "column":
+                out.append(("scrub", self._text_scrubber(analysis)))
+            elif strategy is None:
+                out.append((None, None))
+            elif strategy == "scrub":
+                out.append((None, scrub_value))
+            else:
+                out.append((strategy, mask_function(strategy, self.policy.hash_key)))
+        return out
+
+    def _text_scrubber(self, analysis: Analysis) -> Any:
+        names = self._names(analysis)
+
+        def scrub(value: Any) -> Any:
+            return scrub_message(value, names) if isinstance(value, str) else scrub_value(value)
+
+        return scrub
+
+    async def _stream(self, result: StatementResult, pending: Pending,
+                      maskers: list[tuple[str | None, Any]], analysis: Analysis,
+                      ctx: MaskingContext, started: float) -> RowBatches:
+        limit = self.policy.max_rows
+        sent = 0
+        batch: RawRows = pending.first
+        pending.first = []
+        active = [(i, fn) for i, (_, fn) in enumerate(maskers) if fn is not None]
+        try:
+            while True:
+                if batch:
+                    if limit is not None and sent + len(batch) > limit:
+                        batch = batch[: limit - sent]
+                        result.truncated = True
+                    if active:
+                        batch = _masked(batch, active)
+                    sent += len(batch)
+                    yield batch
+                if result.truncated or pending.done:
+                    break
+                try:
+                    batch = await self.driver.more(pending)
+                except DriverError as exc:
+                    result.error = self._scrub_error(exc, analysis)
+                    break
+        finally:
+            if not pending.done:
+                await self.driver.stop(pending)
+            self._finish(result, pending, ctx, started)
+            if result.truncated:
+                result.rowcount = sent
+            if analysis.kind in _DDL or analysis.code:
+                self.catalog = await self.driver.load_catalog(self.policy)
+
+    def _finish(self, result: StatementResult, pending: Pending, ctx: MaskingContext,
+                started: float) -> None:
+        result.status = pending.status
+        result.rowcount = pending.rowcount
+        result.duration_ms = (time.perf_counter() - started) * 1000
+        result.notices.extend(self._notices(ctx))
+
+    def _notices(self, ctx: MaskingContext) -> list[str]:
+        notices = self.driver.take_notices()
+        if not notices:
+            return []
+        if ctx.quiet:
+            return [f"{len(notices)} server notice(s) withheld: the statement read masked data"]
+        names = self.catalog.vocabulary() | frozenset(r.name.lower() for r in self.catalog.relations)
+        return [scrub_message(n, names) for n in notices]
+
+    def _names(self, analysis: Analysis) -> frozenset[str]:
+        names = {r.name.lower() for r in self.catalog.relations}
+        names.update(r.schema.lower() for r in self.catalog.relations)
+        for rel in self.catalog.relations:
+            names.update(c.lower() for _, c in rel.columns)
+        return frozenset(names | analysis.words)
+
+    def _scrub_error(self, exc: DriverError, analysis: Analysis) -> str:
+        if exc.cancelled:
+            return "canceling statement due to user request"
+        names = self._names(analysis)
+        message = scrub_message(exc.message, names)
+        if exc.hint:
+            message += f"\nHINT: {scrub_message(exc.hint, names)}"
+        return message
+
+
+def _unknown_relation(pending: Pending, catalog: Catalog) -> bool:
+    for origin in pending.origins:
+        if origin.oid and catalog.by_oid(origin.oid) is None:
+            return True
+    return False
+
+
+def _masked(batch: RawRows, active: list[tuple[int, Any]]) -> RawRows:
+    out = []
+    for row in batch:
+        values = list(row)
+        for i, fn in active:
+            values[i] = fn(values[i])
+        out.append(tuple(values))
+    return out
