@@ -14,7 +14,7 @@ from bastion.config import Target
 from bastion.durations import format_duration
 from bastion.models import SessionRecord, SessionStatus, utcnow
 from bastion.recording import RecordingUnavailable
-from bastion.shell import SessionEnd, ShellRelay, transfer_refusal
+from bastion.shell import CLIENT_GONE, SessionEnd, ShellRelay, transfer_refusal
 from bastion.upstream import UpstreamError, connect_upstream
 from recorder import RecordingError, RecordingWriter
 
@@ -55,7 +55,8 @@ class LiveSession:
 
 def _say(process: asyncssh.SSHServerProcess[bytes], text: str) -> None:
     newline = "\r\n" if process.term_type else "\n"
-    process.stderr.write(f"{newline}bastion: {text}{newline}".encode())
+    with contextlib.suppress(OSError):  # the client may have gone already
+        process.stderr.write(f"{newline}bastion: {text}{newline}".encode())
 
 
 async def _watch(live: LiveSession, process: asyncssh.SSHServerProcess[bytes],
@@ -166,6 +167,10 @@ async def _finish(
     process: asyncssh.SSHServerProcess[bytes], live: LiveSession, recording: RecordingWriter,
     end: SessionEnd,
 ) -> tuple[SessionStatus, str]:
+    if end.reason == CLIENT_GONE and live.end_reason is None:
+        with contextlib.suppress(RecordingError):
+            await recording.marker(CLIENT_GONE)
+        return SessionStatus.ENDED, CLIENT_GONE
     if live.end_reason is not None:
         _say(process, f"session ended: {live.end_reason}")
         with contextlib.suppress(RecordingError):

@@ -16,9 +16,10 @@ import asyncssh
 
 from recorder import RecordingWriter
 
-__all__ = ["SessionEnd", "ShellRelay", "transfer_refusal"]
+__all__ = ["CLIENT_GONE", "SessionEnd", "ShellRelay", "transfer_refusal"]
 
 READ_SIZE = 256 * 1024
+CLIENT_GONE = "the client disconnected"
 
 
 def transfer_refusal(process: asyncssh.SSHServerProcess[bytes]) -> str | None:
@@ -78,18 +79,23 @@ class ShellRelay:
         ]
         stopped: asyncio.Task[Any] = asyncio.create_task(stop.wait())
         exited: asyncio.Task[Any] = asyncio.create_task(self._outputs_done(remote, relays[:2]))
-        pending: set[asyncio.Task[Any]] = {stopped, exited, relays[2]}
+        # A client that goes away looks like stdin EOF; without this the session (and the
+        # target's command) would stay live until the command ends by itself.
+        gone: asyncio.Task[Any] = asyncio.create_task(front.channel.wait_closed())
+        pending: set[asyncio.Task[Any]] = {stopped, exited, gone, relays[2]}
         try:
             while True:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 if stopped in done:
                     return SessionEnd(reason="stopped")
+                if gone in done and exited not in done:
+                    return SessionEnd(reason=CLIENT_GONE)
                 for task in done:
                     task.result()  # a recording or channel failure surfaces here
                 if exited in done:
                     return SessionEnd(status=remote.exit_status, signal=remote.exit_signal)
         finally:
-            for task in (*relays, stopped, exited):
+            for task in (*relays, stopped, exited, gone):
                 task.cancel()
             remote.close()
 

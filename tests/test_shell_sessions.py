@@ -31,6 +31,7 @@ from harness import (
 from recorder import (
     ExitEvent,
     InputEvent,
+    MarkerEvent,
     OutputEvent,
     RecordingReader,
     ResizeEvent,
@@ -480,3 +481,88 @@ def test_port_forwarding_granted_by_a_role_is_tunnelled_and_audited(tmp_path: Pa
     finally:
         bastion.stop()
         target.stop()
+
+
+async def open_exec(bastion: BastionProcess, cert: Path, command: str, *,
+                    term: bool = False) -> tuple[asyncssh.SSHClientConnection,
+                                                 asyncssh.SSHClientProcess[str]]:
+    key = asyncssh.read_private_key(str(bastion.world.key("alice")))
+    conn = await asyncssh.connect(
+        "127.0.0.1", bastion.world.port, username="prod",
+        client_keys=[(key, asyncssh.read_certificate(str(cert)))],
+        known_hosts=str(bastion.known_hosts()), agent_path=None, config=None,
+    )
+    proc = await conn.create_process(command, term_type="xterm" if term else None)
+    return conn, proc
+
+
+async def test_exit_signal_is_passed_back(bastion: BastionProcess, cert: Path) -> None:
+    conn, proc = await open_exec(bastion, cert, "echo dying; kill -TERM $$")
+    async with conn:
+        await proc.wait_closed()
+        assert proc.exit_signal is not None and proc.exit_signal[0] == "TERM"
+        assert proc.exit_status is None or proc.exit_status == -1
+    # The stock client reports it too, and the session is listed with the signal.
+    result = ssh(bastion, bastion.world.key("alice"), "prod", ["sh", "-c", "kill -KILL $$"], cert=cert)
+    assert result.returncode == 255
+    sessions = control_json(bastion, "carol", "sessions")
+    assert any(s["end_reason"] == "target process killed by signal KILL" for s in sessions)
+
+
+async def test_signal_is_relayed_to_the_target(bastion: BastionProcess, cert: Path) -> None:
+    # OpenSSH's sshd refuses to deliver signals into root sessions (they run without privilege
+    # separation) and logs that it did: the log line proves the request reached the target.
+    assert bastion.world.target is not None
+    sshd_log = bastion.world.target.dir / "sshd.log"
+    before = sshd_log.read_text().count("session_signal_req")
+    conn, proc = await open_exec(bastion, cert, "echo ready; sleep 30")
+    async with conn:
+        assert (await proc.stdout.readline()) == "ready\n"
+        proc.send_signal("USR1")
+        async with asyncio.timeout(15):
+            while sshd_log.read_text().count("session_signal_req") == before:
+                await asyncio.sleep(0.1)
+    recording = await _recording_showing(bastion, b"ready\n")
+    assert "signal USR1" in [e.label for e in recording if isinstance(e, MarkerEvent)]
+
+
+async def test_client_disconnect_ends_the_session(bastion: BastionProcess, cert: Path) -> None:
+    conn, proc = await open_exec(bastion, cert, "echo hanging-on; while :; do sleep 0.1; done")
+    async with conn:
+        assert (await proc.stdout.readline()) == "hanging-on\n"
+    async with asyncio.timeout(15):
+        while True:
+            session = session_of(bastion, "hanging-on")
+            if session["status"] == "ended":
+                break
+            await asyncio.sleep(0.2)
+    assert session["end_reason"] == "the client disconnected"
+
+
+async def _recording_showing(bastion: BastionProcess, text: bytes) -> list[Any]:
+    """The events of the newest recording whose output contains `text`."""
+    identity = load_auditor_private_key(auditor_key(bastion))
+    for _ in range(50):
+        for session in control_json(bastion, "carol", "sessions"):
+            if session["status"] != "ended":
+                continue
+            with RecordingReader(session["recording"], identity) as reader:
+                events = list(reader)
+            if any(isinstance(e, OutputEvent) and text in e.data for e in events):
+                return events
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no ended session showed {text!r}")
+
+
+async def test_break_is_relayed_and_recorded(bastion: BastionProcess, cert: Path) -> None:
+    conn, proc = await open_pty(bastion, cert)
+    term = Terminal(proc)
+    async with conn:
+        proc.stdin.write("echo before-$((1+1))\n")
+        await term.expect("before-2")
+        proc.send_break(250)
+        proc.stdin.write("echo after-$((2+2)); exit 0\n")
+        await term.expect("after-4")
+        await proc.wait_closed()
+    events = await _recording_showing(bastion, b"before-2")
+    assert "break 250 ms" in [e.label for e in events if isinstance(e, MarkerEvent)]
