@@ -37,6 +37,8 @@ def _kind_style(kind: str) -> str:
 class AuditScreen(Screen[None]):
     """The newest audit events; `l` loads more."""
 
+    # The list, not the filter field: otherwise single-key bindings would type into the filter.
+    AUTO_FOCUS = "#audit"
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter"),
         Binding("l", "more", "Load more"),

@@ -31,6 +31,8 @@ _STATUS_STYLE: Final = {"pending": "bold yellow", "approved": "bold green", "den
 class RequestsScreen(Screen[None]):
     """Every request the user may see; `a` approves, `d` denies."""
 
+    # The list, not the filter field: otherwise single-key bindings would type into the filter.
+    AUTO_FOCUS = "#requests"
     BINDINGS = [
         Binding("a", "review('approve')", "Approve"),
         Binding("d", "review('deny')", "Deny"),

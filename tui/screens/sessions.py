@@ -58,6 +58,8 @@ def _sort_key(key: str, now: datetime, verdicts: dict[str, Integrity]) -> Callab
 class SessionsScreen(Screen[None]):
     """Every session the auditor may see; enter replays one."""
 
+    # The list, not the filter field: otherwise single-key bindings would type into the filter.
+    AUTO_FOCUS = "#sessions"
     BINDINGS = [
         Binding("enter", "open", "Replay"),
         Binding("slash", "focus_filter", "Filter"),
