@@ -4,26 +4,21 @@ guardrails, the masked query log, and a leak scan of everything the bastion wrot
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncssh
-import psycopg
-import pymysql
 import pytest
 from harness import BastionProcess, World, control, control_json, free_port, ssh_argv
+from sqldb import MY_PORT, assert_no_secrets, seeded_databases
 
 from bastion.demo_data import PEOPLE
 from recorder import RecordingReader, load_auditor_private_key
 
-PG_ADMIN = os.environ.get("BASTION_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-MY_HOST, MY_PORT = "127.0.0.1", int(os.environ.get("BASTION_TEST_MYSQL_PORT", "3306"))
 USERS = {"alice": ["developer", "db-developer"], "bob": ["approver", "db-approver"],
          "dave": ["approver", "db-approver"], "carol": ["auditor"]}
 DB_ROLES = """
@@ -35,63 +30,9 @@ request = ["pgdb", "mydb"]
 name = "db-approver"
 approve = ["pgdb", "mydb"]
 """
-SECRETS = [p[3] for p in PEOPLE] + [p[4] for p in PEOPLE] + [p[2] for p in PEOPLE]
-TABLES = """
-CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL, email VARCHAR(200),
-                        ssn VARCHAR(20) UNIQUE, card_number VARCHAR(30), note VARCHAR(200));
-CREATE TABLE notes (id INT PRIMARY KEY, body VARCHAR(200))
-"""
-
-
-def encodings(value: str) -> set[str]:
-    """A value and its obvious encodings, as an attacker would try to smuggle it out."""
-    raw = value.encode()
-    digits = "".join(ch for ch in value if ch.isdigit())
-    found = {value, value.upper(), value.lower(), value[::-1], raw.hex(), raw.hex().upper(),
-             base64.b64encode(raw).decode().rstrip("=")}
-    if len(digits) >= 9:
-        found.add(digits)
-    return found
-
-
-def assert_no_secrets(text: str, where: str) -> None:
-    for secret in SECRETS:
-        for form in encodings(secret):
-            assert form not in text, f"{where} leaks {secret!r} as {form!r}"
-
-
 @pytest.fixture(scope="module")
 def databases() -> Iterator[dict[str, str]]:
-    """A fresh database on each engine, seeded, with an unprivileged account for the bastion."""
-    name = f"bastion_sql_{uuid.uuid4().hex[:10]}"
-    password = uuid.uuid4().hex
-    admin = psycopg.connect(PG_ADMIN, autocommit=True)
-    admin.execute(f'CREATE DATABASE "{name}"')
-    admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
-    base, _, _ = PG_ADMIN.rpartition("/")
-    with psycopg.connect(f"{base}/{name}", autocommit=True) as db:
-        for statement in TABLES.split(";"):
-            db.execute(statement)
-        with db.cursor() as cur:
-            cur.executemany("INSERT INTO customers VALUES (%s, %s, %s, %s, %s, %s)", PEOPLE)
-        db.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON customers, notes TO {name}")
-    my = pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", autocommit=True)
-    with my.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-        cur.execute(f"USE {name}")
-        for statement in TABLES.split(";"):
-            cur.execute(statement)
-        cur.executemany("INSERT INTO customers VALUES (%s, %s, %s, %s, %s, %s)", PEOPLE)
-        cur.execute(f"CREATE USER '{name}'@'127.0.0.1' IDENTIFIED BY %s", (password,))
-        cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {name}.* TO '{name}'@'127.0.0.1'")
-    yield {"name": name, "password": password}
-    with my.cursor() as cur:
-        cur.execute(f"DROP DATABASE {name}")
-        cur.execute(f"DROP USER '{name}'@'127.0.0.1'")
-    my.close()
-    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.execute(f"DROP ROLE {name}")
-    admin.close()
+    yield from seeded_databases()
 
 
 def sql_targets(db: dict[str, str], pg_port: int) -> str:

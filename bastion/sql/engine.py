@@ -151,7 +151,9 @@ class SqlConnection:
         for i, origin in enumerate(pending.origins):
             src: Source = source_of(origin, self.catalog)
             strategy = column_strategy(src, i, ctx, self.catalog)
-            if text_result and strategy in (None, "scrub") and src.kind != "column":
+            if text_result and src.kind != "column":
+                # Plans, warnings, SHOW output: server text about the statement, not table data
+                # (the statement inside EXPLAIN passed the masking checks itself).
                 out.append(("scrub", self._text_scrubber(analysis)))
             elif strategy is None:
                 out.append((None, None))

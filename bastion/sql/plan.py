@@ -311,8 +311,16 @@ def _projection_reads(tree: exp.Expression, masked: frozenset[str],
     if any(isinstance(p, exp.Star) or (isinstance(p, exp.Column) and isinstance(p.this, exp.Star))
            for p in tree.expressions):
         return None
-    return tuple(_refs(p, masked, resolution.row_names) or _star_reads_in(p, resolution)
-                 for p in tree.expressions)
+    return tuple(any(not _counted(c) for c in _masked_uses(p, masked, resolution.row_names))
+                 or _star_reads_in(p, resolution) for p in tree.expressions)
+
+
+def _counted(col: exp.Column) -> bool:
+    """count(ssn), count(DISTINCT ssn): how many values, not what they are."""
+    parent = col.parent
+    while isinstance(parent, exp.Paren | exp.Distinct):
+        parent = parent.parent
+    return isinstance(parent, _COUNTS)
 
 
 def _star_reads_in(node: exp.Expression, resolution: Resolution) -> bool:

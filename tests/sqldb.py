@@ -1,0 +1,84 @@
+"""Throwaway databases on the real PostgreSQL and MariaDB, seeded with the demo's fake people,
+and the leak check every SQL test runs over what a user or an auditor could see."""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pymysql
+
+from bastion.demo_data import PEOPLE
+
+PG_ADMIN = os.environ.get("BASTION_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+MY_HOST, MY_PORT = "127.0.0.1", int(os.environ.get("BASTION_TEST_MYSQL_PORT", "3306"))
+SECRETS = [p[3] for p in PEOPLE] + [p[4] for p in PEOPLE] + [p[2] for p in PEOPLE]
+TABLES = """
+CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL, email VARCHAR(200),
+                        ssn VARCHAR(20) UNIQUE, card_number VARCHAR(30), note VARCHAR(200));
+CREATE TABLE notes (id INT PRIMARY KEY, body VARCHAR(200));
+CREATE VIEW customer_view AS SELECT id, name, ssn AS tax_id, upper(email) AS mail FROM customers
+"""
+PG_FUNCTION = "CREATE FUNCTION peek() RETURNS text LANGUAGE sql AS 'SELECT ssn FROM customers LIMIT 1'"
+MY_FUNCTION = ("CREATE FUNCTION peek() RETURNS VARCHAR(20) READS SQL DATA "
+               "RETURN (SELECT ssn FROM customers LIMIT 1)")
+
+
+def encodings(value: str) -> set[str]:
+    """A value and its obvious encodings, as an attacker would try to smuggle it out."""
+    raw = value.encode()
+    digits = "".join(ch for ch in value if ch.isdigit())
+    found = {value, value.upper(), value.lower(), value[::-1], raw.hex(), raw.hex().upper(),
+             base64.b64encode(raw).decode().rstrip("=")}
+    if len(digits) >= 9:
+        found.add(digits)
+    return found
+
+
+def assert_no_secrets(text: str, where: str) -> None:
+    """Fail if text holds any seeded sensitive value in any of its obvious encodings."""
+    for secret in SECRETS:
+        for form in encodings(secret):
+            assert form not in text, f"{where} leaks {secret!r} as {form!r}"
+
+
+def seeded_databases() -> Iterator[dict[str, str]]:
+    """A fresh database on each engine, seeded, with an unprivileged account for the bastion."""
+    name = f"bastion_sql_{uuid.uuid4().hex[:10]}"
+    password = uuid.uuid4().hex
+    admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+    base, _, _ = PG_ADMIN.rpartition("/")
+    with psycopg.connect(f"{base}/{name}", autocommit=True) as db:
+        for statement in TABLES.split(";"):
+            db.execute(statement)
+        db.execute(PG_FUNCTION)
+        with db.cursor() as cur:
+            cur.executemany("INSERT INTO customers VALUES (%s, %s, %s, %s, %s, %s)", PEOPLE)
+        db.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON customers, notes, customer_view TO {name}")
+        db.execute(f"GRANT CREATE ON SCHEMA public TO {name}")
+    my = pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", autocommit=True)
+    with my.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+        cur.execute(f"USE {name}")
+        for statement in TABLES.split(";"):
+            cur.execute(statement)
+        cur.execute(MY_FUNCTION)
+        cur.executemany("INSERT INTO customers VALUES (%s, %s, %s, %s, %s, %s)", PEOPLE)
+        cur.execute(f"CREATE USER '{name}'@'127.0.0.1' IDENTIFIED BY %s", (password,))
+        cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, CREATE VIEW, SHOW VIEW, EXECUTE "
+                    f"ON {name}.* TO '{name}'@'127.0.0.1'")
+    try:
+        yield {"name": name, "password": password}
+    finally:
+        with my.cursor() as cur:
+            cur.execute(f"DROP DATABASE {name}")
+            cur.execute(f"DROP USER '{name}'@'127.0.0.1'")
+        my.close()
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.execute(f"DROP ROLE {name}")
+        admin.close()
