@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import datetime, timedelta
 
 import asyncssh
@@ -94,5 +95,8 @@ async def connect_upstream(
     except TimeoutError:
         raise UpstreamError(f"{where} did not answer within {CONNECT_TIMEOUT:.0f} s") from None
     except (OSError, asyncssh.Error) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, OSError) and exc.errno:
+            reason = os.strerror(exc.errno)  # asyncio's "Connect call failed (…)" says less
+        else:
+            reason = str(exc)
         raise UpstreamError(f"cannot reach {where}: {reason}") from None
