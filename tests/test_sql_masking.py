@@ -100,6 +100,12 @@ POSTGRES = [
     ("PREPARE p1 AS SELECT upper(ssn) FROM customers", "refused"),
     ("SELECT ssn FROM public.customers", "runs"),
     ('SELECT "ssn" FROM "customers"', "runs"),
+    ('SELECT reverse(U&"\\0073sn") FROM customers', "refused"),
+    ("SELECT name FROM customers WHERE U&\"\\0073sn\" LIKE '1%'", "refused"),
+    ("SELECT 'a\\', reverse(ssn) FROM customers -- '", "refused"),
+    ("SELECT $q$ ' $q$, reverse(ssn) FROM customers", "refused"),
+    ("SELECT reverse((c).ssn) FROM customers c", "refused"),
+    ("SELECT * FROM customers, LATERAL (SELECT upper(customers.ssn)) x", "refused"),
 ]
 MYSQL = [
     ("SELECT CAST(ssn AS CHAR(20)) FROM customers", "refused"),
@@ -118,6 +124,10 @@ MYSQL = [
     ("SELECT `ssn` FROM `customers`", "runs"),
     ("PREPARE s1 FROM 'SELECT upper(ssn) FROM customers'", "refused"),
     ("SELECT ssn FROM customers INTO OUTFILE '/tmp/leak.txt'", "refused"),
+    ("SELECT name FROM customers WHERE `ssn` LIKE '1%'", "refused"),
+    ("SELECT 'a\\' , reverse(ssn) FROM customers -- '", "either"),
+    ("SELECT ssn FROM customers PROCEDURE ANALYSE()", "either"),
+    ("HANDLER customers OPEN; HANDLER customers READ FIRST; HANDLER customers CLOSE", "either"),
 ]
 # Statements that must keep working, with what they must show.
 USEFUL = [

@@ -25,6 +25,7 @@ __all__ = ["MysqlDriver"]
 
 _IN_TRANSACTION = 1  # SERVER_STATUS_IN_TRANS
 _CANCELLED = {1317, 1927, 3024, 1969}  # query interrupted / killed / max execution time
+_LEXICAL_MODES = frozenset({"NO_BACKSLASH_ESCAPES", "ANSI_QUOTES", "ANSI"})
 _SYSTEM = ("information_schema", "performance_schema", "mysql", "sys")
 
 
@@ -61,6 +62,7 @@ class MysqlDriver:
     async def open(cls, target: Target, policy: SqlPolicy) -> MysqlDriver:
         """Log in as the target's login; read-only targets get read-only transactions."""
         conn = await asyncio.to_thread(_connect, target)
+        await asyncio.to_thread(_pin_sql_mode, conn)
         if policy.read_only:
             await asyncio.to_thread(_run, conn, "SET SESSION TRANSACTION READ ONLY")
         return cls(target, conn)
@@ -216,6 +218,17 @@ class MysqlDriver:
     async def close(self) -> None:
         """Close the session."""
         await asyncio.to_thread(self.conn.close)
+
+
+def _pin_sql_mode(conn: pymysql.connections.Connection[Any]) -> None:
+    """Quotes and backslashes must mean what the bastion's lexer thinks they mean."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT @@SESSION.sql_mode")
+        row = cur.fetchone()
+        modes = [m for m in str(row[0] if row else "").split(",") if m]
+        kept = [m for m in modes if m not in _LEXICAL_MODES]
+        if kept != modes:
+            cur.execute("SET SESSION sql_mode = %s", (",".join(kept),))
 
 
 def _run(conn: pymysql.connections.Connection[Any], sql: str) -> None:

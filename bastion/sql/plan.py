@@ -40,7 +40,8 @@ _STATISTICS = frozenset({"pg_stats", "pg_statistic", "pg_stats_ext", "pg_stats_e
                          "pg_statistic_ext_data"})
 _COUNTS = (exp.Count,)
 _EQUALITY = (exp.EQ, exp.NEQ, exp.NullSafeEQ, exp.NullSafeNEQ, exp.Is, exp.In)
-_PLAIN_OPERANDS = (exp.Literal, exp.Null, exp.Column, exp.Placeholder, exp.Parameter, exp.Boolean)
+_PLAIN_OPERANDS = (exp.Literal, exp.Null, exp.Column, exp.Placeholder, exp.Parameter, exp.Boolean,
+                   exp.HexString)
 _WRITE_TARGET_KEYS = frozenset({"this"})
 
 
@@ -136,6 +137,8 @@ def masking_context(analysis: Analysis, catalog: Catalog,
                            "columns")
         return MaskingContext(None, bool(resolution.unknown), None, bool(resolution.unknown))
     masked = _masked_names(tree, resolution)
+    if masked:
+        masked |= _unresolved_names(tree, resolution)
     uses = list(_masked_uses(tree, masked, resolution.row_names))
     touches = bool(uses) or _star_reads_masked(tree, resolution) or resolution.unknown is not None
     if touches:
@@ -198,6 +201,26 @@ def _masked_names(tree: exp.Expression, resolution: Resolution) -> frozenset[str
         if len(names) == before:
             break
     return frozenset(names)
+
+
+def _unresolved_names(tree: exp.Expression, resolution: Resolution) -> frozenset[str]:
+    """Column names that are neither columns of the statement's tables nor names it defines.
+
+    They count as masked (fail closed): quoting tricks such as PostgreSQL's U&"\\0073sn" name a
+    column the parser does not recognise, and only the server knows which one it is.
+    """
+    known = {name.lower() for rel in resolution.relations for _, name in rel.columns}
+    known |= resolution.row_names
+    for node in tree.find_all(exp.Alias, exp.TableAlias, exp.CTE):
+        if node.alias:
+            known.add(node.alias.lower())
+        for col in node.args.get("columns") or []:
+            known.add(col.name.lower())
+    unknown = set()
+    for col in tree.find_all(exp.Column):
+        if not isinstance(col.this, exp.Star) and col.name.lower() not in known:
+            unknown.add(col.name.lower())
+    return frozenset(unknown)
 
 
 def _refs(node: exp.Expression, names: set[str] | frozenset[str], rows: frozenset[str]) -> bool:

@@ -76,8 +76,12 @@ class PostgresDriver:
     @classmethod
     async def open(cls, target: Target, policy: SqlPolicy) -> PostgresDriver:
         """Log in as the target's login; read-only targets get read-only transactions."""
-        options = "-c default_transaction_read_only=on" if policy.read_only else None
-        conn = await _connect(target, **({"options": options} if options else {}))
+        # The bastion reads statements as PostgreSQL does with standard strings; pin it, whatever
+        # the server's default (changing it later is refused by the guardrails).
+        options = "-c standard_conforming_strings=on"
+        if policy.read_only:
+            options += " -c default_transaction_read_only=on"
+        conn = await _connect(target, options=options)
         return cls(target, conn)
 
     def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:

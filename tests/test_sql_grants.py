@@ -1,0 +1,150 @@
+"""SQL targets with guardrails (read-only, row limits) and the separate grant for unmasked access,
+through the real bastion, OpenSSH client, PostgreSQL and MariaDB; and what the recording keeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import BastionProcess, World, control, control_json, free_port, ssh_argv
+from sqldb import MY_PORT, seeded_databases
+
+from bastion.demo_data import PEOPLE
+from recorder import RecordingReader, SqlResultEvent, SqlStatementEvent, load_auditor_private_key
+
+ENV = "BASTION_TEST_GRANTS_DB_PASSWORD"
+USERS = {"alice": ["developer", "db-dev"], "erin": ["developer", "db-dev-masked"],
+         "bob": ["approver", "db-approver"], "dave": ["approver"], "carol": ["auditor"]}
+
+
+def targets(db: dict[str, str]) -> str:
+    out = []
+    for name, kind, port, extra in (
+        ("pgdb", "postgres", 5432, ""), ("mydb", "mysql", MY_PORT, ""),
+        ("pgro", "postgres", 5432, "read_only = true\nmax_rows = 2"),
+        ("myro", "mysql", MY_PORT, "read_only = true\nmax_rows = 2"),
+    ):
+        out.append(f"""
+[[targets]]
+name = "{name}"
+kind = "{kind}"
+address = "127.0.0.1:{port}"
+database = "{db['name']}"
+login = "{db['name']}"
+password = {{ env = "{ENV}" }}
+approvals_required = 1
+{extra}
+[[targets.masking]]
+columns = ["*.customers.ssn", "*.customers.card_number", "*.customers.email"]
+strategy = "redact"
+""")
+    return "".join(out) + """
+[[roles]]
+name = "db-dev"
+request = ["pgdb", "mydb", "pgro", "myro"]
+request_unmasked = ["pgdb", "mydb"]
+
+[[roles]]
+name = "db-dev-masked"
+request = ["pgdb", "mydb"]
+
+[[roles]]
+name = "db-approver"
+approve = ["pgdb", "mydb", "pgro", "myro"]
+"""
+
+
+@pytest.fixture(scope="module")
+def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess]:
+    for db in seeded_databases():
+        os.environ[ENV] = db["password"]
+        world = World(root=tmp_path_factory.mktemp("grants"), port=free_port(), users=dict(USERS))
+        world.extra = targets(db)
+        world.write_config()
+        proc = BastionProcess(world)
+        proc.start()
+        try:
+            yield proc
+        finally:
+            proc.stop()
+
+
+def approved_cert(bastion: BastionProcess, user: str, target: str, *flags: str) -> Path:
+    req = control_json(bastion, user, "request", target, "--reason", "INC-9: check", *flags)
+    control_json(bastion, "bob", "approve", str(req["id"]))
+    path = bastion.world.root / f"{user}-{target}-{req['id']}-cert.pub"
+    path.write_text(control(bastion, user, "cert", str(req["id"])).stdout)
+    return path
+
+
+def sql(bastion: BastionProcess, user: str, target: str, cert: Path, text: str
+        ) -> subprocess.CompletedProcess[str]:
+    args = [*ssh_argv(bastion, bastion.world.key(user), target, cert=cert), "--", text]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("target", ["pgro", "myro"])
+def test_read_only_target_refuses_writes_and_cuts_long_results(bastion: BastionProcess, target: str) -> None:
+    cert = approved_cert(bastion, "alice", target)
+    write = sql(bastion, "alice", target, cert, "INSERT INTO notes VALUES (7, 'x')")
+    assert write.returncode == 1 and "read-only" in write.stderr, write.stderr
+    locking = sql(bastion, "alice", target, cert, "SELECT id FROM customers WHERE id = 1 FOR UPDATE")
+    assert locking.returncode == 1 and "read-only" in locking.stderr
+    rows = sql(bastion, "alice", target, cert, "SELECT id, name FROM customers ORDER BY id")
+    assert rows.returncode == 0, rows.stderr
+    assert "Alan Turing" in rows.stdout and "Grace Hopper" not in rows.stdout
+    assert "cut at max_rows = 2" in rows.stdout
+    reads = sql(bastion, "alice", target, cert, "SELECT count(*) AS n FROM notes")
+    assert reads.returncode == 0 and "0" in reads.stdout
+    events = control_json(bastion, "carol", "audit", "--kind", "sql.blocked")
+    assert any(e["target"] == target and "INSERT" in e["details"]["statement"] for e in events)
+
+
+@pytest.mark.parametrize("target", ["pgdb", "mydb"])
+def test_unmasked_access_is_a_separate_approved_grant(bastion: BastionProcess, target: str) -> None:
+    masked_cert = approved_cert(bastion, "alice", target)
+    masked = sql(bastion, "alice", target, masked_cert, "SELECT ssn FROM customers WHERE id = 1")
+    assert masked.returncode == 0 and PEOPLE[0][3] not in masked.stdout and "****" in masked.stdout
+
+    refused = control(bastion, "erin", "request", target, "--reason", "INC-9", "--unmasked")
+    assert refused.returncode != 0 and "unmasked" in refused.stderr.lower()
+
+    req = control_json(bastion, "alice", "request", target, "--reason", "INC-9: fraud case", "--unmasked")
+    assert req["unmasked"] is True and req["status"] == "pending"
+    control_json(bastion, "bob", "approve", str(req["id"]))
+    path = bastion.world.root / f"alice-{target}-unmasked-cert.pub"
+    path.write_text(control(bastion, "alice", "cert", str(req["id"])).stdout)
+    plain = sql(bastion, "alice", target, path, "SELECT ssn FROM customers WHERE id = 1")
+    assert plain.returncode == 0 and PEOPLE[0][3] in plain.stdout
+
+    probe = sql(bastion, "alice", target, path, f"SELECT name FROM customers WHERE ssn = '{PEOPLE[2][3]}'")
+    assert "Grace Hopper" in probe.stdout
+    logged = control_json(bastion, "carol", "queries", "--limit", "1000")
+    assert all(PEOPLE[2][3] not in q["statement"] for q in logged)  # literals still redacted
+
+
+def test_recording_keeps_statements_and_masked_results(bastion: BastionProcess) -> None:
+    cert = approved_cert(bastion, "alice", "mydb")
+    done = sql(bastion, "alice", "mydb", cert,
+               "SELECT id, name, ssn FROM customers WHERE id = 2 AND name = 'Alan Turing'")
+    assert done.returncode == 0 and "Alan Turing" in done.stdout
+    identity = load_auditor_private_key(bastion.world.root / "keys" / "auditor")
+    found = None
+    for path in sorted((bastion.world.root / "recordings").glob("*.rec"), key=os.path.getmtime):
+        with RecordingReader(path, identity) as reader:
+            events = list(reader)
+        statements = [e.payload for e in events if isinstance(e, SqlStatementEvent)]
+        results = [e.payload for e in events if isinstance(e, SqlResultEvent)]
+        if any("id = ?" in s["statement"] and "name = ?" in s["statement"] for s in statements):
+            found = (statements, results)
+    assert found is not None
+    statements, results = found
+    assert statements[-1]["rows"] == 1 and statements[-1]["blocked"] is None
+    assert results[-1]["columns"] == ["id", "name", "ssn"]
+    assert results[-1]["rows"] == [["2", "Alan Turing", "****"]]
+    assert results[-1]["masked"] == {"ssn": "redact"}
+    assert "Alan Turing'" not in json.dumps(statements)  # the literal in WHERE is not kept
