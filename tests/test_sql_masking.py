@@ -262,3 +262,26 @@ async def test_errors_do_not_quote_values(databases: dict[str, str], kind: str) 
         assert_no_secrets(text, "a cast error")
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+async def test_detectors_scrub_values_of_unknown_origin(databases: dict[str, str], kind: str) -> None:
+    policy = SqlPolicy.for_target(target(kind, databases), b"k" * 32)
+    conn = await open_sql_connection(target(kind, databases), policy)
+    values = {
+        "mail": "write to ada@example.com today", "card": "card 4111 1111 1111 1111",
+        "ssn": "ssn 123-45-6789", "iban": "iban DE89370400440532013000",
+        "token": "ghp_" + "a1B2" * 9, "plain": "order 42 shipped",
+    }
+    select = ", ".join(f"concat('{v[:3]}', '{v[3:]}') AS {k}" for k, v in values.items())
+    try:
+        async for result in conn.execute(f"SELECT {select}"):
+            assert result.blocked is None and result.error is None, result
+            rows = [row async for batch in result.rows() for row in batch]
+    finally:
+        await conn.close()
+    shown = dict(zip(values, rows[0], strict=True))
+    assert shown["plain"] == "order 42 shipped"
+    assert shown["mail"] == "write to **** today"
+    for name in ("card", "ssn", "iban", "token"):
+        assert shown[name] != values[name] and "****" in shown[name], (name, shown[name])
