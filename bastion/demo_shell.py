@@ -103,25 +103,35 @@ class DemoShell:
                 done.set()
 
         loop.add_reader(master, readable)
+        # The shell's exit ends the session even while the client still has input open.
+        typing = asyncio.create_task(self._pump_input(process, master))
         try:
-            while not done.is_set():
-                try:
-                    data = await process.stdin.read(65536)
-                except asyncssh.TerminalSizeChanged as change:
-                    _set_size(master, change.width, change.height)
-                    continue
-                except asyncssh.BreakReceived:
-                    continue
-                if not data:
-                    break
-                os.write(master, data)
             await done.wait()
         finally:
+            typing.cancel()
             loop.remove_reader(master)
             status = await proc.wait()
             with contextlib.suppress(OSError):
                 os.close(master)
         process.exit(status if status >= 0 else 128 - status)
+
+    @staticmethod
+    async def _pump_input(process: asyncssh.SSHServerProcess[bytes], master: int) -> None:
+        """Copy the client's keystrokes to the PTY until the client's input ends."""
+        while True:
+            try:
+                data = await process.stdin.read(65536)
+            except asyncssh.TerminalSizeChanged as change:
+                _set_size(master, change.width, change.height)
+                continue
+            except asyncssh.BreakReceived:
+                continue
+            if not data:
+                return
+            try:
+                os.write(master, data)
+            except OSError:
+                return
 
 
 def _controlling_tty() -> None:

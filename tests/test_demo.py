@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -59,6 +62,20 @@ def test_demo_walkthrough(tmp_path: Path) -> None:
         login = demo_ssh(manifest, "alice", "demo-shell", "echo", "hello-from-demo")
         assert login.returncode == 0, login.stderr
         assert login.stdout == "hello-from-demo\n"
+        # CI has PostgreSQL and MariaDB running, so the demo adds its database targets.
+        assert {"demo-pg", "demo-mysql"} <= set(manifest["targets"])
+        for db in ("demo-pg", "demo-mysql"):
+            req = demo_ssh(manifest, "alice", "access", "request", db, "--reason", "INC-7", "--json")
+            assert req.returncode == 0, req.stderr
+            ok = demo_ssh(manifest, "bob", "access", "approve", str(json.loads(req.stdout)["id"]))
+            assert ok.returncode == 0, ok.stderr
+            cert = demo_ssh(manifest, "alice", "access", "cert", str(json.loads(req.stdout)["id"]))
+            Path(manifest["users"]["alice"]["key"] + "-cert.pub").write_text(cert.stdout)
+            rows = demo_ssh(manifest, "alice", db,
+                            "SELECT name, ssn, card_number FROM customers WHERE id = 1")
+            assert rows.returncode == 0, rows.stderr
+            assert "Ada Lovelace" in rows.stdout and "*****6789" in rows.stdout
+            assert "123-45-6789" not in rows.stdout and "4111111111111111" not in rows.stdout
         trail = demo_ssh(manifest, "carol", "access", "audit", "--json")
         kinds = {e["kind"] for e in json.loads(trail.stdout)}
         assert {"request.created", "request.approved", "certificate.issued", "login.success"} <= kinds
@@ -67,3 +84,71 @@ def test_demo_walkthrough(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out
     assert "stopping the demo" in out and "Traceback" not in out
+
+
+def test_printed_walkthrough_works_verbatim(tmp_path: Path) -> None:
+    """The shell-target commands the demo prints, pasted as they are, walk the whole workflow."""
+    directory = tmp_path / "demo"
+    proc = subprocess.Popen([sys.executable, "-m", "bastion.cli", "demo", "--dir", str(directory),
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=REPO, text=True)
+    assert proc.stdout is not None
+    try:
+        printed: list[str] = []
+        deadline = time.monotonic() + 30
+        while not any(line.startswith("Machine-readable") for line in printed):
+            assert time.monotonic() < deadline and proc.poll() is None, printed
+            printed.append(proc.stdout.readline())
+        commands = [line.strip() for line in printed if line.startswith("   ")]
+        assert len(commands) == 8, commands
+
+        def run(command: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["sh", "-c", command], input=stdin, capture_output=True, text=True,
+                                  timeout=30)
+
+        request, listing, approve, cert, show, login, audit, sessions = commands
+        assert run(request).returncode == 0
+        assert "INC-42: look at logs" in run(listing).stdout
+        assert run(approve).returncode == 0
+        assert run(cert).returncode == 0
+        assert 'Key ID: "alice/1"' in run(show).stdout
+        # Step 4 is an interactive shell: give it a terminal (script(1)) and type into it.
+        assert "walked-42" in type_into(f"script -q -e -c {shlex.quote(login)} /dev/null",
+                                        "echo walked-$((6*7))\n", "walked-42")
+        kinds = run(audit).stdout
+        assert "request.approved" in kinds and "login.success" in kinds
+        assert "demo-shell" in run(sessions).stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+
+
+def type_into(command: str, typed: str, expected: str, timeout: float = 30) -> str:
+    """Run an interactive command, type once it has printed something, return what it showed."""
+    shell = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+    assert shell.stdin is not None and shell.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while expected.encode() not in seen:
+            assert time.monotonic() < deadline, seen
+            ready, _, _ = select.select([shell.stdout], [], [], 0.2)
+            if ready:
+                chunk = os.read(shell.stdout.fileno(), 4096)
+                assert chunk, seen
+                if not seen:  # the remote shell is up: type
+                    shell.stdin.write(typed.encode())
+                    shell.stdin.flush()
+                seen += chunk
+        shell.stdin.write(b"exit\n")
+        shell.stdin.flush()
+        assert shell.wait(timeout=15) == 0
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()
+        shell.stdin.close()
+        shell.stdout.close()
+    return seen.decode(errors="replace")
