@@ -34,6 +34,8 @@ __all__ = ["FrontDoor"]
 log = logging.getLogger("bastion.frontdoor")
 
 ValidateFn = Callable[[str, bytes, bytes, bytes], Awaitable[bool]]
+SFTP_REFUSAL = ("file transfer (sftp, scp) is disabled through the bastion: copy files by the "
+                "target's own deployment means")
 
 
 def wrong_key_reason(config: BastionConfig, target: str) -> str:
@@ -236,6 +238,9 @@ class FrontDoor:
             server.listen_port,
             server_host_keys=[self.bastion.host_key],
             process_factory=self._process,
+            # sftp (and scp, which speaks sftp since OpenSSH 9) is refused with a message; without
+            # a factory asyncssh would refuse the subsystem silently.
+            sftp_factory=self._refuse_sftp,
             encoding=None,
             agent_forwarding=False,
             x11_forwarding=False,
@@ -266,6 +271,18 @@ class FrontDoor:
             if not self.live:
                 break
             await asyncio.sleep(0.05)
+
+    async def _refuse_sftp(self, chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
+        """Tell an sftp or scp client that file transfer is disabled, audit it, close."""
+        login = chan.get_connection().get_owner()
+        facts = login.facts if isinstance(login, _Login) else None
+        user = facts.issued.user if facts and facts.issued else getattr(login, "access_user", None)
+        target = facts.username if facts else None
+        chan.write_stderr(f"bastion: {SFTP_REFUSAL}\r\n".encode())
+        chan.exit(1)
+        await self.bastion.audit.record("transfer.refused", actor=user, target=target,
+                                        subsystem="sftp", reason=SFTP_REFUSAL)
+        return asyncssh.SFTPServer(chan)  # its handler sees the closed channel and ends
 
     def _new_login(self) -> _Login:
         return _Login(self)

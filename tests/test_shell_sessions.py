@@ -246,18 +246,28 @@ def test_verify_and_list_recordings(bastion: BastionProcess, cert: Path, tmp_pat
 
 
 def test_file_transfer_is_refused_clearly(bastion: BastionProcess, cert: Path, tmp_path: Path) -> None:
-    sftp = subprocess.run(
-        ["sftp", "-F", "/dev/null", "-P", str(bastion.world.port), "-o", "BatchMode=yes",
-         "-o", f"UserKnownHostsFile={bastion.known_hosts()}", "-o", "IdentitiesOnly=yes",
-         "-i", str(bastion.world.key("alice")), "-o", f"CertificateFile={cert}", "prod@127.0.0.1"],
-        input="ls\n", capture_output=True, text=True, timeout=30,
-    )
-    # asyncssh refuses the sftp subsystem before any bastion code runs, so the client reports
-    # OpenSSH's own message for a refused subsystem; nothing is listed or transferred.
+    common = ["-F", "/dev/null", "-o", "BatchMode=yes",
+              "-o", f"UserKnownHostsFile={bastion.known_hosts()}", "-o", "IdentitiesOnly=yes",
+              "-i", str(bastion.world.key("alice")), "-o", f"CertificateFile={cert}"]
+    sftp = subprocess.run(["sftp", *common, "-P", str(bastion.world.port), "prod@127.0.0.1"],
+                          input="ls\n", capture_output=True, text=True, timeout=30)
     assert sftp.returncode != 0 and sftp.stdout == ""
-    assert "subsystem request failed" in sftp.stderr
+    assert "bastion: file transfer (sftp, scp) is disabled" in sftp.stderr
+    # scp speaks sftp since OpenSSH 9; `scp -O` runs the legacy scp command instead.
+    local = tmp_path / "payload.txt"
+    local.write_text("should not arrive\n")
+    for mode in ([], ["-O"]):
+        copy = subprocess.run(["scp", *common, *mode, "-P", str(bastion.world.port), str(local),
+                               "prod@127.0.0.1:/tmp/bastion-scp-probe.txt"],
+                              capture_output=True, text=True, timeout=30)
+        assert copy.returncode != 0, mode
+        assert "file transfer is disabled" in copy.stderr or \
+            "file transfer (sftp, scp) is disabled" in copy.stderr, (mode, copy.stderr)
+    assert not Path("/tmp/bastion-scp-probe.txt").exists()
     legacy = ssh(bastion, bastion.world.key("alice"), "prod", ["scp", "-t", "/tmp"], cert=cert)
     assert legacy.returncode == 1 and "file transfer is disabled" in legacy.stderr
+    events = control_json(bastion, "carol", "audit", "--kind", "transfer.refused")
+    assert events and events[0]["actor"] == "alice" and events[0]["target"] == "prod"
 
 
 def test_revoking_ends_a_live_session(bastion: BastionProcess) -> None:
