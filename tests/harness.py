@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shlex
 import signal
 import socket
@@ -164,10 +165,15 @@ def start_target(world: World) -> Sshd:
 class BastionProcess:
     """`bastion serve --config FILE` as a child process."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, *, file_size_limit: int | None = None) -> None:
         self.world = world
         self.log = world.root / "bastion.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.file_size_limit = file_size_limit  # RLIMIT_FSIZE: makes large writes fail (EFBIG)
+
+    def _limits(self) -> None:
+        if self.file_size_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size_limit, self.file_size_limit))
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the bastion and wait until it accepts SSH connections."""
@@ -178,6 +184,7 @@ class BastionProcess:
             [sys.executable, "-m", "bastion.cli", "serve", "--config", str(self.world.config)],
             stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=self._limits if self.file_size_limit is not None else None,
         )
         out.close()
         deadline = time.monotonic() + timeout

@@ -329,6 +329,35 @@ def test_unwritable_recordings_dir_refuses_sessions(bastion: BastionProcess, cer
     assert events and events[0]["actor"] == "alice"
 
 
+def test_recording_failure_mid_session_ends_it(tmp_path: Path) -> None:
+    # The bastion runs with a 3 MB file size limit: the recording of a session that prints more
+    # fails mid-session with EFBIG, as on a full disk.
+    world = World(root=tmp_path, port=free_port(), users=dict(USERS))
+    target = start_target(world)
+    world.write_config()
+    bastion = BastionProcess(world, file_size_limit=3 * 1024 * 1024)
+    bastion.start()
+    try:
+        cert, _ = grant(bastion)
+        with subprocess.Popen(
+            [*ssh_argv(bastion, world.key("alice"), "prod", cert=cert),
+             "head -c 8000000 /dev/urandom | od -An -v; sleep 60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        ) as client:
+            out, err = client.communicate(timeout=60)
+        assert client.returncode == 255
+        assert b"no recording, no session" in err
+        assert len(out) < 8_000_000  # the output stopped with the recording
+        events = control_json(bastion, "carol", "audit", "--kind", "recording.failed")
+        assert events and events[0]["actor"] == "alice"
+        assert "File too large" in events[0]["details"]["error"]
+        sessions = control_json(bastion, "carol", "sessions")
+        assert "no recording, no session" in sessions[0]["end_reason"]
+    finally:
+        bastion.stop()
+        target.stop()
+
+
 def test_unknown_target_host_key_refuses_the_session(tmp_path: Path) -> None:
     world = World(root=tmp_path, port=free_port(), users=dict(USERS))
     target = start_target(world)
