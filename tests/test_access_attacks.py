@@ -117,6 +117,11 @@ def test_forged_certificates_are_accepted_only_as_issued(bastion: BastionProcess
     assert_refused(bastion, key, cert4, "prod", "does not match what the bastion issued")
 
 
+def test_every_certificate_has_its_own_serial(bastion: BastionProcess) -> None:
+    serials = {serial_of(approved(bastion, "alice", "staging")[1]) for _ in range(4)}
+    assert len(serials) == 4 and 0 not in serials
+
+
 def test_certificate_signed_for_a_different_request(bastion: BastionProcess) -> None:
     # alice holds an approved staging grant; her prod request is still pending. A certificate for
     # prod carrying the staging grant's serial (or the prod request's id) does not open prod.

@@ -153,8 +153,11 @@ def test_contractor_past_expires_is_refused(world: World) -> None:
 
 def test_state_survives_a_restart(bastion: BastionProcess) -> None:
     cert = approved_cert(bastion, "alice")
+    host_key = (bastion.world.root / "data" / "host_key.pub").read_text()
     bastion.stop()
     bastion.start()
+    # The host key persists in the data dir: clients' known_hosts stay valid across restarts.
+    assert (bastion.world.root / "data" / "host_key.pub").read_text() == host_key
     assert ssh(bastion, bastion.world.key("alice"), "prod", ["true"], cert=cert).returncode == 0
     assert control_json(bastion, "alice", "requests")[0]["status"] == "approved"
 

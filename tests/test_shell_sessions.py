@@ -597,8 +597,8 @@ async def test_break_is_relayed_and_recorded(bastion: BastionProcess, cert: Path
     conn, proc = await open_pty(bastion, cert)
     term = Terminal(proc)
     async with conn:
-        proc.stdin.write("echo before-$((1+1))\n")
-        await term.expect("before-2")
+        proc.stdin.write("echo before-$((1+1)) term-$TERM\n")
+        await term.expect("before-2 term-xterm")  # the terminal type reached the target
         proc.send_break(250)
         proc.stdin.write("echo after-$((2+2)); exit 0\n")
         await term.expect("after-4")
