@@ -193,12 +193,15 @@ def check_login(config: BastionConfig, facts: LoginFacts, now: datetime) -> str 
     if not facts.signed_by_user_ca:
         return f"your certificate was not signed by this bastion's user CA. Run: {ask}"
     if config.target(target) is None:
-        return f"there is no target named {target!r} on this bastion"
+        server = config.server
+        return (f"there is no target named {target!r} on this bastion; see which there are: "
+                f"ssh -p {server.listen_port} access@{server.public_host} targets")
     if target not in facts.principals:
         got = ", ".join(facts.principals) or "none"
         return f"your certificate is for {got}, not {target}. Run: {ask}"
     if len(facts.principals) != 1:
-        return "certificates from this bastion name exactly one target; this one does not"
+        return ("certificates from this bastion name exactly one target; this one does not. "
+                f"Run: {ask}")
     if now < facts.valid_after:
         return f"your certificate is not valid before {facts.valid_after:%Y-%m-%d %H:%M:%S} UTC"
     if now >= facts.valid_before:

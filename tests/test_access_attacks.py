@@ -156,6 +156,7 @@ def test_empty_or_several_principals_are_refused(bastion: BastionProcess) -> Non
                          serial=serial, principals="staging,prod")
     assert_refused(bastion, key, several, "staging", "exactly one target")
     assert_refused(bastion, key, several, "prod", "exactly one target")
+    assert_refused(bastion, key, several, "prod", "request prod --reason")
 
 
 def test_another_users_certificate_with_a_copied_public_key_is_refused(bastion: BastionProcess) -> None:
