@@ -605,3 +605,26 @@ async def test_break_is_relayed_and_recorded(bastion: BastionProcess, cert: Path
         await proc.wait_closed()
     events = await _recording_showing(bastion, b"before-2")
     assert "break 250 ms" in [e.label for e in events if isinstance(e, MarkerEvent)]
+
+
+def test_agent_forwarding_is_not_offered(bastion: BastionProcess, cert: Path, tmp_path: Path) -> None:
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        argv = ssh_argv(bastion, bastion.world.key("alice"), "prod", cert=cert, options=["-A", "-v"])
+        argv[argv.index("IdentityAgent=none")] = f"IdentityAgent={sock}"
+        result = subprocess.run(
+            [*argv, "echo agent=${SSH_AUTH_SOCK:-none}"],
+            capture_output=True, text=True, timeout=30, env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "agent=none\n"
+        assert "Requesting authentication agent forwarding" in result.stderr  # it was asked for
+    finally:
+        agent.terminate()
+        agent.wait()
