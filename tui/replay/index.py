@@ -52,6 +52,11 @@ _ESCAPES: Final = re.compile(
 )
 
 
+# Entering or leaving the alternate screen (less, vim, top starting or quitting): keys typed
+# before it went to another program than the keys typed after, so they are separate lines.
+_SCREEN_SWITCH: Final = re.compile(rb"\x1b\[\?(?:47|1047|1049)[hl]")
+
+
 def strip_escapes(text: str) -> str:
     """Return terminal output without escape sequences and control characters."""
     return _ESCAPES.sub("", text)
@@ -186,6 +191,8 @@ def build_index(
                 index.end = max(index.end, event.t)
                 if isinstance(event, OutputEvent):
                     index.output_bytes += len(event.data)
+                    if _SCREEN_SWITCH.search(event.data):
+                        typing.flush()
                 elif isinstance(event, InputEvent):
                     typing.feed(event)
                 elif isinstance(event, MarkerEvent):

@@ -181,14 +181,14 @@ class AuditScreen(Screen[None]):
 
     def action_focus_filter(self) -> None:
         """Go to the filter field."""
-        self.query_one("#filter", Input).focus()
+        self.set_focus(self.query_one("#filter", Input))
 
     def action_clear_filter(self) -> None:
         """Empty the filter."""
         field = self.query_one("#filter", Input)
         if field.value:
             field.value = ""
-        self.query_one("#audit", DataTable).focus()
+        self.set_focus(self.query_one("#audit", DataTable))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         """Filter as the auditor types."""
@@ -197,4 +197,4 @@ class AuditScreen(Screen[None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         """Back to the table."""
-        self.query_one("#audit", DataTable).focus()
+        self.set_focus(self.query_one("#audit", DataTable))

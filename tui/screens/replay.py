@@ -496,7 +496,7 @@ class ReplayScreen(Screen[None]):
         side = self.query_one("#side")
         side.display = not side.display
         if side.display:
-            self.query_one("#events", DataTable).focus()
+            self.set_focus(self.query_one("#events", DataTable))
         else:
             self.set_focus(None)
 
@@ -504,7 +504,8 @@ class ReplayScreen(Screen[None]):
         """Open the search field."""
         search = self.query_one("#search", Input)
         search.display = True
-        search.focus()
+        # At once, not later: keys typed right after `/` must land in the field.
+        self.set_focus(search)
 
     def action_sql(self) -> None:
         """Show the SQL statements of this session."""

@@ -235,14 +235,14 @@ class RequestsScreen(Screen[None]):
 
     def action_focus_filter(self) -> None:
         """Go to the filter field."""
-        self.query_one("#filter", Input).focus()
+        self.set_focus(self.query_one("#filter", Input))
 
     def action_clear_filter(self) -> None:
         """Empty the filter."""
         field = self.query_one("#filter", Input)
         if field.value:
             field.value = ""
-        self.query_one("#requests", DataTable).focus()
+        self.set_focus(self.query_one("#requests", DataTable))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         """Filter as the auditor types."""
@@ -251,4 +251,4 @@ class RequestsScreen(Screen[None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         """Back to the table."""
-        self.query_one("#requests", DataTable).focus()
+        self.set_focus(self.query_one("#requests", DataTable))

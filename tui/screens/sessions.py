@@ -321,14 +321,14 @@ class SessionsScreen(Screen[None]):
 
     def action_focus_filter(self) -> None:
         """Go to the filter field."""
-        self.query_one("#filter", Input).focus()
+        self.set_focus(self.query_one("#filter", Input))
 
     def action_clear_filter(self) -> None:
         """Empty the filter and go back to the table."""
         field = self.query_one("#filter", Input)
         if field.value:
             field.value = ""
-        self.query_one("#sessions", DataTable).focus()
+        self.set_focus(self.query_one("#sessions", DataTable))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         """Filter as the auditor types."""
@@ -338,4 +338,4 @@ class SessionsScreen(Screen[None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         """Enter in the filter goes back to the table."""
-        self.query_one("#sessions", DataTable).focus()
+        self.set_focus(self.query_one("#sessions", DataTable))
