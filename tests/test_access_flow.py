@@ -381,3 +381,14 @@ def test_dead_webhook_does_not_slow_the_workflow(bastion: BastionProcess, receiv
     while dead.connections() == 0:  # the dead webhook was really tried
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_every_read_command_answers_json(bastion: BastionProcess) -> None:
+    for user, command in [("alice", "help"), ("alice", "targets"), ("alice", "whoami"),
+                          ("alice", "requests"), ("alice", "sessions"), ("carol", "audit"),
+                          ("carol", "queries")]:
+        result = control(bastion, user, command, "--json")
+        assert result.returncode == 0, (command, result.stderr)
+        json.loads(result.stdout)
+    refused = control(bastion, "alice", "approve", "999999", "--json")
+    assert refused.returncode != 0 and json.loads(refused.stderr)["kind"] == "NotFound"
