@@ -19,7 +19,7 @@ from typing import Any
 import asyncssh
 import pytest
 from harness import REPO, BastionProcess, World, control, control_json, free_port, make_key, start_target
-from test_tui_screens import open_session, rows, sessions_ready, static_text, terminal, until
+from test_tui_screens import open_session, rows, sessions_by_id, sessions_ready, static_text, terminal, until
 from test_tui_support import flip_byte
 from textual.widgets import DataTable, Static
 
@@ -204,8 +204,9 @@ async def test_local_mode_opens_the_real_less_session(bastion: BastionProcess,
     app = local_app(bastion)
     async with app.run_test(size=SIZE) as pilot:
         screen = await sessions_ready(app, pilot)
-        row = {r[-1]: r for r in rows(screen.query_one("#sessions", DataTable))}[less_session.id]
-        assert row[1:4] == ["alice", "prod", "ssh"] and row[7] == "intact"
+        row = sessions_by_id(screen.query_one("#sessions", DataTable))[less_session.id]
+        assert (row["user"], row["target"], row["kind"], row["recording"]) == (
+            "alice", "prod", "ssh", "intact")
         replay = await open_session(app, pilot, less_session.id)
         await until(pilot, replay.indexed.is_set)
         banner = static_text(replay.query_one("#banner", Static))
@@ -237,8 +238,8 @@ async def test_remote_mode_lists_fetches_verifies_and_replays(bastion: BastionPr
     async with app.run_test(size=SIZE) as pilot:
         screen = await sessions_ready_remote(app, pilot)
         assert screen.sub_title == f"carol @ 127.0.0.1:{bastion.world.port}"
-        row = {r[-1]: r for r in rows(screen.query_one("#sessions", DataTable))}[less_session.id]
-        assert row[7] == "?"  # remote recordings are verified when fetched
+        row = sessions_by_id(screen.query_one("#sessions", DataTable))[less_session.id]
+        assert row["recording"] == "?"  # remote recordings are verified when fetched
         table = screen.query_one("#sessions", DataTable)
         table.move_cursor(row=table.get_row_index(less_session.id))
         await pilot.press("enter")
@@ -251,8 +252,8 @@ async def test_remote_mode_lists_fetches_verifies_and_replays(bastion: BastionPr
         await pilot.press("end")
         assert "after-less-42" in terminal(replay)
         await pilot.press("escape")
-        row = {r[-1]: r for r in rows(screen.query_one("#sessions", DataTable))}[less_session.id]
-        assert row[7] == "intact"
+        row = sessions_by_id(screen.query_one("#sessions", DataTable))[less_session.id]
+        assert row["recording"] == "intact"
         fetched = replay.path
     assert not fetched.exists()  # the temporary copy is gone with the app
     events = control_json(bastion, "carol", "audit", "--kind", "recording.fetched")
@@ -286,8 +287,8 @@ async def test_tampered_real_recording_is_flagged_in_both_modes(bastion: Bastion
     app = local_app(bastion)
     async with app.run_test(size=SIZE) as pilot:
         screen = await sessions_ready(app, pilot)
-        row = {r[-1]: r for r in rows(screen.query_one("#sessions", DataTable))}[session["id"]]
-        assert row[7] == "TAMPERED"
+        row = sessions_by_id(screen.query_one("#sessions", DataTable))[session["id"]]
+        assert row["recording"] == "TAMPERED"
 
     app = remote_app(bastion, "carol")
     async with app.run_test(size=SIZE) as pilot:
@@ -301,8 +302,7 @@ async def test_tampered_real_recording_is_flagged_in_both_modes(bastion: Bastion
         await until(pilot, lambda: getattr(replay, "opened", asyncio.Event()).is_set())
         assert static_text(replay.query_one("#banner", Static)).startswith("✖ TAMPERED:")
         await pilot.press("escape")
-        row = {r[-1]: r for r in rows(table)}[session["id"]]
-        assert row[7] == "TAMPERED"
+        assert sessions_by_id(table)[session["id"]]["recording"] == "TAMPERED"
 
 
 async def review_in_tui(app: BastionTUI, pilot: Any, request_id: int, key: str,

@@ -68,6 +68,17 @@ def rows(table: DataTable[object]) -> list[list[str]]:
     return [[str(c) for c in table.get_row_at(r)] for r in range(table.row_count)]
 
 
+def sessions_by_id(table: DataTable[object]) -> dict[str, dict[str, str]]:
+    """The sessions list, in its order: session id → column key → cell text."""
+    keys = [str(column.key.value) for column in table.ordered_columns]
+    return {str(row.key.value): dict(zip(keys, map(str, table.get_row(row.key)), strict=True))
+            for row in table.ordered_rows}
+
+
+def shown_ids(table: DataTable[object]) -> list[str]:
+    return list(sessions_by_id(table))
+
+
 async def sessions_ready(app: BastionTUI, pilot: Pilot[None]) -> SessionsScreen:
     """Wait for the sessions list with every recording verified."""
     await until(pilot, lambda: isinstance(app.screen, SessionsScreen), what="the sessions screen")
@@ -111,15 +122,17 @@ async def test_sessions_list_shows_every_session_with_its_verdict(seeded: Seeded
     async with app.run_test(size=SIZE) as pilot:
         screen = await sessions_ready(app, pilot)
         table = screen.query_one("#sessions", DataTable)
-        by_id = {row[-1]: row for row in rows(table)}
+        by_id = sessions_by_id(table)
         assert list(by_id) == [NO_RECORDING, LIVE, CUT_OFF, TAMPERED, SQL, SHELL]  # newest first
-        assert by_id[SHELL][:8] == ["2026-11-29 09:05", "alice", "prod", "ssh", "47s", "1", "ended",
-                                    "intact"]
-        assert by_id[SQL][3] == "postgres" and by_id[SQL][7] == "intact"
-        assert by_id[TAMPERED][7] == "TAMPERED"
-        assert by_id[CUT_OFF][6:8] == ["abnormal", "CUT OFF"]
-        assert by_id[LIVE][4:8] == ["7m00s", "1", "live", "recording"]  # in progress, not cut off
-        assert by_id[NO_RECORDING][7] == "none"
+        assert by_id[SHELL] == {"start": "2026-11-29 09:05", "user": "alice", "target": "prod",
+                                "recording": "intact", "status": "ended", "duration": "47s",
+                                "kind": "ssh", "request": "1", "id": SHELL}
+        assert by_id[SQL]["kind"] == "postgres" and by_id[SQL]["recording"] == "intact"
+        assert by_id[TAMPERED]["recording"] == "TAMPERED"
+        assert (by_id[CUT_OFF]["status"], by_id[CUT_OFF]["recording"]) == ("abnormal", "CUT OFF")
+        assert (by_id[LIVE]["status"], by_id[LIVE]["duration"]) == ("live", "7m00s")
+        assert by_id[LIVE]["recording"] == "recording"  # in progress, not cut off
+        assert by_id[NO_RECORDING]["recording"] == "none"
         status = static_text(screen.query_one("#status", Static))
         assert "6 of 6 sessions" in status and "6 recordings verified" in status
         assert "2 not intact" in status
@@ -140,10 +153,10 @@ async def test_sessions_filter_by_user_target_date_status_and_words(seeded: Seed
             field.value = query  # as if typed: the list follows Input.Changed
             await pilot.press("enter")
             assert app.focused is table
-            return [row[-1] for row in rows(table)]
+            return shown_ids(table)
 
         await pilot.press("slash", *"user:bob")  # typed for real once
-        assert [row[-1] for row in rows(table)] == [NO_RECORDING, TAMPERED]
+        assert shown_ids(table) == [NO_RECORDING, TAMPERED]
         assert await shown("user:bob") == [NO_RECORDING, TAMPERED]
         assert await shown("user:alice target:prod") == [LIVE, SQL, SHELL]
         assert await shown("kind:postgres") == [SQL]
@@ -169,21 +182,25 @@ async def test_sessions_sort_by_columns_and_reverse(seeded: Seeded) -> None:
         table = screen.query_one("#sessions", DataTable)
         await pilot.press("o")  # start → user
         assert screen.sort_key == "user"
-        users = [row[1] for row in rows(table)]
+        users = [row["user"] for row in sessions_by_id(table).values()]
         assert users == sorted(users)
         await pilot.press("O")
-        assert [row[1] for row in rows(table)] == sorted(users, reverse=True)
-        await pilot.press("o", "o", "o")  # target, kind, duration (longest first)
+        assert [row["user"] for row in sessions_by_id(table).values()] == sorted(users, reverse=True)
+        await pilot.press("o", "o", "o")  # target, recording, status
+        assert screen.sort_key == "status"
+        statuses = [row["status"] for row in sessions_by_id(table).values()]
+        assert statuses == ["ended"] * 4 + ["abnormal", "live"]
+        await pilot.press("o")  # duration, longest first
         assert screen.sort_key == "duration"
-        assert [row[-1] for row in rows(table)][:2] == [LIVE, SHELL]
+        assert shown_ids(table)[:2] == [LIVE, SHELL]
         # A click on a header sorts by it; a second click reverses.
         await pilot.click("#sessions", offset=(2, 0))
         await pilot.pause()
         assert screen.sort_key == "start"
-        first = [row[-1] for row in rows(table)]
+        first = shown_ids(table)
         await pilot.click("#sessions", offset=(2, 0))
         await pilot.pause()
-        assert [row[-1] for row in rows(table)] == list(reversed(first))
+        assert shown_ids(table) == list(reversed(first))
         assert "sorted by start" in static_text(screen.query_one("#status", Static))
 
 
@@ -197,7 +214,7 @@ async def test_verify_key_and_refresh_keep_the_verdicts(seeded: Seeded) -> None:
         await until(pilot, lambda: any("TAMPERED" in str(n.message) for n in app._notifications))
         await pilot.press("r")
         await until(pilot, lambda: table.row_count == 6 and not table.loading)
-        assert {row[-1]: row[7] for row in rows(table)}[TAMPERED] == "TAMPERED"
+        assert sessions_by_id(table)[TAMPERED]["recording"] == "TAMPERED"
 
 
 # -- replay -----------------------------------------------------------------------------------
@@ -377,8 +394,8 @@ async def test_replay_of_a_tampered_recording_warns_and_stays_marked(seeded: See
         await pilot.press("escape")
         screen = app.screen
         assert isinstance(screen, SessionsScreen)
-        row = {r[-1]: r for r in rows(screen.query_one("#sessions", DataTable))}[TAMPERED]
-        assert row[7] == "TAMPERED"
+        assert sessions_by_id(screen.query_one("#sessions", DataTable))[TAMPERED]["recording"] \
+            == "TAMPERED"
 
 
 async def test_replay_of_cut_off_and_live_recordings_says_so(seeded: Seeded) -> None:

@@ -27,15 +27,16 @@ from tui.safe import one_line
 __all__ = ["SESSION_COLUMNS", "SessionsScreen"]
 
 # (key, label); the key names the filter term and the sort order too.
+# The integrity verdict comes early so that it stays in view on an 80-column terminal.
 SESSION_COLUMNS: Final = (
     ("start", "Start (UTC)"),
     ("user", "User"),
     ("target", "Target"),
-    ("kind", "Kind"),
-    ("duration", "Duration"),
-    ("request", "Req"),
-    ("status", "Status"),
     ("recording", "Recording"),
+    ("status", "Status"),
+    ("duration", "Duration"),
+    ("kind", "Kind"),
+    ("request", "Req"),
     ("id", "Session"),
 )
 _FILTER_KEYS: Final = ("user", "target", "kind", "status", "id", "request", "recording", "client")
@@ -171,17 +172,18 @@ class SessionsScreen(Screen[None]):
 
     def _cells(self, s: SessionInfo, verdict: Integrity | None, now: datetime) -> list[Text]:
         status = _STATUS_LABEL.get(s.status, s.status)
-        return [
-            Text(format_time(s.started_at)),
-            Text(one_line(s.user, 24)),
-            Text(one_line(s.target, 24)),
-            Text(one_line(s.kind, 10)),
-            Text(format_duration(s.duration(now)), justify="right"),
-            Text(str(s.request_id) if s.request_id is not None else "-", justify="right"),
-            Text(one_line(status), style=_STATUS_STYLE.get(s.status, "")),
-            self._verdict_cell(s, verdict),
-            Text(one_line(s.id, 40), style="dim"),
-        ]
+        cells = {
+            "start": Text(format_time(s.started_at)),
+            "user": Text(one_line(s.user, 24)),
+            "target": Text(one_line(s.target, 24)),
+            "kind": Text(one_line(s.kind, 10)),
+            "duration": Text(format_duration(s.duration(now)), justify="right"),
+            "request": Text(str(s.request_id) if s.request_id is not None else "-", justify="right"),
+            "status": Text(one_line(status), style=_STATUS_STYLE.get(s.status, "")),
+            "recording": self._verdict_cell(s, verdict),
+            "id": Text(one_line(s.id, 40), style="dim"),
+        }
+        return [cells[key] for key, _ in SESSION_COLUMNS]
 
     @staticmethod
     def _verdict_cell(s: SessionInfo, verdict: Integrity | None) -> Text:

@@ -144,7 +144,7 @@ class SqlScreen(Screen[None]):
             table.display = False
         extra = {k: v for k, v in exchange.statement.items() if k not in _KNOWN}
         lines = [f"{k}: {_cell(v)}" for k, v in sorted(exchange.statement.items())
-                 if k not in ("statement", "sql")]
+                 if k not in ("statement", "sql") and v is not None]
         if extra or not isinstance(columns, list):
             for k, v in sorted(result.items()):
                 if k not in ("columns", "rows", "masked"):
