@@ -42,10 +42,20 @@ approvals_required = 1
 columns = ["*.customers.ssn", "*.customers.card_number", "*.customers.email"]
 strategy = "redact"
 """)
+    out.append(f"""
+[[targets]]
+name = "pgdown"
+kind = "postgres"
+address = "127.0.0.1:1"
+database = "{db['name']}"
+login = "{db['name']}"
+password = {{ env = "{ENV}" }}
+approvals_required = 1
+""")
     return "".join(out) + """
 [[roles]]
 name = "db-dev"
-request = ["pgdb", "mydb", "pgro", "myro"]
+request = ["pgdb", "mydb", "pgro", "myro", "pgdown"]
 request_unmasked = ["pgdb", "mydb"]
 
 [[roles]]
@@ -54,7 +64,7 @@ request = ["pgdb", "mydb"]
 
 [[roles]]
 name = "db-approver"
-approve = ["pgdb", "mydb", "pgro", "myro"]
+approve = ["pgdb", "mydb", "pgro", "myro", "pgdown"]
 """
 
 
@@ -148,3 +158,14 @@ def test_recording_keeps_statements_and_masked_results(bastion: BastionProcess) 
     assert results[-1]["rows"] == [["2", "Alan Turing", "****"]]
     assert results[-1]["masked"] == {"ssn": "redact"}
     assert "Alan Turing'" not in json.dumps(statements)  # the literal in WHERE is not kept
+
+
+def test_unreachable_database_gives_a_clear_message_without_the_password(bastion: BastionProcess) -> None:
+    cert = approved_cert(bastion, "alice", "pgdown")
+    result = sql(bastion, "alice", "pgdown", cert, "SELECT 1")
+    assert result.returncode == 1
+    assert "cannot open pgdown" in result.stderr and "127.0.0.1" in result.stderr, result.stderr
+    assert os.environ[ENV] not in result.stderr + result.stdout + bastion.log.read_text()
+    sessions = control_json(bastion, "carol", "sessions")
+    assert any(s["target"] == "pgdown" and "database connection failed" in (s.get("end_reason") or "")
+               for s in sessions), sessions

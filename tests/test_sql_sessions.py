@@ -81,13 +81,17 @@ def bastion(tmp_path_factory: pytest.TempPathFactory,
 def leak_scan(bastion: BastionProcess) -> None:
     """Nothing the bastion wrote may hold a seeded sensitive value, in any obvious encoding."""
     root = bastion.world.root
-    assert_no_secrets(bastion.log.read_text(), "the bastion's log")
-    assert_no_secrets((root / "data" / "audit.jsonl").read_text(), "the audit log file")
+    password = os.environ["BASTION_TEST_DB_PASSWORD"]
+    for name, text in (("the bastion's log", bastion.log.read_text()),
+                       ("the audit log file", (root / "data" / "audit.jsonl").read_text())):
+        assert_no_secrets(text, name)
+        assert password not in text, f"{name} holds the database password"
     identity = load_auditor_private_key(root / "keys" / "auditor")
     for path in (root / "recordings").glob("*.rec"):
         with RecordingReader(path, identity) as reader:
             text = "\n".join(json.dumps(_event_json(e)) for e in reader)
         assert_no_secrets(text, f"recording {path.name}")
+        assert password not in text
 
 
 def _event_json(event: Any) -> Any:
