@@ -28,10 +28,12 @@ def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess
     target = start_target(world)
     world.write_config()
     proc = BastionProcess(world)
-    proc.start()
-    yield proc
-    proc.stop()
-    target.stop()
+    try:
+        proc.start()
+        yield proc
+    finally:
+        proc.stop()
+        target.stop()
 
 
 def approved(bastion: BastionProcess, user: str, target: str) -> tuple[int, Path]:

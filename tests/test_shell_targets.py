@@ -43,10 +43,12 @@ def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess
     world.extra = extra_targets(world)
     world.write_config()
     proc = BastionProcess(world)
-    proc.start()
-    yield proc
-    proc.stop()
-    target.stop()
+    try:
+        proc.start()
+        yield proc
+    finally:
+        proc.stop()
+        target.stop()
 
 
 def cert_for(bastion: BastionProcess, target: str) -> Path:
