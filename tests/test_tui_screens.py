@@ -204,6 +204,24 @@ async def test_sessions_sort_by_columns_and_reverse(seeded: Seeded) -> None:
         assert "sorted by start" in static_text(screen.query_one("#status", Static))
 
 
+async def test_long_lists_put_only_the_first_rows_in_the_table(
+        seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tui.screens.sessions.MAX_ROWS", 3)
+    app = local_app(seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await sessions_ready(app, pilot)
+        table = screen.query_one("#sessions", DataTable)
+        assert shown_ids(table) == [NO_RECORDING, LIVE, CUT_OFF]
+        status = static_text(screen.query_one("#status", Static))
+        assert "6 of 6 sessions" in status and "first 3 listed: filter to narrow" in status
+        await pilot.press("O")  # sorting covers every session, not only the rows listed
+        assert shown_ids(table) == [SHELL, SQL, TAMPERED]
+        screen.query_one("#filter", Input).value = "user:bob"
+        await pilot.pause()
+        assert shown_ids(table) == [TAMPERED, NO_RECORDING]
+        assert "first 3 listed" not in static_text(screen.query_one("#status", Static))
+
+
 async def test_verify_key_and_refresh_keep_the_verdicts(seeded: Seeded) -> None:
     app = local_app(seeded)
     async with app.run_test(size=SIZE) as pilot:

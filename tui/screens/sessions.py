@@ -24,7 +24,7 @@ from tui.integrity import Integrity, Verdict, check_recording
 from tui.models import SessionInfo, format_duration, format_time
 from tui.safe import one_line
 
-__all__ = ["SESSION_COLUMNS", "SessionsScreen"]
+__all__ = ["MAX_ROWS", "SESSION_COLUMNS", "SessionsScreen"]
 
 # (key, label); the key names the filter term and the sort order too.
 # The integrity verdict comes early so that it stays in view on an 80-column terminal.
@@ -39,6 +39,9 @@ SESSION_COLUMNS: Final = (
     ("request", "Req"),
     ("id", "Session"),
 )
+# Rows put in the table at once: a DataTable measures every cell it holds, which takes seconds
+# for tens of thousands of sessions. Filtering and sorting still cover every session.
+MAX_ROWS: Final = 1000
 _FILTER_KEYS: Final = ("user", "target", "kind", "status", "id", "request", "recording", "client")
 _STATUS_STYLE: Final = {"live": "bold green", "ended": "", "ended_abnormally": "bold yellow"}
 _STATUS_LABEL: Final = {"ended_abnormally": "abnormal"}
@@ -152,7 +155,7 @@ class SessionsScreen(Screen[None]):
         shown.sort(key=_sort_key(self.sort_key, now, verdicts), reverse=self.sort_reverse)
         self.shown = shown
         table.clear()
-        for s in shown:
+        for s in shown[:MAX_ROWS]:
             table.add_row(*self._cells(s, verdicts.get(s.id), now), key=s.id)
         if current is not None and current.id in table.rows:
             table.move_cursor(row=table.get_row_index(current.id), animate=False)
@@ -199,6 +202,8 @@ class SessionsScreen(Screen[None]):
         arrow = "↓" if self.sort_reverse else "↑"
         text = Text(f"{len(self.shown)} of {len(self.sessions)} sessions · sorted by "
                     f"{self.sort_key} {arrow} · {checked} recordings verified")
+        if len(self.shown) > MAX_ROWS:
+            text.append(f" · first {MAX_ROWS} listed: filter to narrow", style="yellow")
         if bad:
             text.append(f" · {bad} not intact", style="bold red")
         for problem in self._query.problems:
@@ -272,7 +277,7 @@ class SessionsScreen(Screen[None]):
     def highlighted(self) -> SessionInfo | None:
         """The session under the cursor."""
         table = self.query_one("#sessions", DataTable)
-        if not self.shown or table.cursor_row < 0 or table.cursor_row >= len(self.shown):
+        if not 0 <= table.cursor_row < table.row_count:
             return None
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return next((s for s in self.shown if s.id == key), None)
