@@ -260,6 +260,10 @@ async def test_console_multiline_transactions_expanded_and_cancel(
         proc.stdin.write("\\x\r")
         proc.stdin.write("\\dt\r")
         await screen.expect("customers")
+        proc.stdin.write("\\d customers\r")
+        assert "card_number" in await screen.expect("(6 rows)")
+        proc.stdin.write("\\?\r")
+        await screen.expect("expanded display on/off")
         sleep = "SELECT pg_sleep(30);" if target == "pgdb" else "SELECT SLEEP(30);"
         proc.stdin.write(sleep + "\r")
         await asyncio.sleep(1.0)

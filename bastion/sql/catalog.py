@@ -147,6 +147,8 @@ class Catalog:
 
     def relation_masked(self, rel: Relation) -> bool:
         """Whether a relation has masked columns (for a view: whether it shows masked data)."""
+        if rel.schema.lower() in SYSTEM_SCHEMAS:
+            return False
         if rel.kind == "view":
             view = self.views.get(rel.key)
             return view is None or view.reads_masked or view.opaque or any(
@@ -225,6 +227,8 @@ def resolve(analysis: Analysis, catalog: Catalog) -> Resolution:
 
 
 def _masked_names(rel: Relation, catalog: Catalog) -> set[str]:
+    if rel.schema.lower() in SYSTEM_SCHEMAS:
+        return set()  # the server's catalogs: names, not data (statistics are refused elsewhere)
     if rel.kind != "view":
         return set(catalog.masked_columns(rel))
     view = catalog.views.get(rel.key)

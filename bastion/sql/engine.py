@@ -99,7 +99,11 @@ class SqlConnection:
             where = f"table_name = {quoted}"
             if schema:
                 where += " AND table_schema = '" + schema.replace("'", "''").replace("\\", "") + "'"
-            sql = ("SELECT column_name AS column, data_type AS type, is_nullable AS nullable "
+            elif self.dialect == "mysql":
+                where += " AND table_schema = DATABASE()"
+            else:
+                where += " AND table_schema = ANY (current_schemas(false))"
+            sql = ("SELECT column_name AS name, data_type AS type, is_nullable AS nullable "
                    f"FROM information_schema.columns WHERE {where} ORDER BY ordinal_position")
         return await self.run(analyse(sql, self.dialect))
 
