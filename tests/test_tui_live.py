@@ -21,7 +21,7 @@ import pytest
 from harness import REPO, BastionProcess, World, control, control_json, free_port, make_key, start_target
 from test_tui_screens import open_session, rows, sessions_by_id, sessions_ready, static_text, terminal, until
 from test_tui_support import flip_byte
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from recorder import InputEvent, OutputEvent, RecordingReader, load_auditor_private_key
 from tui.app import BastionTUI
@@ -216,13 +216,17 @@ async def test_local_mode_opens_the_real_less_session(bastion: BastionProcess,
         await pilot.press("n")  # echo before-less
         assert "before-less-42" not in terminal(replay)  # at its Enter: not answered yet
         await pilot.press("n")  # the Enter of `less`
-        await pilot.press("slash", *"sample line 45", "enter")  # less's second page
+        await pilot.press("slash")
+        replay.query_one("#search", Input).value = "sample line 45"  # less's second page
+        await pilot.press("enter")
         await until(pilot, lambda: "search" not in replay._index_note and player.t > 0.5)
         await until(pilot, lambda: player.screen.alternate)
         lines = terminal(replay).splitlines()
         assert lines[0] != "sample line 1" and "sample line 45" in lines
         await pilot.press("escape", "N")  # back to the Enter of `less`, then a little later
-        await pilot.press("slash", *"sample line 1", "enter")
+        await pilot.press("slash")
+        replay.query_one("#search", Input).value = "sample line 1"
+        await pilot.press("enter")
         await until(pilot, lambda: terminal(replay).startswith("sample line 1\n"))
         assert player.screen.alternate and "before-less-42" not in terminal(replay)
         await pilot.press("escape", "end")
