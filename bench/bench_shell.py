@@ -1,30 +1,38 @@
 """Shell sessions through the bastion against their OpenSSH baselines, measured in one run.
 
-    .venv/bin/python bench/bench_shell.py [--mib 200] [--runs 5] [--samples 400] [--logins 20]
+    .venv/bin/python bench/bench_shell.py [--mib 128] [--runs 7] [--samples 1000] [--logins 20]
                                           [--sessions 1000] [--session-budget 180]
+                                          [--only bulk,echo,login,memory]
 
-Everything runs on loopback against the same OpenSSH sshd (the target), with the stock `ssh`
-client; nothing is asserted, ratios are printed against the budgets of DESIGN.md §9:
+About 4-5 minutes with the defaults on a 2-core machine. Everything runs on loopback against the
+same OpenSSH sshd (the target), with the stock `ssh` client; nothing is asserted, ratios are
+printed against the budgets of DESIGN.md §9:
 
 1. Bulk output (`cat` of a log-like text file, counted from the first byte to EOF, median of
    `--runs`) for both client ciphers, chacha20-poly1305 and aes128-gcm: direct OpenSSH; OpenSSH
    `ProxyJump` (`-J`) through a second sshd; a bare asyncssh relay (below); the bastion, recording
-   on. The bastion's and the relay's upstream leg prefer AES-GCM whatever the client chose.
+   on. The bastion's and the relay's upstream leg prefer AES-GCM whatever the client chose. Runs
+   are interleaved across the paths so that the machine's drift hits them alike. Also printed:
+   the CPU seconds per GiB of the middle hop (jump sshd, relay, bastion), which depends less on
+   what else the machine is doing than MiB/s does.
 2. Keystroke echo latency: `ssh -tt` in a local pty, the remote running `stty raw -echo; cat`; one
-   byte written, its echo awaited; the four paths are sampled in turn (interleaved) so drift hits
-   them alike.
+   byte written, its echo awaited; the four paths are sampled in turn (interleaved).
 3. Login to first output: `ssh ... 'echo x'` wall time (interleaved runs).
-4. Memory per idle interactive session: asyncssh clients (in this process) open shells through
-   the bastion in steps up to `--sessions`; the bastion's VmRSS before and after each step.
-5. Recording on vs off: the bastion against the bare relay, from (1).
+4. Memory per idle interactive session: the bastion is restarted (so that heap freed by the bulk
+   runs does not hide the sessions' memory), then asyncssh clients (in this process) open PTY
+   shells through it in steps up to `--sessions`; the bastion's VmRSS after each step, and
+   whether the bastion ends the sessions once the clients disconnect.
+5. Recording on vs off: the bastion has no switch to turn recording off (by design: no recording,
+   no session), so the bastion is compared with the bare relay, from (1).
 
 The bare relay is written here: an asyncssh server on loopback that takes any key, logs into the
 same sshd with asyncssh (same cipher preference and read size as the bastion) and pumps bytes; no
 checks, no state store, no audit, no recording. It runs as its own process, like the bastion.
 
-Run as root with `useradd` available, the target login is a throwaway user whose shell is /bin/sh
-(root's rc files cost ~150 ms per login on this machine); it is removed at the end. Otherwise the
-login is root, and the output says so.
+Run as root with `useradd` available, the target login (direct, ProxyJump, relay and the bastion's
+upstream login alike) is a throwaway user whose shell is /bin/sh with an empty home in /tmp, so no
+rc files run (root's cost ~150 ms per login on this machine); it is removed at the end. Otherwise
+the login is root, and the output says so.
 """
 
 from __future__ import annotations
@@ -44,8 +52,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -434,131 +442,222 @@ async def memory_steps(setup: Setup, pid: int, steps: list[int], budget: float,
 # --- the run ----------------------------------------------------------------------------------
 
 
-def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--bare-relay":
-        asyncio.run(_bare_relay(int(sys.argv[2]), sys.argv[3], sys.argv[4]))
-        return
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--mib", type=int, default=200, help="bulk output size per run")
-    parser.add_argument("--runs", type=int, default=5, help="bulk runs per path and cipher")
-    parser.add_argument("--samples", type=int, default=400, help="keystrokes per path")
-    parser.add_argument("--logins", type=int, default=20, help="logins per path")
-    parser.add_argument("--sessions", type=int, default=1000, help="most concurrent sessions")
-    parser.add_argument("--session-budget", type=float, default=180.0,
-                        help="seconds allowed for opening sessions before the steps stop")
-    parser.add_argument("--concurrency", type=int, default=16, help="session opens at once")
-    args = parser.parse_args()
+def cpu_seconds(pid: int) -> float:
+    """CPU time of `pid` (all threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+
+class TreeCpu:
+    """CPU seconds used by a process and all its descendants, sampled every 100 ms.
+
+    sshd's per-connection processes are short-lived and their time does not reliably reach the
+    listener's cutime, so their own counters are read while they live; the last < 100 ms of a
+    process that exits between two samples is lost (a few ms per bulk run).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.root = pid
+        self.seen: dict[tuple[int, int], float] = {}  # (pid, start time) -> CPU seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        parents: dict[int, int] = {}
+        stats: dict[int, list[str]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+                    parents[int(entry)] = int(fields[1])
+                    stats[int(entry)] = fields
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid, fields in stats.items():
+            ancestor = pid
+            while ancestor not in (self.root, 0, 1) and ancestor in parents:
+                ancestor = parents[ancestor]
+            if ancestor == self.root:
+                self.seen[(pid, int(fields[19]))] = (int(fields[11]) + int(fields[12])) / tick
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self._sample()
+
+    def __enter__(self) -> TreeCpu:
+        self._sample()
+        self.start = sum(self.seen.values())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def used(self) -> float:
+        return sum(self.seen.values()) - self.start
+
+
+def bench_world(root: Path, login: Login, procs: list[Any]) -> tuple[Any, Any, Any, Any, Setup]:
+    """Target sshd, jump sshd, bastion, bare relay, an approved certificate; return them."""
     from harness import BastionProcess, World, control, control_json, free_port, make_key
     from sshd import Sshd
 
     from bastion.ca import CertificateAuthority
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    world = World(root=root / "bastion", port=free_port(),
+                  users={"alice": ["developer"], "bob": ["approver"], "dave": ["approver"]})
+    alice = world.key("alice")
+    alice_pub = make_key(alice, "alice@test")
+    upstream_ca = CertificateAuthority.load(world.root / "data" / "upstream_ca", "upstream CA")
+    target = Sshd(root / "target", trusted_ca=upstream_ca.public_key_line(),
+                  authorized_keys=(alice_pub,), extra="MaxStartups 2000\nMaxSessions 10\n")
+    target.start()
+    procs.append(target)
+    jump = Sshd(root / "jump", authorized_keys=(alice_pub,), extra="MaxStartups 100\n")
+    jump.start()
+    procs.append(jump)
+    world.target = target
+    config = world.write_config()
+    config.write_text(config.read_text().replace('login = "root"', f'login = "{login.name}"'))
+    bastion = BastionProcess(world)
+    bastion.start()
+    procs.append(bastion)
+    relay = RelayProcess(target.port, login.name, alice)
+    procs.append(relay)
+
+    req = control_json(bastion, "alice", "request", "prod", "--reason", "bench", "--duration", "1h")
+    if req["status"] != "approved":
+        control_json(bastion, "bob", "approve", str(req["id"]))
+    cert = root / "alice-cert.pub"
+    cert.write_text(control(bastion, "alice", "cert", str(req["id"])).stdout)
+    setup = Setup(login.name, alice, cert, target.port, jump.port, relay.port, world.port)
+    for cipher in (CHACHA, AES):
+        setup.configs[cipher] = client_config(root / f"ssh_config_{cipher[:6]}", alice, cipher)
+    return target, jump, bastion, relay, setup
+
+
+PHASES = ("bulk", "echo", "login", "memory")
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--bare-relay":
+        asyncio.run(_bare_relay(int(sys.argv[2]), sys.argv[3], sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mib", type=int, default=128, help="bulk output size per run")
+    parser.add_argument("--runs", type=int, default=7, help="bulk runs per path and cipher")
+    parser.add_argument("--samples", type=int, default=1000, help="keystrokes per path")
+    parser.add_argument("--logins", type=int, default=20, help="logins per path")
+    parser.add_argument("--sessions", type=int, default=1000, help="most concurrent sessions")
+    parser.add_argument("--session-budget", type=float, default=180.0,
+                        help="seconds allowed for opening sessions before the steps stop")
+    parser.add_argument("--concurrency", type=int, default=16, help="session opens at once")
+    parser.add_argument("--only", default=",".join(PHASES),
+                        help=f"comma-separated phases to run, of {','.join(PHASES)}")
+    args = parser.parse_args()
+    phases = set(args.only.split(","))
+    if not phases <= set(PHASES):
+        parser.error(f"--only takes phases of {','.join(PHASES)}")
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the bastion and sshds
     t_begin = time.monotonic()
     login = make_login()
     procs: list[Any] = []
     bulk: dict[tuple[str, str], list[float]] = {}
+    hop_cpu: dict[tuple[str, str], float] = {}  # CPU seconds per GiB through the middle hop
     echo: dict[str, list[float]] = {}
     logins: dict[str, list[float]] = {}
+    mem: list[MemoryStep] = []
+    mem_errors: list[str] = []
+    before: dict[str, int] = {}
+    after_close: dict[str, int] = {}
+    close_seconds, left_upstream, log_lines, bastion_alive = 0.0, 0, [], True
     try:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             root.chmod(0o711)  # sshd reads the authorized_keys file as the target login
-            world = World(root=root / "bastion", port=free_port(),
-                          users={"alice": ["developer"], "bob": ["approver"], "dave": ["approver"]})
-            alice = world.key("alice")
-            alice_pub = make_key(alice, "alice@test")
-            upstream_ca = CertificateAuthority.load(world.root / "data" / "upstream_ca",
-                                                    "upstream CA")
-            target = Sshd(root / "target", trusted_ca=upstream_ca.public_key_line(),
-                          authorized_keys=(alice_pub,), extra="MaxStartups 2000\nMaxSessions 10\n")
-            target.start()
-            procs.append(target)
-            jump = Sshd(root / "jump", authorized_keys=(alice_pub,), extra="MaxStartups 100\n")
-            jump.start()
-            procs.append(jump)
-            world.target = target
-            config = world.write_config()
-            config.write_text(config.read_text().replace('login = "root"',
-                                                         f'login = "{login.name}"'))
-            bastion = BastionProcess(world)
-            bastion.start()
-            procs.append(bastion)
-            relay = RelayProcess(target.port, login.name, alice)
-            procs.append(relay)
-
-            req = control_json(bastion, "alice", "request", "prod", "--reason", "bench",
-                               "--duration", "1h")
-            if req["status"] != "approved":
-                control_json(bastion, "bob", "approve", str(req["id"]))
-            cert = root / "alice-cert.pub"
-            cert.write_text(control(bastion, "alice", "cert", str(req["id"])).stdout)
-
+            target, jump, bastion, relay, setup = bench_world(root, login, procs)
             data = login.home / "bulk.txt"
             data.write_bytes(log_text(args.mib * MIB))
             data.chmod(0o644)
             size = args.mib * MIB
-            setup = Setup(login.name, alice, cert, target.port, jump.port, relay.port, world.port)
-            for cipher in (CHACHA, AES):
-                setup.configs[cipher] = client_config(root / f"ssh_config_{cipher[:6]}", alice,
-                                                      cipher)
+            assert jump.proc is not None and bastion.proc is not None
+            hops = {"proxyjump": jump.proc.pid, "bare relay": relay.proc.pid,
+                    "bastion": bastion.proc.pid}
 
-            # 1 + 5: bulk output, runs interleaved across the paths.
-            print(f"bulk output: {args.mib} MiB x {args.runs} runs x 4 paths x 2 ciphers", flush=True)
-            for cipher in (CHACHA, AES):
-                for path in PATHS:  # warm-up (page cache, first logins)
-                    bulk_rate(setup.command(path, cipher), f"head -c {MIB} {data}", MIB)
-                for _ in range(args.runs):
-                    for path in PATHS:
-                        rate = bulk_rate(setup.command(path, cipher), f"cat {data}", size)
-                        bulk.setdefault((cipher, path), []).append(rate)
+            if "bulk" in phases:  # 1 + 5: bulk output, runs interleaved across the paths.
+                print(f"bulk output: {args.mib} MiB x {args.runs} runs x 4 paths x 2 ciphers",
+                      flush=True)
+                for cipher in (CHACHA, AES):
+                    for path in PATHS:  # warm-up (page cache, first logins)
+                        bulk_rate(setup.command(path, cipher), f"head -c {MIB} {data}", MIB)
+                    time.sleep(0.5)  # let the warm-up sessions end
+                    cpu0 = {path: cpu_seconds(hops[path]) for path in ("bare relay", "bastion")}
+                    with TreeCpu(hops["proxyjump"]) as jump_cpu:
+                        for _ in range(args.runs):
+                            for path in PATHS:
+                                rate = bulk_rate(setup.command(path, cipher), f"cat {data}", size)
+                                bulk.setdefault((cipher, path), []).append(rate)
+                    gib = args.runs * size / (1024 * MIB)
+                    for path in ("bare relay", "bastion"):
+                        hop_cpu[(cipher, path)] = (cpu_seconds(hops[path]) - cpu0[path]) / gib
+                    hop_cpu[(cipher, "proxyjump")] = jump_cpu.used / gib
 
-            # 2: keystroke echo, the four sessions sampled in turn.
-            print(f"keystroke echo: {args.samples} samples x 4 paths", flush=True)
-            sessions = {path: EchoSession(setup.command(path, CHACHA, "-tt")) for path in PATHS}
-            try:
-                for _ in range(20):  # warm-up
+            if "echo" in phases:  # 2: keystroke echo, the four sessions sampled in turn.
+                print(f"keystroke echo: {args.samples} samples x 4 paths", flush=True)
+                sessions = {path: EchoSession(setup.command(path, CHACHA, "-tt")) for path in PATHS}
+                try:
+                    for _ in range(20):  # warm-up
+                        for s in sessions.values():
+                            s.sample(b"w")
                     for s in sessions.values():
-                        s.sample(b"w")
-                for s in sessions.values():
-                    s.samples.clear()
-                for i in range(args.samples):
-                    byte = bytes([97 + i % 26])
+                        s.samples.clear()
+                    for i in range(args.samples):
+                        byte = bytes([97 + i % 26])
+                        for s in sessions.values():
+                            s.sample(byte)
+                            time.sleep(0.002)
+                finally:
                     for s in sessions.values():
-                        s.sample(byte)
-                        time.sleep(0.002)
-            finally:
-                for s in sessions.values():
-                    s.close()
-            echo = {path: s.samples for path, s in sessions.items()}
+                        s.close()
+                echo = {path: s.samples for path, s in sessions.items()}
 
-            # 3: login to first output.
-            print(f"login to first output: {args.logins} runs x 4 paths", flush=True)
-            for path in PATHS:
-                login_time(setup.command(path, CHACHA))
-            for _ in range(args.logins):
+            if "login" in phases:  # 3: login to first output.
+                print(f"login to first output: {args.logins} runs x 4 paths", flush=True)
                 for path in PATHS:
-                    logins.setdefault(path, []).append(login_time(setup.command(path, CHACHA)))
+                    login_time(setup.command(path, CHACHA))
+                for _ in range(args.logins):
+                    for path in PATHS:
+                        logins.setdefault(path, []).append(login_time(setup.command(path, CHACHA)))
 
-            # 4: memory per idle session.
-            steps = [n for n in (100, 250, 500, 1000, 2000, 5000) if n < args.sessions]
-            steps.append(args.sessions)
-            print(f"memory: idle PTY shells through the bastion in steps {steps}", flush=True)
+            if "memory" in phases:  # 4: memory per idle session, on a freshly started bastion.
+                # A restart first: the bulk phase leaves freed heap behind that new sessions
+                # would reuse without growing the RSS, which would flatter the figure.
+                bastion.stop()
+                bastion.start()
+                steps = [n for n in (100, 250, 500, 1000, 2000, 5000) if n < args.sessions]
+                steps.append(args.sessions)
+                print(f"memory: idle PTY shells through a freshly started bastion in steps {steps}",
+                      flush=True)
+                assert bastion.proc is not None and target.proc is not None
+                # One session first (a command, which ends by itself), so that the lazily
+                # imported modules (pyte, the recorder) are in `before`.
+                login_time(setup.command("bastion", AES))
+                before, mem, mem_errors, close_seconds = asyncio.run(
+                    memory_steps(setup, bastion.proc.pid, steps, args.session_budget,
+                                 args.concurrency))
+                # The clients have disconnected: wait for the bastion to end their sessions.
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    after_close = proc_status(bastion.proc.pid)
+                    left_upstream = child_count(target.proc.pid)
+                    if left_upstream == 0 and after_close["fds"] <= before["fds"] + 2:
+                        break
+                    time.sleep(0.5)
             assert bastion.proc is not None
-            before, mem, mem_errors, close_seconds = asyncio.run(
-                memory_steps(setup, bastion.proc.pid, steps, args.session_budget,
-                             args.concurrency))
-            # The clients are gone: wait for the bastion to end their sessions upstream.
-            assert target.proc is not None
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                after_close = proc_status(bastion.proc.pid)
-                left_upstream = child_count(target.proc.pid)
-                if left_upstream == 0 and after_close["fds"] <= before["fds"] + 2:
-                    break
-                time.sleep(0.5)
             bastion_alive = bastion.proc.poll() is None
             log_lines = bastion.log.read_text(errors="replace").splitlines()
     finally:
@@ -567,64 +666,97 @@ def main() -> None:
                 proc.stop()
         drop_login(login)
     total = time.monotonic() - t_begin
+    load = os.getloadavg()
 
     # --- report -------------------------------------------------------------------------------
     print()
-    print(f"target login: {login.note}; {args.mib} MiB log-like text per bulk run; "
-          f"{os.cpu_count()} CPUs; {total:.0f} s in all")
-    print()
-    print("1. bulk output, MiB/s (median of runs; first byte to EOF)")
-    print(f"   {'path':<34}{'chacha20-poly1305':>20}{'aes128-gcm':>14}")
+    print(f"target login: {login.note}; {os.cpu_count()} CPUs; load average at the end "
+          f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min); {total:.0f} s in all")
     names = {"direct": "direct OpenSSH", "proxyjump": "OpenSSH ProxyJump (-J, 2nd sshd)",
              "bare relay": "bare asyncssh relay, no recording", "bastion": "bastion, recording on"}
-    med = {key: statistics.median(v) for key, v in bulk.items()}
-    for path in PATHS:
-        spread = "  ".join(f"[{min(bulk[(c, path)]):.0f}-{max(bulk[(c, path)]):.0f}]"
-                           for c in (CHACHA, AES))
-        print(f"   {names[path]:<34}{med[(CHACHA, path)]:>20.1f}{med[(AES, path)]:>14.1f}"
-              f"   range {spread}")
-    for label, a, b, goal in (
-        ("bastion / ProxyJump", "bastion", "proxyjump", "goal >= 1.0x"),
-        ("bastion / direct", "bastion", "direct", "-"),
-        ("bare relay / ProxyJump", "bare relay", "proxyjump", "-"),
-        ("bastion / bare relay (recording on / off)", "bastion", "bare relay",
-         "goal >= 0.90x, i.e. recording costs <= 10 %"),
-    ):
-        print(f"   ratio {label:<42} chacha20 {med[(CHACHA, a)] / med[(CHACHA, b)]:.2f}x"
-              f"   aes-gcm {med[(AES, a)] / med[(AES, b)]:.2f}x   ({goal})")
-    print()
-    print(f"2. keystroke echo (ssh -tt, chacha20, remote `cat` in raw mode), ms, "
-          f"{args.samples} samples")
-    d50, d99 = statistics.median(echo["direct"]), pct(echo["direct"], 0.99)
-    for path in PATHS:
-        p50, p99 = statistics.median(echo[path]), pct(echo[path], 0.99)
-        added = "" if path == "direct" else f"   added p50 {p50 - d50:+.3f}  p99 {p99 - d99:+.3f}"
-        print(f"   {names[path]:<34} p50 {p50:6.3f}  p99 {p99:6.3f}  max {max(echo[path]):6.2f}"
-              f"{added}")
-    print("   (goal for the bastion: added p50 < 1 ms, p99 < 2 ms)")
-    print()
-    print(f"3. login to first output (`ssh ... 'echo x'`, wall time), ms, {args.logins} runs")
-    direct_login = statistics.median(logins["direct"])
-    for path in PATHS:
-        p50 = statistics.median(logins[path])
-        print(f"   {names[path]:<34} p50 {p50:7.1f}  p90 {pct(logins[path], 0.9):7.1f}"
-              f"   ratio to direct {p50 / direct_login:.2f}x")
-    print("   (goal for the bastion: <= 1.0x direct)")
-    print()
-    print(f"4. bastion memory, idle PTY shells (asyncssh clients, {args.concurrency} opens at once)")
-    print(f"   before: VmRSS {before['VmRSS'] / 1024:.1f} MiB, {before['Threads']} threads, "
-          f"{before['fds']} fds")
-    for step in mem:
-        per = (step.rss_kib - before["VmRSS"]) / step.sessions if step.sessions else float("nan")
-        print(f"   {step.sessions:>5} sessions: VmRSS {step.rss_kib / 1024:7.1f} MiB  "
-              f"{per:6.1f} KiB/session  {step.threads} threads  {step.fds} fds  "
-              f"opened in {step.seconds:5.1f} s ({step.failures} failed)")
-    print("   (goal < 256 KiB/session at 1,000 sessions)")
-    print(f"   clients closed (in {close_seconds:.1f} s); up to 15 s later: bastion VmRSS "
-          f"{after_close['VmRSS'] / 1024:.1f} MiB, {after_close['Threads']} threads, "
-          f"{after_close['fds']} fds; {left_upstream} connections still open on the target sshd")
-    for err in mem_errors[:5]:
-        print(f"   session error: {err}")
+    if bulk:
+        print()
+        print(f"1. bulk output, MiB/s (median of {args.runs} runs of {args.mib} MiB log-like "
+              "text; first byte to EOF)")
+        print(f"   {'path':<34}{'chacha20-poly1305':>20}{'aes128-gcm':>14}")
+        med = {key: statistics.median(v) for key, v in bulk.items()}
+        for path in PATHS:
+            spread = "  ".join(f"[{min(bulk[(c, path)]):.0f}-{max(bulk[(c, path)]):.0f}]"
+                               for c in (CHACHA, AES))
+            print(f"   {names[path]:<34}{med[(CHACHA, path)]:>20.1f}{med[(AES, path)]:>14.1f}"
+                  f"   range {spread}")
+        for label, a, b, goal in (
+            ("bastion / ProxyJump", "bastion", "proxyjump", "goal >= 1.0x"),
+            ("bastion / direct", "bastion", "direct", "-"),
+            ("bare relay / ProxyJump", "bare relay", "proxyjump", "-"),
+            ("bastion / bare relay (recording on / off)", "bastion", "bare relay",
+             "goal >= 0.90x, i.e. recording costs <= 10 %"),
+        ):
+            print(f"   ratio {label:<42} chacha20 {med[(CHACHA, a)] / med[(CHACHA, b)]:.2f}x"
+                  f"   aes-gcm {med[(AES, a)] / med[(AES, b)]:.2f}x   ({goal})")
+        print("   CPU of the middle hop, seconds per GiB moved (utime+stime of the relay process; "
+              "for ProxyJump, of the")
+        print("   jump sshd's per-connection processes; logins included; less sensitive to the "
+              "machine's load than MiB/s):")
+        for path in ("proxyjump", "bare relay", "bastion"):
+            label = {"proxyjump": "jump sshd (ProxyJump)"}.get(path, names[path])
+            print(f"   {label:<34}{hop_cpu[(CHACHA, path)]:>20.2f}{hop_cpu[(AES, path)]:>14.2f}")
+    if echo:
+        print()
+        print(f"2. keystroke echo (ssh -tt, chacha20, remote `cat` in raw mode), ms, "
+              f"{args.samples} samples per path, interleaved")
+        d50, d99 = statistics.median(echo["direct"]), pct(echo["direct"], 0.99)
+        for path in PATHS:
+            p50, p99 = statistics.median(echo[path]), pct(echo[path], 0.99)
+            added = ""
+            if path != "direct":
+                paired = [a - b for a, b in zip(echo[path], echo["direct"], strict=True)]
+                added = (f"   added p50 {p50 - d50:+.3f}  p99 {p99 - d99:+.3f}"
+                         f"   (paired: p50 {statistics.median(paired):+.3f} "
+                         f"p99 {pct(paired, 0.99):+.3f})")
+            print(f"   {names[path]:<34} p50 {p50:6.3f}  p99 {p99:6.3f}  max {max(echo[path]):6.2f}"
+                  f"{added}")
+        print("   (goal for the bastion: added p50 < 1 ms, p99 < 2 ms; 'added' = percentile of "
+              "the path minus that of direct;")
+        print("   'paired' = percentile of the per-keystroke difference against the direct "
+              "sample of the same round)")
+    if logins:
+        print()
+        print(f"3. login to first output (`ssh ... 'echo x'`, wall time, chacha20), ms, "
+              f"{args.logins} runs, interleaved")
+        direct_login = statistics.median(logins["direct"])
+        for path in PATHS:
+            p50 = statistics.median(logins[path])
+            print(f"   {names[path]:<34} p50 {p50:7.1f}  p90 {pct(logins[path], 0.9):7.1f}"
+                  f"   ratio to direct {p50 / direct_login:.2f}x")
+        print("   (goal for the bastion: <= 1.0x direct)")
+    if mem or before:
+        print()
+        print(f"4. bastion memory, idle PTY shells (asyncssh clients in this process, "
+              f"{args.concurrency} opens at once, fresh bastion)")
+        print(f"   before (after one `echo x` session): VmRSS {before['VmRSS'] / 1024:.1f} MiB, "
+              f"{before['Threads']} threads, {before['fds']} fds")
+        prev = None
+        for step in mem:
+            per = (step.rss_kib - before["VmRSS"]) / step.sessions if step.sessions else 0.0
+            slope = ""
+            if prev is not None and step.sessions > prev.sessions:
+                slope = (f"  marginal {(step.rss_kib - prev.rss_kib) / (step.sessions - prev.sessions):6.1f}"
+                         " KiB/session")
+            print(f"   {step.sessions:>5} sessions: VmRSS {step.rss_kib / 1024:7.1f} MiB  "
+                  f"{per:6.1f} KiB/session{slope}  {step.threads} threads  {step.fds} fds  "
+                  f"opened in {step.seconds:5.1f} s ({step.failures} failed)")
+            prev = step
+        print("   (goal < 256 KiB/session at 1,000 sessions)")
+        print(f"   all clients disconnected (SSH disconnect, in {close_seconds:.1f} s); up to 15 s "
+              f"later: bastion VmRSS {after_close['VmRSS'] / 1024:.1f} MiB, "
+              f"{after_close['Threads']} threads, {after_close['fds']} fds; {left_upstream} "
+              "connections still open on the target sshd")
+        if left_upstream:
+            print("   ^ the bastion kept those sessions (and their upstream shells and recordings) "
+                  "open after their clients left")
+        for err in mem_errors[:5]:
+            print(f"   session error: {err}")
     print()
     problems = [line for line in log_lines
                 if re.search(r"Traceback|ERROR|Exception|session failed|internal error", line)]
