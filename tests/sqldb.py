@@ -27,6 +27,22 @@ MY_FUNCTION = ("CREATE FUNCTION peek() RETURNS VARCHAR(20) READS SQL DATA "
                "RETURN (SELECT ssn FROM customers LIMIT 1)")
 
 
+def target_toml(name: str, kind: str, address: str, db: dict[str, str], password_env: str,
+                extra: str = "") -> str:
+    """A [[targets]] entry for a seeded database, logging in as its unprivileged account."""
+    return f"""
+[[targets]]
+name = "{name}"
+kind = "{kind}"
+address = "{address}"
+database = "{db['name']}"
+login = "{db['name']}"
+password = {{ env = "{password_env}" }}
+approvals_required = 1
+{extra}
+"""
+
+
 def encodings(value: str) -> set[str]:
     """A value and its obvious encodings, as an attacker would try to smuggle it out."""
     raw = value.encode()

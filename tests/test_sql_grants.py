@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from harness import BastionProcess, World, control, control_json, free_port, ssh_argv
-from sqldb import MY_PORT, seeded_databases
+from sqldb import MY_PORT, seeded_databases, target_toml
 
 from bastion.demo_data import PEOPLE
 from recorder import RecordingReader, SqlResultEvent, SqlStatementEvent, load_auditor_private_key
@@ -22,36 +22,16 @@ USERS = {"alice": ["developer", "db-dev"], "erin": ["developer", "db-dev-masked"
 
 
 def targets(db: dict[str, str]) -> str:
-    out = []
-    for name, kind, port, extra in (
-        ("pgdb", "postgres", 5432, ""), ("mydb", "mysql", MY_PORT, ""),
-        ("pgro", "postgres", 5432, "read_only = true\nmax_rows = 2"),
-        ("myro", "mysql", MY_PORT, "read_only = true\nmax_rows = 2"),
-    ):
-        out.append(f"""
-[[targets]]
-name = "{name}"
-kind = "{kind}"
-address = "127.0.0.1:{port}"
-database = "{db['name']}"
-login = "{db['name']}"
-password = {{ env = "{ENV}" }}
-approvals_required = 1
-{extra}
-[[targets.masking]]
+    masking = """[[targets.masking]]
 columns = ["*.customers.ssn", "*.customers.card_number", "*.customers.email"]
 strategy = "redact"
-""")
-    out.append(f"""
-[[targets]]
-name = "pgdown"
-kind = "postgres"
-address = "127.0.0.1:1"
-database = "{db['name']}"
-login = "{db['name']}"
-password = {{ env = "{ENV}" }}
-approvals_required = 1
-""")
+"""
+    read_only = "read_only = true\nmax_rows = 2\n"
+    out = [target_toml(name, kind, f"127.0.0.1:{port}", db, ENV, extra + masking)
+           for name, kind, port, extra in (
+               ("pgdb", "postgres", 5432, ""), ("mydb", "mysql", MY_PORT, ""),
+               ("pgro", "postgres", 5432, read_only), ("myro", "mysql", MY_PORT, read_only))]
+    out.append(target_toml("pgdown", "postgres", "127.0.0.1:1", db, ENV))
     return "".join(out) + """
 [[roles]]
 name = "db-dev"

@@ -8,9 +8,10 @@ marked "runs"; "either" means refusing or masking are both acceptable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqldb import MY_HOST, MY_PORT, PG_ADMIN, assert_no_secrets, seeded_databases
@@ -160,6 +161,17 @@ def target(kind: str, db: dict[str, str]) -> Target:
                   masking=RULES)
 
 
+@contextlib.asynccontextmanager
+async def connected(kind: str, databases: dict[str, str]) -> AsyncIterator[SqlConnection]:
+    """The SQL engine's session for one engine, as a console would open it."""
+    policy = SqlPolicy.for_target(target(kind, databases), b"k" * 32)
+    conn = await open_sql_connection(target(kind, databases), policy)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 async def run_all(conn: SqlConnection, sql: str) -> tuple[str, list[str | None]]:
     """Everything a user would see from running sql, and each statement's refusal (or None)."""
     seen: list[str] = []
@@ -182,10 +194,8 @@ def corpus(kind: str) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
 async def test_bypass_corpus(databases: dict[str, str], kind: str) -> None:
-    policy = SqlPolicy.for_target(target(kind, databases), b"k" * 32)
-    conn = await open_sql_connection(target(kind, databases), policy)
     failures = []
-    try:
+    async with connected(kind, databases) as conn:
         for sql, expected in corpus(kind):
             text, refusals = await run_all(conn, sql)
             assert_no_secrets(text, f"{kind}: {sql!r}")
@@ -196,16 +206,12 @@ async def test_bypass_corpus(databases: dict[str, str], kind: str) -> None:
                 failures.append(f"refused: {sql!r} -> {refusals}")
             if conn.in_transaction:
                 await run_all(conn, "ROLLBACK")
-    finally:
-        await conn.close()
     assert not failures, "\n".join(failures)
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
 async def test_masking_keeps_non_sensitive_data_visible(databases: dict[str, str], kind: str) -> None:
-    policy = SqlPolicy.for_target(target(kind, databases), b"k" * 32)
-    conn = await open_sql_connection(target(kind, databases), policy)
-    try:
+    async with connected(kind, databases) as conn:
         for sql, wanted in USEFUL:
             text, refusals = await run_all(conn, sql)
             assert not any(refusals), (sql, refusals)
@@ -221,15 +227,11 @@ async def test_masking_keeps_non_sensitive_data_visible(databases: dict[str, str
         assert digest and digest[0] in again  # deterministic: joins and GROUP BY still work
         view, _ = await run_all(conn, "SELECT tax_id, mail, name FROM customer_view WHERE id = 2")
         assert "*****7890" in view and "Alan Turing" in view
-    finally:
-        await conn.close()
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
 async def test_cursors_and_prepared_statements_keep_masking(databases: dict[str, str], kind: str) -> None:
-    policy = SqlPolicy.for_target(target(kind, databases), b"k" * 32)
-    conn = await open_sql_connection(target(kind, databases), policy)
-    try:
+    async with connected(kind, databases) as conn:
         if kind == "postgres":
             script = ("PREPARE p2 AS SELECT id, ssn FROM customers ORDER BY id; EXECUTE p2; "
                       "BEGIN; DECLARE c2 CURSOR FOR SELECT id, ssn, name FROM customers ORDER BY id; "
@@ -240,17 +242,13 @@ async def test_cursors_and_prepared_statements_keep_masking(databases: dict[str,
         assert not any(refusals), refusals
         assert "*****6789" in text
         assert_no_secrets(text, script)
-    finally:
-        await conn.close()
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
 async def test_errors_do_not_quote_values(databases: dict[str, str], kind: str) -> None:
-    policy = SqlPolicy.for_target(target(kind, databases), b"k" * 32)
-    conn = await open_sql_connection(target(kind, databases), policy)
     head, tail = PEOPLE[0][3][:3], PEOPLE[0][3][3:]
     built = f"'{head}' || '{tail}'" if kind == "postgres" else f"CONCAT('{head}', '{tail}')"
-    try:
+    async with connected(kind, databases) as conn:
         insert = f"INSERT INTO customers (id, name, ssn) VALUES (98, 'X', {built})"
         text, refusals = await run_all(conn, insert)
         assert not any(refusals)
@@ -260,26 +258,20 @@ async def test_errors_do_not_quote_values(databases: dict[str, str], kind: str) 
             "SELECT CAST(" + built + " AS DATE) + INTERVAL 1 DAY")
         text, _ = await run_all(conn, bad_cast)
         assert_no_secrets(text, "a cast error")
-    finally:
-        await conn.close()
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
 async def test_detectors_scrub_values_of_unknown_origin(databases: dict[str, str], kind: str) -> None:
-    policy = SqlPolicy.for_target(target(kind, databases), b"k" * 32)
-    conn = await open_sql_connection(target(kind, databases), policy)
     values = {
         "mail": "write to ada@example.com today", "card": "card 4111 1111 1111 1111",
         "ssn": "ssn 123-45-6789", "iban": "iban DE89370400440532013000",
         "token": "ghp_" + "a1B2" * 9, "plain": "order 42 shipped",
     }
     select = ", ".join(f"concat('{v[:3]}', '{v[3:]}') AS {k}" for k, v in values.items())
-    try:
+    async with connected(kind, databases) as conn:
         async for result in conn.execute(f"SELECT {select}"):
             assert result.blocked is None and result.error is None, result
             rows = [row async for batch in result.rows() for row in batch]
-    finally:
-        await conn.close()
     shown = dict(zip(values, rows[0], strict=True))
     assert shown["plain"] == "order 42 shipped"
     assert shown["mail"] == "write to **** today"

@@ -14,7 +14,7 @@ from typing import Any
 import asyncssh
 import pytest
 from harness import BastionProcess, World, control, control_json, free_port, ssh_argv
-from sqldb import MY_PORT, assert_no_secrets, seeded_databases
+from sqldb import MY_PORT, assert_no_secrets, seeded_databases, target_toml
 
 from bastion.demo_data import PEOPLE
 from recorder import RecordingReader, load_auditor_private_key
@@ -47,21 +47,11 @@ strategy = "redact"
 columns = ["*.customers.email"]
 strategy = "hash"
 """
-    out = []
-    for name, kind, port in (("pgdb", "postgres", pg_port), ("mydb", "mysql", MY_PORT)):
-        out.append(f"""
-[[targets]]
-name = "{name}"
-kind = "{kind}"
-address = "127.0.0.1:{port}"
-database = "{db['name']}"
-login = "{db['name']}"
-password = {{ env = "BASTION_TEST_DB_PASSWORD" }}
-approvals_required = 1
-blocked_statements = ["drop", "truncate", "alter", "grant"]
-max_rows = 1000
-{masking}""")
-    return "".join(out) + DB_ROLES
+    guardrails = 'blocked_statements = ["drop", "truncate", "alter", "grant"]\nmax_rows = 1000'
+    return "".join(target_toml(name, kind, f"127.0.0.1:{port}", db, "BASTION_TEST_DB_PASSWORD",
+                               guardrails + masking)
+                   for name, kind, port in (("pgdb", "postgres", pg_port), ("mydb", "mysql", MY_PORT))
+                   ) + DB_ROLES
 
 
 @pytest.fixture(scope="module")

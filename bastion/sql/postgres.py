@@ -100,28 +100,26 @@ class PostgresDriver:
 
     async def start(self, sql: str) -> Pending:
         """Send a statement in chunked-rows mode and read up to its first chunk."""
-        cur = self.cursor
         await self.conn.lock.acquire()
+        pending = Pending(origins=[], first=[])
         try:
-            await self.conn.wait(cur._stream_send_gen(sql, None, size=BATCH_ROWS))
-            pending = Pending(origins=[], first=[])
-            pending.first = await self._next(pending, first=True)
-        except psycopg.Error as exc:
-            self._release()
-            raise _error(exc) from None
+            await self.conn.wait(self.cursor._stream_send_gen(sql, None, size=BATCH_ROWS))
         except BaseException:
             await self._abandon()
             raise
-        if pending.done:
-            self._release()
+        pending.first = await self._step(pending, first=True)
         return pending
 
     async def more(self, pending: Pending) -> RawRows:
         """The next chunk of rows."""
         if pending.done:
             return []
+        return await self._step(pending, first=False)
+
+    async def _step(self, pending: Pending, *, first: bool) -> RawRows:
+        """Read the next result; the session lock is released once the statement is over."""
         try:
-            rows = await self._next(pending, first=False)
+            rows = await self._next(pending, first=first)
         except psycopg.Error as exc:
             pending.done = True
             self._release()
