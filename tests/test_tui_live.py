@@ -233,6 +233,47 @@ async def test_local_mode_opens_the_real_less_session(bastion: BastionProcess,
         assert "after-less-42" in terminal(replay) and not replay.player.screen.alternate
 
 
+async def test_a_live_session_is_followed_as_it_happens(bastion: BastionProcess) -> None:
+    cert = grant(bastion)
+    key = asyncssh.read_private_key(str(bastion.world.key("alice")))
+    conn = await asyncssh.connect(
+        "127.0.0.1", bastion.world.port, username="prod",
+        client_keys=[(key, asyncssh.read_certificate(str(cert)))],
+        known_hosts=str(bastion.known_hosts()), agent_path=None, config=None)
+    async with conn:
+        proc = await conn.create_process(term_type="xterm", term_size=(80, 24))
+        term = Terminal(proc)
+        await term.type("echo first-$((1+1))\n", "first-2")
+        live = next(s for s in control_json(bastion, "carol", "sessions", "--live")
+                    if s["user"] == "alice")
+        app = local_app(bastion)
+        async with app.run_test(size=SIZE) as pilot:
+            await sessions_ready(app, pilot)
+            replay = await open_session(app, pilot, live["id"])
+            await until(pilot, replay.opened.is_set, timeout=20)
+            await until(pilot, lambda: "first-2" in terminal(replay), timeout=20)
+            assert replay.following
+            assert "following live" in static_text(replay.query_one("#play-status", Static))
+            await term.type("echo second-$((2+2))\n", "second-4")
+            await until(pilot, lambda: "second-4" in terminal(replay), timeout=20,
+                        what="the new output of the live session")
+            banner = static_text(replay.query_one("#banner", Static))
+            assert banner.startswith("● Live session: recording in progress")
+            await pilot.press("home")  # going back in time stops following
+            assert not replay.following and replay.player is not None and replay.player.t == 0
+            await term.type("echo third-$((3+3))\n", "third-6")
+            await pilot.pause(2.5)
+            await pilot.press("end")
+            assert "third-6" not in terminal(replay)
+            await pilot.press("f")  # follow again: catches up
+            await until(pilot, lambda: "third-6" in terminal(replay), timeout=20)
+            proc.stdin.write("exit\n")
+            await proc.wait_closed()
+            await until(pilot, lambda: not replay.following, timeout=20,
+                        what="the end of the session")
+            assert static_text(replay.query_one("#banner", Static)).startswith("✔ Intact:")
+
+
 # -- remote mode ------------------------------------------------------------------------------
 
 

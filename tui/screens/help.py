@@ -31,7 +31,8 @@ never shown as intact) · `?` not verified yet (remote: verified when opened, or
 `space` play/pause · `←` `→` 5 s · `shift+←` `shift+→` 30 s · `home` `end` ·
 `-` `+` speed 0.5x to 16x · `s` skip idle time · `n` / `N` next / previous command ·
 `m` / `M` next / previous marker · `/` search the output (`enter` finds the next one) ·
-`i` typed input and events panel (select a line to jump there) · `q` SQL statements.
+`i` typed input and events panel (select a line to jump there) · `q` SQL statements ·
+`f` follow a live session (on when one opens; going back in time stops it).
 
 The banner says whether the recording is intact, cut off or tampered.
 

@@ -47,7 +47,10 @@ _BANNER_CLASSES: Final = tuple(f"banner-{v.value}" for v in Verdict)
 _TYPING_ACTIONS: Final = frozenset({
     "toggle_play", "seek", "start", "end", "slower", "faster", "skip_idle", "next_command",
     "previous_command", "next_marker", "previous_marker", "search", "toggle_events", "sql",
+    "follow",
 })
+# How often a followed live session is read again when its recording is a local file.
+FOLLOW_INTERVAL: Final = 1.0
 
 
 def clock_text(t: float) -> str:
@@ -82,6 +85,7 @@ class ReplayScreen(Screen[None]):
         Binding("slash", "search", "Search", priority=True),
         Binding("i", "toggle_events", "Input", priority=True),
         Binding("q", "sql", "SQL", priority=True),
+        Binding("f", "follow", "Follow live", priority=True, show=False),
     ]
 
     class Indexed(Message):
@@ -121,6 +125,10 @@ class ReplayScreen(Screen[None]):
         self.opened = asyncio.Event()
         self.indexed = asyncio.Event()
         self._timer: Timer | None = None
+        # A live session is followed: its recording is read again as it grows, the screen
+        # staying at its end, until the auditor moves away from the end or it ends.
+        self.following = session.live
+        self._followed_size = -1
         self._last_tick = 0.0
         self._damage_shown = False
         self._index_note = ""
@@ -246,6 +254,12 @@ class ReplayScreen(Screen[None]):
         self.query_one("#replay-body").display = True
         timeline = self.query_one("#timeline", Timeline)
         timeline.duration = self.player.duration
+        if self.following:
+            self._followed_size = await asyncio.to_thread(_size, path)
+            self.seek(self.player.duration)
+            interval = FOLLOW_INTERVAL if context.source.files_local else \
+                max(context.source.refresh_interval, FOLLOW_INTERVAL)
+            self.set_interval(interval, self._follow_tick)
         self._redraw()
         self.opened.set()
         self.index_recording(path)
@@ -310,6 +324,64 @@ class ReplayScreen(Screen[None]):
         self._set_integrity(context.integrity.mark_damaged(self.session.id, message))
         self.notify(message, title="Recording damaged", severity="error", timeout=15)
 
+    # -- following a live session -----------------------------------------------------------
+
+    def _follow_tick(self) -> None:
+        if self.following and self.player is not None and not self.playing:
+            self.follow()
+
+    @work(exclusive=True, group="replay-follow")
+    async def follow(self) -> None:
+        """Read the live recording again if it grew, verify it and show its new end."""
+        context = context_of(self)
+        try:
+            path = await context.source.fetch_recording(self.session)
+        except TuiError as exc:
+            self.following = False
+            self.notify(f"stopped following: {exc}", severity="error", timeout=8)
+            self._show_status()
+            return
+        size = await asyncio.to_thread(_size, path)
+        if size == self._followed_size or not self.following:
+            return
+        self._followed_size = size
+        integrity = await asyncio.to_thread(check_recording, path, context.source.signer(),
+                                            live=True)
+        context.integrity.put(self.session.id, integrity, path)
+        self._set_integrity(integrity)
+        if integrity.verdict not in (Verdict.IN_PROGRESS, Verdict.INTACT):
+            self.following = False  # tampered or unreadable: keep what was verified before
+            self._show_status()
+            return
+        try:
+            reader = await asyncio.to_thread(RecordingReader, path, context.key())
+            player = await asyncio.to_thread(Player, reader)
+        except (RecordingError, OSError) as exc:
+            self.following = False
+            self.notify(f"stopped following: {exc}", severity="error", timeout=8)
+            self._show_status()
+            return
+        old, self.reader, self.player, self.path = self.reader, reader, player, path
+        if old is not None:
+            old.close()
+        self.query_one("#timeline", Timeline).duration = player.duration
+        self.seek(player.duration)
+        if integrity.verdict is Verdict.INTACT:
+            self.following = False  # closed and signed: the session ended
+        self.index_recording(path)
+
+    def action_follow(self) -> None:
+        """Follow a live session again from its end (or stop following)."""
+        if not self.session.live:
+            self.notify("the session has ended: there is nothing to follow", timeout=3)
+            return
+        self.following = not self.following
+        if self.following and self.player is not None:
+            self.pause()
+            self.seek(self.player.duration)
+            self.follow()
+        self._show_status()
+
     # -- playing ----------------------------------------------------------------------------
 
     def _redraw(self) -> None:
@@ -333,6 +405,8 @@ class ReplayScreen(Screen[None]):
         text.append(f" · {self.speed:g}x")
         if self.skip_idle:
             text.append(" · skip idle")
+        if self.following:
+            text.append(" · following live (f: stop)", style="bold green")
         screen = player.screen
         text.append(f" · {screen.columns}x{screen.lines}")
         if screen.alternate:
@@ -419,10 +493,12 @@ class ReplayScreen(Screen[None]):
     def action_seek(self, delta: float) -> None:
         """Jump by `delta` seconds."""
         if self.player is not None:
+            self.following = self.following and delta > 0
             self.seek(self.player.t + delta)
 
     def action_start(self) -> None:
         """Go to the start."""
+        self.following = False
         self.seek(0.0)
 
     def action_end(self) -> None:
@@ -468,6 +544,7 @@ class ReplayScreen(Screen[None]):
             return
         command = index.previous_command(player.t)
         if command is not None:
+            self.following = False
             self.seek(command.t)
 
     def action_next_marker(self) -> None:
@@ -489,6 +566,7 @@ class ReplayScreen(Screen[None]):
             return
         marker = index.previous_marker(player.t)
         if marker is not None:
+            self.following = False
             self.seek(marker.t)
 
     def action_toggle_events(self) -> None:
@@ -526,11 +604,13 @@ class ReplayScreen(Screen[None]):
         if self.index is None or event.row_key.value is None:
             return
         entry = self.index.entries[int(event.row_key.value)]
+        self.following = False
         self.pause()
         self.seek(entry.t)
 
     def on_timeline_seek(self, message: Timeline.Seek) -> None:
         """Jump to the clicked time."""
+        self.following = False
         self.seek(message.t)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -573,4 +653,13 @@ class ReplayScreen(Screen[None]):
         if message.wrapped:
             self.notify("search wrapped to the start", timeout=3)
         view.set_highlight(message.needle)
+        self.following = False
         self.seek(message.t)
+
+
+def _size(path: Path) -> int:
+    """The file's size, -1 when it cannot be read (blocking)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
