@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 
 __all__ = ["FORMATS", "ResultWriter", "cell"]
@@ -23,6 +24,11 @@ MAX_CELL = 60
 
 def cell(value: Any) -> str:
     """One value as text: NULL for None, hex for bytes, ISO for times."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is int:
+        return str(value)
     if value is None:
         return "NULL"
     if isinstance(value, bytes | bytearray | memoryview):
@@ -46,10 +52,21 @@ def _json_value(value: Any) -> Any:
 
 def _safe(text: str) -> str:
     """Control characters in values (escape sequences!) never reach the user's terminal raw."""
+    if text.isprintable():  # no control or format characters (the common case, checked in C)
+        return text
     return "".join(
         ch if ch >= " " and unicodedata.category(ch) not in ("Cc", "Cf") else
         f"\\x{ord(ch):02x}" for ch in text
     )
+
+
+def _texts(rows: Sequence[Sequence[Any]]) -> list[list[str]]:
+    """Every value as safe text. One check over the whole batch finds the common case (nothing
+    to escape) without looking at each value twice."""
+    texts = [[v if type(v) is str else cell(v) for v in row] for row in rows]
+    if "".join(chain.from_iterable(texts)).isprintable():
+        return texts
+    return [[_safe(c) for c in row] for row in texts]
 
 
 def _cut(text: str, width: int) -> str:
@@ -82,7 +99,7 @@ class ResultWriter:
     def batch(self, rows: Sequence[Sequence[Any]]) -> str:
         """Text for a batch of rows."""
         if self.fmt in ("csv", "tsv"):
-            return self._delimited([[cell(v) for v in row] for row in rows])
+            return self._delimited(_texts(rows))
         if self.fmt == "json":
             out = []
             for row in rows:
@@ -116,7 +133,7 @@ class ResultWriter:
         buf = io.StringIO()
         writer = csv.writer(buf, delimiter="," if self.fmt == "csv" else "\t",
                             lineterminator=self.newline)
-        writer.writerows([[_safe(c) for c in row] for row in rows])
+        writer.writerows(rows)
         return buf.getvalue()
 
     def _table_header(self) -> str:
@@ -127,7 +144,7 @@ class ResultWriter:
         return head.rstrip() + self.newline + rule
 
     def _table(self, rows: Sequence[Sequence[Any]]) -> str:
-        texts = [[_safe(cell(v)) for v in row] for row in rows]
+        texts = _texts(rows)
         lines = []
         if self._widths is None:
             widths = [min(MAX_CELL, max([len(c)] + [len(r[i]) for r in texts]))

@@ -83,6 +83,9 @@ def statement_complete(text: str) -> bool:
     return quote is None and last == ";"
 
 
+_STOPPED = object()  # the session was ended from outside (window over, revoked, killed)
+
+
 @dataclass
 class _Outcome:
     errors: int = 0
@@ -104,6 +107,8 @@ class SqlConsole:
         self.fmt = "table"
         self.conn: SqlConnection | None = None
         self.outcome = _Outcome()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
 
     async def show(self, text: str, *, stderr: bool = False) -> None:
         """Write to the user and to the recording (exactly what they see)."""
@@ -113,14 +118,38 @@ class SqlConsole:
             text = text.replace("\r\n", "\n").replace("\n", "\r\n")
         data = text.encode()
         await self.recording.output(data)
-        with contextlib.suppress(BrokenPipeError, ConnectionError):  # the user has gone
-            (self.process.stderr if stderr and not self.pty else self.process.stdout).write(data)
+        if stderr and not self.pty:
+            self.flush()
+            with contextlib.suppress(BrokenPipeError, ConnectionError):  # the user has gone
+                self.process.stderr.write(data)
+        else:
+            self._buffer(data)
 
     def echo(self, text: str) -> None:
         """Write keystroke echo to the user only (it may contain literals)."""
         if text:
-            with contextlib.suppress(BrokenPipeError, ConnectionError):
-                self.process.stdout.write(text.encode())
+            self._buffer(text.encode())
+
+    def _buffer(self, data: bytes) -> None:
+        # Output is gathered and sent in one SSH write per prompt or per 64 KiB: a statement's
+        # rows, row count and the next prompt travel together.
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= 65536:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what `show` and `echo` gathered."""
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._pending_size = 0
+            with contextlib.suppress(BrokenPipeError, ConnectionError):  # the user has gone
+                self.process.stdout.write(data)
+
+    def _exit(self, status: int) -> None:
+        self.flush()
+        self.process.exit(status)
 
     async def run(self) -> tuple[SessionStatus, str]:
         """Connect to the database and run the session in the mode the client asked for."""
@@ -131,7 +160,7 @@ class SqlConsole:
         except Exception as exc:  # open_sql_connection raises BastionError with a clean message
             await self.show(f"bastion: cannot open {self.target.name}: {exc}{self.newline}",
                             stderr=True)
-            self.process.exit(1)
+            self._exit(1)
             return SessionStatus.ENDED, f"database connection failed: {exc}"
         stopper = asyncio.create_task(self._cancel_on_stop())
         try:
@@ -156,11 +185,11 @@ class SqlConsole:
             self.fmt, sql = parse_exec_options(command)
         except ValueError as exc:
             await self.show(f"bastion: {exc}\n", stderr=True)
-            self.process.exit(2)
+            self._exit(2)
             return SessionStatus.ENDED, "bad options"
         await self._run_sql(sql)
         status = 1 if self.outcome.errors else 0
-        self.process.exit(status)
+        self._exit(status)
         return SessionStatus.ENDED, f"exit status {status}"
 
     async def _script(self) -> tuple[SessionStatus, str]:
@@ -172,7 +201,7 @@ class SqlConsole:
             chunks.append(data)
         await self._run_sql(b"".join(chunks).decode("utf-8", "replace"))
         status = 1 if self.outcome.errors else 0
-        self.process.exit(status)
+        self._exit(status)
         return SessionStatus.ENDED, f"exit status {status}"
 
     async def _run_sql(self, sql: str, interrupt: asyncio.Event | None = None) -> None:
@@ -250,17 +279,14 @@ class SqlConsole:
                         "Type \\? for help.\n")
         buffer: list[str] = []
         self.echo(editor.start(self._prompt(False)))
+        self.flush()
         await self.recording.output(self._prompt(False).encode())
+        stopper = asyncio.create_task(self._stop_events(events))
         try:
             while not self.live.stop.is_set():
-                stop = asyncio.create_task(self.live.stop.wait())
-                get = asyncio.create_task(events.get())
-                done, _ = await asyncio.wait({stop, get}, return_when=asyncio.FIRST_COMPLETED)
-                stop.cancel()
-                if get not in done:
-                    get.cancel()
+                event = await events.get()
+                if event is _STOPPED:
                     break
-                event = get.result()
                 if event is EOF:
                     await self.show("\n")
                     break
@@ -279,11 +305,17 @@ class SqlConsole:
                             await self._run_sql(text, interrupt)
                 prompt = self._prompt(bool(buffer))
                 self.echo(editor.start(prompt))
+                self.flush()
                 await self.recording.output(prompt.encode())
         finally:
             reader.cancel()
-        self.process.exit(1 if self.live.end_reason else 0)
+            stopper.cancel()
+        self._exit(1 if self.live.end_reason else 0)
         return SessionStatus.ENDED, "console closed"
+
+    async def _stop_events(self, events: asyncio.Queue[object]) -> None:
+        await self.live.stop.wait()
+        await events.put(_STOPPED)
 
     async def _read_keys(self, editor: LineEditor, events: asyncio.Queue[object],
                          interrupt: asyncio.Event) -> None:
@@ -302,6 +334,7 @@ class SqlConsole:
             self.live.touch()
             echo, produced = editor.feed(data)
             self.echo(echo)
+            self.flush()
             for event in produced:
                 if event is INTERRUPT and self.conn is not None:
                     interrupt.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
@@ -109,8 +110,10 @@ class Analysis:
         return self.inner.innermost() if self.inner else self
 
 
+@lru_cache(maxsize=1024)
 def analyse(text: str, dialect: str) -> Analysis:
-    """Analyse one statement (already split)."""
+    """Analyse one statement (already split). Cached: consoles repeat statements, and nothing
+    changes an Analysis once it is made."""
     return _analyse(lex(text, dialect), dialect, depth=0)
 
 

@@ -63,6 +63,8 @@ class SqlConnection:
         self.catalog = catalog
         self.dialect = driver.dialect
         self.prepared: dict[str, Analysis] = {}
+        self._contexts: dict[str, MaskingContext] = {}
+        self._contexts_for: Catalog | None = None
 
     @property
     def in_transaction(self) -> bool:
@@ -112,7 +114,7 @@ class SqlConnection:
         redacted = analysis.lexed.redacted
         kind = analysis.kind
         blocked = check_guardrails(analysis, self.policy, self.catalog.functions, self._prepared)
-        ctx = masking_context(analysis, self.catalog, self.prepared) if blocked is None else None
+        ctx = self._context(analysis) if blocked is None else None
         if ctx is not None and ctx.refusal:
             blocked = ctx.refusal
         if blocked is not None or ctx is None:
@@ -135,6 +137,21 @@ class SqlConnection:
         if pending.done:
             self._finish(result, pending, ctx, started)  # commands: status is final now
         return result
+
+    def _context(self, analysis: Analysis) -> MaskingContext:
+        """The masking decision, cached per statement text until the catalog is read again."""
+        if analysis.innermost().kind in ("execute", "fetch"):
+            return masking_context(analysis, self.catalog, self.prepared)
+        key = analysis.lexed.text
+        if self._contexts_for is not self.catalog:
+            self._contexts.clear()
+            self._contexts_for = self.catalog
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            if len(self._contexts) > 1024:
+                self._contexts.clear()
+            ctx = self._contexts[key] = masking_context(analysis, self.catalog, self.prepared)
+        return ctx
 
     def _prepared(self, name: str) -> Analysis | None:
         return self.prepared.get(name)
@@ -250,10 +267,8 @@ def _unknown_relation(pending: Pending, catalog: Catalog) -> bool:
 
 
 def _masked(batch: RawRows, active: list[tuple[int, Any]]) -> RawRows:
-    out = []
-    for row in batch:
-        values = list(row)
-        for i, fn in active:
-            values[i] = fn(values[i])
-        out.append(tuple(values))
-    return out
+    """Mask a batch column by column (zip and map run in C)."""
+    columns = list(zip(*batch, strict=True))
+    for i, fn in active:
+        columns[i] = tuple(map(fn, columns[i]))
+    return list(zip(*columns, strict=True))
