@@ -16,11 +16,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 
 from bastion.models import utcnow
 from tui.context import AppContext
 from tui.errors import PassphraseNeeded, TuiError
 from tui.keys import env_passphrase, load_identity
+from tui.safe import printable
 from tui.screens.audit import AuditScreen
 from tui.screens.help import HelpScreen
 from tui.screens.passphrase import PassphraseScreen
@@ -135,6 +137,23 @@ class BastionTUI(App[None]):
     async def on_unmount(self) -> None:
         """Close the connection or store."""
         await self.context.source.close()
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Show a notification as plain, printable text, whatever the caller asked.
+
+        Messages carry marker labels, search text and the bastion's error messages: read as
+        markup, a `[/]` in them would crash the app and `[@click=…]` would add an action.
+        """
+        super().notify(printable(message, keep_newlines=True), title=printable(title),
+                       severity=severity, timeout=timeout, markup=False)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Modes are available once start-up succeeded (audit screens only for auditors)."""

@@ -147,7 +147,7 @@ class AuditScreen(Screen[None]):
         e = self.highlighted()
         detail = self.query_one("#audit-detail", Static)
         if e is None:
-            detail.update(Text(self.problem or "no event selected",
+            detail.update(Text(printable(self.problem) or "no event selected",
                                style="bold red" if self.problem else "dim"))
             return
         body = json.dumps(dict(e.details), indent=1, sort_keys=True, ensure_ascii=False, default=str)

@@ -9,6 +9,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from tui.safe import printable
+
 __all__ = ["ConfirmScreen"]
 
 
@@ -24,8 +26,8 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         """The question and two buttons."""
         with Vertical(classes="dialog warning"):
-            yield Static(Text(self.title_text, style="bold red"))
-            yield Static(Text(self.message))
+            yield Static(Text(printable(self.title_text), style="bold red"))
+            yield Static(Text(printable(self.message, keep_newlines=True)))
             with Horizontal(classes="buttons"):
                 yield Button(f"{self.yes} (y)", variant="error", id="yes")
                 yield Button(f"{self.no} (n)", variant="primary", id="no")

@@ -31,7 +31,7 @@ from tui.keys import key_fingerprint
 from tui.models import SessionInfo, format_time
 from tui.replay.index import RecordingIndex, build_index, search_output
 from tui.replay.player import Player
-from tui.safe import one_line
+from tui.safe import one_line, printable
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.terminal_view import TerminalView
 from tui.widgets.timeline import Timeline
@@ -186,7 +186,7 @@ class ReplayScreen(Screen[None]):
     # -- opening ----------------------------------------------------------------------------
 
     def _loading(self, message: str, progress: float | None = None, total: float | None = None) -> None:
-        self.query_one("#loading-message", Static).update(Text(message))
+        self.query_one("#loading-message", Static).update(Text(printable(message)))
         bar = self.query_one("#loading-progress", ProgressBar)
         bar.update(total=total, progress=progress or 0)
 
@@ -194,7 +194,7 @@ class ReplayScreen(Screen[None]):
         self.failure = message
         self.query_one("#loading-progress", ProgressBar).display = False
         text = Text("✖ ", style="bold red")
-        text.append(message, style="bold")
+        text.append(printable(message), style="bold")
         text.append("\n\nPress escape to go back.", style="dim")
         self.query_one("#loading-message", Static).update(text)
         self.opened.set()

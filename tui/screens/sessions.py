@@ -209,7 +209,7 @@ class SessionsScreen(Screen[None]):
         for problem in self._query.problems:
             text.append(f" · {problem}", style="yellow")
         if self.problem:
-            text.append(f" · {self.problem}", style="bold red")
+            text.append(f" · {one_line(self.problem, 300)}", style="bold red")
         self.query_one("#status", Static).update(text)
 
     # -- verification -----------------------------------------------------------------------

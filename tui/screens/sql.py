@@ -143,12 +143,12 @@ class SqlScreen(Screen[None]):
         else:
             table.display = False
         extra = {k: v for k, v in exchange.statement.items() if k not in _KNOWN}
-        lines = [f"{k}: {_cell(v)}" for k, v in sorted(exchange.statement.items())
+        lines = [f"{one_line(str(k), 40)}: {_cell(v)}" for k, v in sorted(exchange.statement.items())
                  if k not in ("statement", "sql") and v is not None]
         if extra or not isinstance(columns, list):
             for k, v in sorted(result.items()):
                 if k not in ("columns", "rows", "masked"):
-                    lines.append(f"result {k}: {_cell(v)}")
+                    lines.append(f"result {one_line(str(k), 40)}: {_cell(v)}")
         self.query_one("#result-title", Label).update(title)
         self.query_one("#payload", Static).update(Text("\n".join(lines), style="dim"))
 

@@ -8,6 +8,8 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, LoadingIndicator, Static
 
+from tui.safe import printable
+
 __all__ = ["StartupScreen"]
 
 
@@ -25,14 +27,14 @@ class StartupScreen(Screen[None]):
 
     def step(self, message: str) -> None:
         """Show what start-up is doing now."""
-        self.query_one("#startup-message", Static).update(Text(message))
+        self.query_one("#startup-message", Static).update(Text(printable(message)))
 
     def fail(self, message: str, hint: str = "Press ctrl+q to quit.") -> None:
         """Show a start-up error and stop the spinner."""
         self.query_one("#startup-spinner", LoadingIndicator).display = False
         text = Text()
         text.append("✖ ", style="bold red")
-        text.append(message, style="bold")
+        text.append(printable(message), style="bold")
         text.append("\n\n" + hint, style="dim")
         self.query_one("#startup-message", Static).update(text)
         self.add_class("failed")

@@ -33,6 +33,7 @@ from tui.errors import (
     SourceError,
 )
 from tui.models import AuditInfo, Identity, RequestInfo, SessionInfo
+from tui.safe import one_line
 from tui.sources.base import DataSource, Decision, FetchProgress
 
 __all__ = ["BastionAddress", "RemoteSource", "parse_address"]
@@ -162,7 +163,8 @@ class RemoteSource(DataSource):
         whoami, targets = await asyncio.gather(self._json("whoami"), self._json("targets"))
         if not isinstance(whoami, dict):
             raise SourceError(f"{where} answered `whoami --json` with something unexpected")
-        self.description = f"{whoami.get('user') or '?'} @ {self.address.host}:{self.address.port}"
+        user = one_line(str(whoami.get("user") or "?"), 64)
+        self.description = f"{user} @ {one_line(self.address.host, 64)}:{self.address.port}"
         return Identity.from_json(whoami, targets, self.description)
 
     async def close(self) -> None:
