@@ -443,13 +443,13 @@ async def test_session_without_recording_is_explained(seeded: Seeded) -> None:
 
 async def test_notifications_are_plain_text(seeded: Seeded) -> None:
     app = local_app(seeded)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE, notifications=True) as pilot:  # toasts really drawn
         await replay_ready(app, pilot, SHELL)
         await pilot.press("m")  # a marker label, from the recording, is notified
         # Text from recordings or the bastion, read as markup, would crash or add an action.
         app.notify("label [/] [@click=app.quit]quit[/] \x1b]0;x\x07", title="[/]\x1b[2J")
         await pilot.pause(0.2)
-        assert app.is_running
+        assert app.is_running and len(app.screen.query("Toast")) == 2
         shown = list(app._notifications)
         assert [n.message for n in shown] == ["checking notes", "label [/] [@click=app.quit]quit[/] ␛]0;x␇"]
         assert shown[-1].title == "[/]␛[2J"
