@@ -3,15 +3,20 @@ through the real bastion, OpenSSH client, PostgreSQL and MariaDB; and what the r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncssh
+import psycopg
 import pytest
 from harness import BastionProcess, World, control, control_json, free_port, ssh_argv
-from sqldb import MY_PORT, seeded_databases, target_toml
+from sqldb import MY_PORT, PG_ADMIN, seeded_databases, target_toml
 
 from bastion.demo_data import PEOPLE
 from recorder import RecordingReader, SqlResultEvent, SqlStatementEvent, load_auditor_private_key
@@ -124,13 +129,16 @@ def test_recording_keeps_statements_and_masked_results(bastion: BastionProcess) 
     assert done.returncode == 0 and "Alan Turing" in done.stdout
     identity = load_auditor_private_key(bastion.world.root / "keys" / "auditor")
     found = None
-    for path in sorted((bastion.world.root / "recordings").glob("*.rec"), key=os.path.getmtime):
-        with RecordingReader(path, identity) as reader:
-            events = list(reader)
-        statements = [e.payload for e in events if isinstance(e, SqlStatementEvent)]
-        results = [e.payload for e in events if isinstance(e, SqlResultEvent)]
-        if any("id = ?" in s["statement"] and "name = ?" in s["statement"] for s in statements):
-            found = (statements, results)
+    deadline = time.monotonic() + 10  # the client may see the exit before the recording is closed
+    while found is None and time.monotonic() < deadline:
+        for path in (bastion.world.root / "recordings").glob("*.rec"):
+            with RecordingReader(path, identity) as reader:
+                events = list(reader)
+            statements = [e.payload for e in events if isinstance(e, SqlStatementEvent)]
+            results = [e.payload for e in events if isinstance(e, SqlResultEvent)]
+            if any("id = ?" in s["statement"] and "name = ?" in s["statement"] for s in statements):
+                found = (statements, results)
+        time.sleep(0.2)
     assert found is not None
     statements, results = found
     assert statements[-1]["rows"] == 1 and statements[-1]["blocked"] is None
@@ -149,3 +157,34 @@ def test_unreachable_database_gives_a_clear_message_without_the_password(bastion
     sessions = control_json(bastion, "carol", "sessions")
     assert any(s["target"] == "pgdown" and "database connection failed" in (s.get("end_reason") or "")
                for s in sessions), sessions
+
+
+async def test_client_disconnect_cancels_the_running_statement(bastion: BastionProcess) -> None:
+    cert = approved_cert(bastion, "alice", "pgdb")
+    key = asyncssh.read_private_key(str(bastion.world.key("alice")))
+    marker = f"disconnect_{uuid.uuid4().hex[:8]}"
+    async with asyncssh.connect(
+        "127.0.0.1", bastion.world.port, username="pgdb", known_hosts=str(bastion.known_hosts()),
+        client_keys=[(key, asyncssh.read_certificate(str(cert)))], agent_path=None, config=None,
+    ) as conn:
+        await conn.create_process(f"SELECT pg_sleep(60) AS {marker}")
+        await asyncio.sleep(1.0)
+        assert await _running(marker), "the statement should be running on the server"
+    async with asyncio.timeout(10):
+        while await _running(marker):
+            await asyncio.sleep(0.2)
+    async with asyncio.timeout(10):
+        while True:
+            sessions = control_json(bastion, "carol", "sessions")
+            mine = [s for s in sessions if s["target"] == "pgdb" and s["status"] != "live"]
+            if any("disconnected" in (s.get("end_reason") or "") for s in mine):
+                break
+            await asyncio.sleep(0.2)
+
+
+async def _running(marker: str) -> bool:
+    async with await psycopg.AsyncConnection.connect(PG_ADMIN, autocommit=True) as admin:
+        cur = await admin.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s "
+                                  "AND pid <> pg_backend_pid()", (f"%{marker}%",))
+        row = await cur.fetchone()
+        return bool(row and row[0])

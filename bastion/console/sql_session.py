@@ -18,6 +18,7 @@ import asyncssh
 from bastion.console.lineedit import EOF, INTERRUPT, LineEditor
 from bastion.console.render import FORMATS, ResultWriter, cell
 from bastion.models import QueryRecord, SessionStatus, utcnow
+from bastion.shell import CLIENT_GONE
 from bastion.sql import SqlConnection, SqlPolicy, StatementResult, open_sql_connection
 from recorder import RecordingWriter
 
@@ -109,6 +110,7 @@ class SqlConsole:
         self.outcome = _Outcome()
         self._pending: list[bytes] = []
         self._pending_size = 0
+        self._exiting = False
 
     async def show(self, text: str, *, stderr: bool = False) -> None:
         """Write to the user and to the recording (exactly what they see)."""
@@ -148,6 +150,7 @@ class SqlConsole:
                 self.process.stdout.write(data)
 
     def _exit(self, status: int) -> None:
+        self._exiting = True
         self.flush()
         self.process.exit(status)
 
@@ -163,6 +166,7 @@ class SqlConsole:
             self._exit(1)
             return SessionStatus.ENDED, f"database connection failed: {exc}"
         stopper = asyncio.create_task(self._cancel_on_stop())
+        gone = asyncio.create_task(self._end_on_disconnect())
         try:
             if self.process.command is not None:
                 return await self._exec(self.process.command)
@@ -171,8 +175,15 @@ class SqlConsole:
             return await self._script()
         finally:
             stopper.cancel()
+            gone.cancel()
             with contextlib.suppress(Exception):
                 await self.conn.close()
+
+    async def _end_on_disconnect(self) -> None:
+        """A client that goes away ends the session and cancels its running statement."""
+        await self.process.channel.wait_closed()
+        if not self._exiting:
+            self.live.end(CLIENT_GONE)
 
     async def _cancel_on_stop(self) -> None:
         """When the session is ended (window over, revoked, killed), stop the running query."""
@@ -208,10 +219,11 @@ class SqlConsole:
         assert self.conn is not None
         if not sql.strip():
             return
-        async for result in self.conn.execute(sql):
-            await self._present(result, interrupt)
-            if self.live.stop.is_set():
-                return
+        async with contextlib.aclosing(self.conn.execute(sql)) as results:
+            async for result in results:
+                await self._present(result, interrupt)
+                if self.live.stop.is_set():
+                    return
 
     async def _present(self, result: StatementResult, interrupt: asyncio.Event | None) -> None:
         started = utcnow()

@@ -10,7 +10,7 @@ reports a relation the bastion does not know.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from bastion.config import Target
@@ -79,7 +79,7 @@ class SqlConnection:
         """End the database session."""
         await self.driver.close()
 
-    async def execute(self, sql: str) -> AsyncIterator[StatementResult]:
+    async def execute(self, sql: str) -> AsyncGenerator[StatementResult, None]:
         """Run each statement of `sql` in turn; read each result's rows before the next."""
         for text in split_statements(sql, self.dialect):
             result = await self.run(analyse(text, self.dialect))
