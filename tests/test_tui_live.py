@@ -24,7 +24,7 @@ from test_tui_support import flip_byte
 from textual.widgets import DataTable, Input, Static
 
 from recorder import InputEvent, OutputEvent, RecordingReader, load_auditor_private_key
-from tui.app import BastionTUI
+from tui.app import BastionTUI, build_parser, source_from_args
 from tui.replay.index import build_index
 from tui.replay.player import Player
 from tui.screens.confirm import ConfirmScreen
@@ -132,11 +132,15 @@ def auditor_key(bastion: BastionProcess) -> Path:
     return bastion.world.root / "keys" / "auditor"
 
 
-def remote_app(bastion: BastionProcess, user: str, **options: Any) -> BastionTUI:
-    address = BastionAddress("127.0.0.1", bastion.world.port)
-    source = RemoteSource(address, identity=bastion.world.key(user),
-                          known_hosts=options.pop("known_hosts", bastion.known_hosts()), **options)
-    return BastionTUI(source, auditor_key(bastion), refresh_interval=3600)
+def remote_app(bastion: BastionProcess, user: str, known_hosts: Path | None = None) -> BastionTUI:
+    """The app as `bastion-tui --connect access@127.0.0.1:PORT --key … -i … --known-hosts …`."""
+    args = build_parser().parse_args([
+        "--connect", f"access@127.0.0.1:{bastion.world.port}", "--key", str(auditor_key(bastion)),
+        "--identity", str(bastion.world.key(user)),
+        "--known-hosts", str(known_hosts or bastion.known_hosts())])
+    source = source_from_args(args)
+    assert isinstance(source, RemoteSource) and source.address.user == "access"
+    return BastionTUI(source, args.key, refresh_interval=3600)
 
 
 def local_app(bastion: BastionProcess) -> BastionTUI:
@@ -246,7 +250,8 @@ async def test_a_live_session_is_followed_as_it_happens(bastion: BastionProcess)
         await term.type("echo first-$((1+1))\n", "first-2")
         live = next(s for s in control_json(bastion, "carol", "sessions", "--live")
                     if s["user"] == "alice")
-        app = local_app(bastion)
+        app = BastionTUI(LocalSource(bastion.world.config), auditor_key(bastion),
+                         refresh_interval=0.5)
         async with app.run_test(size=SIZE) as pilot:
             await sessions_ready(app, pilot)
             replay = await open_session(app, pilot, live["id"])
@@ -272,6 +277,12 @@ async def test_a_live_session_is_followed_as_it_happens(bastion: BastionProcess)
             await until(pilot, lambda: not replay.following, timeout=20,
                         what="the end of the session")
             assert static_text(replay.query_one("#banner", Static)).startswith("✔ Intact:")
+            await pilot.press("escape")
+            # The list refreshes itself while it shows live sessions.
+            table = app.screen.query_one("#sessions", DataTable)
+            await until(pilot, lambda: sessions_by_id(table)[live["id"]]["status"] == "ended",
+                        timeout=20, what="the list to show the session ended")
+            assert sessions_by_id(table)[live["id"]]["recording"] == "intact"
 
 
 # -- remote mode ------------------------------------------------------------------------------

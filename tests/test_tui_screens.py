@@ -276,6 +276,12 @@ async def test_replay_seek_alternate_screen_markers_and_commands(seeded: Seeded)
         assert player.t == pytest.approx(45.0)
         await pilot.press("N")  # previous command: `echo done`
         assert player.t == pytest.approx(41.0)
+        timeline = replay.query_one("#timeline")
+        await pilot.click("#timeline", offset=(timeline.size.width - 1, 0))  # the mouse seeks too
+        assert player.t == pytest.approx(46.2)
+        await pilot.click("#timeline", offset=((timeline.size.width - 1) // 2, 0))
+        assert player.t == pytest.approx(23.1, abs=46.2 / timeline.size.width)
+        assert replay.player.screen.alternate
         await pilot.press("home")
         assert player.t == 0.0 and terminal(replay).strip() == ""
         await pilot.press("shift+left")  # clamps at 0
