@@ -62,6 +62,9 @@ BOTH = [
     ("SELECT name FROM customers WHERE ssn BETWEEN '1' AND '2'", "refused"),
     ("SELECT name FROM customers WHERE length(ssn) = 11", "refused"),
     ("SELECT name FROM customers ORDER BY ssn", "refused"),
+    ("SELECT ssn FROM customers ORDER BY 1", "refused"),
+    ("SELECT ssn AS s FROM customers ORDER BY s", "refused"),
+    ("SELECT * FROM customers ORDER BY 4", "refused"),
     ("SELECT c1.name FROM customers c1 JOIN customers c2 ON c1.ssn < c2.ssn", "refused"),
     ("SELECT name FROM customers WHERE id IN (SELECT id FROM customers WHERE ssn LIKE '1%')", "refused"),
     ("SELECT name FROM customers WHERE (SELECT ssn FROM customers LIMIT 1) LIKE '1%'", "refused"),
@@ -72,6 +75,8 @@ BOTH = [
     ("UPDATE customers SET note = ssn WHERE id = 1", "refused"),
     ("CREATE TABLE leak AS SELECT ssn FROM customers", "refused"),
     ("CREATE VIEW leak_view AS SELECT ssn AS s FROM customers", "refused"),
+    ("ALTER TABLE customers RENAME COLUMN ssn TO tax_number", "refused"),
+    ("ALTER TABLE customers RENAME TO clients", "refused"),
 ]
 POSTGRES = [
     ("SELECT ssn || '' FROM customers", "refused"),
@@ -125,6 +130,7 @@ MYSQL = [
     ("SELECT `ssn` FROM `customers`", "runs"),
     ("PREPARE s1 FROM 'SELECT upper(ssn) FROM customers'", "refused"),
     ("SELECT ssn FROM customers INTO OUTFILE '/tmp/leak.txt'", "refused"),
+    ("RENAME TABLE customers TO clients", "refused"),
     ("SELECT name FROM customers WHERE `ssn` LIKE '1%'", "refused"),
     ("SELECT 'a\\' , reverse(ssn) FROM customers -- '", "either"),
     ("SELECT ssn FROM customers PROCEDURE ANALYSE()", "either"),
@@ -133,6 +139,7 @@ MYSQL = [
 # Statements that must keep working, with what they must show.
 USEFUL = [
     ("SELECT id, name, note FROM customers ORDER BY id", ["Ada Lovelace", "prefers email"]),
+    ("SELECT name, ssn FROM customers ORDER BY 1", ["Ada Lovelace", "*****6789"]),
     ("SELECT count(*) FROM customers", ["5"]),
     ("SELECT count(ssn), count(DISTINCT email) FROM customers", ["5"]),
     ("SELECT name FROM customers WHERE ssn = '999-99-9999'", []),

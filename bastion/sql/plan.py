@@ -129,8 +129,13 @@ def masking_context(analysis: Analysis, catalog: Catalog,
     resolution = resolve(target, catalog)
     if resolution.unknown and resolution.unknown.startswith("it calls user-defined"):
         return _refuse(f"{resolution.unknown}, which may read masked columns the bastion cannot see")
+    altered = [rel for rel in resolution.altered if catalog.relation_masked(rel)]
+    if altered:
+        return _refuse(f"{altered[0].name} has masked columns; renaming or altering it could move "
+                       "them out of the masking rules")
     tree = target.ast
-    words_touch = bool(target.words & (resolution.masked_names | resolution.row_names))
+    # Without a parse tree, any masked table or column name, view or user function counts.
+    words_touch = bool(target.words & (vocabulary | resolution.masked_names | resolution.row_names))
     if tree is None:
         if words_touch or (target.kind in ("select", "other", "call") and resolution.unknown):
             return _refuse("the bastion could not parse it, so it cannot check how it uses masked "
@@ -145,6 +150,8 @@ def masking_context(analysis: Analysis, catalog: Catalog,
         if refusal := _use_refusal(target, uses, analysis):
             return _refuse(refusal)
     projections = _projection_reads(tree, masked, resolution) if not resolution.unknown else None
+    if _orders_by_masked_position(tree, projections):
+        return _refuse("ordering by a masked column would reveal the order of its values")
     return MaskingContext(None, touches, projections, touches)
 
 
@@ -299,6 +306,20 @@ def _unsafe_use(col: exp.Column) -> str | None:
         return f"ordering by {name} would reveal the order of masked values"
     return (f"{name} is masked: it may be selected, compared for equality, joined, grouped or "
             "counted, but not used in other expressions")
+
+
+def _orders_by_masked_position(tree: exp.Expression, projections: tuple[bool, ...] | None) -> bool:
+    """`SELECT ssn … ORDER BY 1`: a position that names a projection reading masked data."""
+    order = tree.args.get("order") if isinstance(tree, exp.Select) else None
+    if order is None:
+        return False
+    for item in order.expressions:
+        node = item.this if isinstance(item, exp.Ordered) else item
+        if isinstance(node, exp.Literal) and not node.is_string:
+            position = int(node.name) if node.name.isdigit() else 0
+            if projections is None or not 1 <= position <= len(projections) or projections[position - 1]:
+                return True
+    return False
 
 
 def _literal_tuple(node: exp.Expression) -> bool:
