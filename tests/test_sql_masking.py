@@ -78,6 +78,70 @@ BOTH = [
     ("ALTER TABLE customers RENAME COLUMN ssn TO tax_number", "refused"),
     ("ALTER TABLE customers RENAME TO clients", "refused"),
 ]
+# Found by red-teaming (bypasses before they were fixed), on both engines.
+FOUND_BOTH = [
+    ("WITH t(a,b,c,d,e,f) AS (SELECT * FROM customers) SELECT reverse(d) FROM t", "refused"),
+    ("WITH t(x) AS ((SELECT ssn FROM customers)) SELECT reverse(x) FROM t", "refused"),
+    ("CREATE TABLE leak1 AS SELECT * FROM customers", "refused"),
+    ("INSERT INTO notes SELECT id, name FROM customers", "runs"),
+    ("SELECT * FROM notes", "runs"),
+    ("SELECT name FROM customers WHERE ssn IN (123, 234, 345)", "either"),
+    ("SELECT name FROM customers WHERE ssn = true", "refused"),
+    ("SELECT name FROM customers WHERE ssn IS TRUE", "refused"),
+    ("SELECT name FROM customers WHERE ssn IS NOT NULL AND ssn IS NOT NULL", "runs"),
+    ("SELECT name FROM customers WHERE ssn IN (SELECT ssn FROM customers WHERE id = 1)", "runs"),
+    ("SELECT name FROM customers WHERE ssn IN (" + ", ".join(f"'{i}'" for i in range(51)) + ")",
+     "refused"),
+]
+FOUND_POSTGRES = [
+    ("SELECT reverse(x.d) FROM customers AS x(a,b,c,d)", "refused"),
+    ("SELECT reverse(b) FROM customer_view v(a, n, b)", "refused"),
+    ("SELECT reverse(d) FROM (SELECT * FROM customers) s(a,b,c,d)", "refused"),
+    ("SELECT reverse(d) FROM (TABLE customers) s(a,b,c,d)", "refused"),
+    ("SELECT reverse(x) FROM ((SELECT ssn FROM customers)) s(x)", "refused"),
+    ("SELECT reverse(x) FROM customers c, LATERAL (SELECT c.ssn) l(x)", "refused"),
+    ("INSERT INTO notes SELECT a, d FROM customers x(a,b,c,d)", "refused"),
+    ("UPDATE notes SET body = x.d FROM customers x(a,b,c,d) WHERE notes.id = x.a", "refused"),
+    ("MERGE INTO notes n USING (SELECT * FROM customers) c(a,b,c2,d) ON n.id = c.a "
+     "WHEN NOT MATCHED THEN INSERT VALUES (c.a, c.d)", "refused"),
+    ("PREPARE pq(int) AS SELECT reverse(d) FROM customers x(a,b,c,d) WHERE a = $1", "refused"),
+    ("CREATE TABLE leak2 AS TABLE customers", "refused"),
+    ("SELECT * INTO leak3 FROM customers", "refused"),
+    ("CREATE TEMP TABLE leak4 AS SELECT * FROM customers", "refused"),
+    ("CREATE TABLE copy1 (LIKE customers)", "runs"),
+    ("INSERT INTO copy1 SELECT * FROM customers", "refused"),
+    ("INSERT INTO copy1 TABLE customers", "refused"),
+    ("SELECT * FROM copy1", "runs"),
+    ("SELECT query_to_xml('select id, reverse(ssn) as r from customers', true, false, '')", "refused"),
+    ("SELECT * FROM ts_stat('SELECT to_tsvector(''simple'', ssn) FROM customers')", "refused"),
+    ("SELECT table_to_xml('customers', true, false, '')", "refused"),
+    ("SELECT tablename, attname, histogram_bounds FROM pg_catalog.U&\"\\0070g_stats\" "
+     "WHERE tablename = 'customers'", "refused"),
+    ("SELECT c.id, gs.k FROM customers c JOIN (SELECT k, lpad(k::text, 3, '0') || '-45-6789' AS cand "
+     "FROM generate_series(0, 999) k) gs ON c.ssn = gs.cand", "refused"),
+    ("SELECT c.id FROM customers c JOIN (VALUES ('123-45-6789')) v(x) ON c.ssn = v.x", "refused"),
+    ("BEGIN", "runs"),
+    ("DECLARE c9 CURSOR FOR SELECT c FROM customers c", "runs"),
+    ("PREPARE c9 AS SELECT 1", "runs"),
+    ("FETCH ALL FROM c9", "runs"),
+    ("ROLLBACK", "runs"),
+]
+FOUND_MYSQL = [
+    ("PREPARE s3 FROM 'SELECT reverse(d) FROM (WITH t(a,b,c,d,e,f) AS (SELECT * FROM customers) "
+     "SELECT * FROM t) q'", "refused"),
+    ("INSERT INTO notes SELECT id, d FROM (WITH t(a,b,c,d,e,f) AS (SELECT * FROM customers) "
+     "SELECT a AS id, d FROM t) q", "refused"),
+    ("CREATE TABLE leak2 SELECT * FROM customers", "refused"),
+    ("CREATE TABLE copy1 LIKE customers", "runs"),
+    ("INSERT INTO copy1 SELECT * FROM customers", "refused"),
+    ("REPLACE INTO copy1 SELECT * FROM customers", "refused"),
+    ("SELECT * FROM copy1", "runs"),
+    ("SELECT c.id, g.n FROM customers c JOIN (WITH RECURSIVE g(n) AS (SELECT 0 UNION ALL "
+     "SELECT n+1 FROM g WHERE n < 999) SELECT n FROM g) g ON c.ssn = g.n", "refused"),
+    ("DESCRIBE customers", "runs"),
+    ("SHOW COLUMNS FROM customers", "runs"),
+    ("SHOW CREATE TABLE customers", "runs"),
+]
 POSTGRES = [
     ("SELECT ssn || '' FROM customers", "refused"),
     ("SELECT ssn::text FROM customers", "refused"),
@@ -196,7 +260,9 @@ async def run_all(conn: SqlConnection, sql: str) -> tuple[str, list[str | None]]
 
 
 def corpus(kind: str) -> list[tuple[str, str]]:
-    return BOTH + (POSTGRES if kind == "postgres" else MYSQL)
+    if kind == "postgres":
+        return BOTH + FOUND_BOTH + POSTGRES + FOUND_POSTGRES
+    return BOTH + FOUND_BOTH + MYSQL + FOUND_MYSQL
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
@@ -284,3 +350,16 @@ async def test_detectors_scrub_values_of_unknown_origin(databases: dict[str, str
     assert shown["mail"] == "write to **** today"
     for name in ("card", "ssn", "iban", "token"):
         assert shown[name] != values[name] and "****" in shown[name], (name, shown[name])
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+async def test_lookup_budget_stops_guessing_masked_values(databases: dict[str, str], kind: str) -> None:
+    guesses = ", ".join(f"'{i:03d}-45-6789'" for i in range(50))
+    async with connected(kind, databases) as conn:
+        for _ in range(10):
+            _, refusals = await run_all(conn, f"SELECT id FROM customers WHERE ssn IN ({guesses})")
+            assert not any(refusals), refusals
+        _, refusals = await run_all(conn, "SELECT id FROM customers WHERE ssn = '999-99-9999'")
+        assert refusals[0] and "limit is 500 per session" in refusals[0]
+        text, refusals = await run_all(conn, "SELECT name FROM customers WHERE id = 1")
+        assert not any(refusals) and "Ada Lovelace" in text

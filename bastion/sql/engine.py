@@ -22,13 +22,22 @@ from bastion.sql.errors import SqlError
 from bastion.sql.guardrails import check_guardrails
 from bastion.sql.lexing import split_statements
 from bastion.sql.masking import mask_function
-from bastion.sql.plan import MaskingContext, column_strategy, masking_context, source_of
+from bastion.sql.plan import (
+    MaskingContext,
+    column_strategy,
+    masking_context,
+    prepared_key,
+    source_of,
+)
 from bastion.sql.policy import SqlPolicy
 from bastion.sql.results import Column, RowBatches, StatementResult
 from bastion.sql.scrub import scrub_message
 
 __all__ = ["SqlConnection", "open_sql_connection"]
 
+# Literal values a session may compare masked columns with (WHERE ssn = '…', IN lists): enough
+# for looking people up, far too few to enumerate the values the masks leave open.
+LOOKUP_BUDGET = 500
 _DDL = frozenset({"create", "alter", "drop", "rename", "truncate"})
 _TEXT_KINDS = frozenset({"show", "explain", "describe"})  # results that are server text, not table data
 
@@ -62,7 +71,8 @@ class SqlConnection:
         self.policy = policy
         self.catalog = catalog
         self.dialect = driver.dialect
-        self.prepared: dict[str, Analysis] = {}
+        self.prepared: dict[str, Analysis] = {}  # by prepared_key: what EXECUTE/FETCH will run
+        self.lookups = 0
         self._contexts: dict[str, MaskingContext] = {}
         self._contexts_for: Catalog | None = None
 
@@ -117,6 +127,13 @@ class SqlConnection:
         ctx = self._context(analysis) if blocked is None else None
         if ctx is not None and ctx.refusal:
             blocked = ctx.refusal
+        if ctx is not None and blocked is None and ctx.lookups:
+            if self.lookups + ctx.lookups > LOOKUP_BUDGET:
+                blocked = (f"masked data: this session has compared masked columns with "
+                           f"{self.lookups} values, and the limit is {LOOKUP_BUDGET} per session "
+                           "(a guard against guessing values); open a new session to go on.")
+            else:
+                self.lookups += ctx.lookups
         if blocked is not None or ctx is None:
             return StatementResult.refused(redacted, kind, blocked or "refused")
         started = time.perf_counter()
@@ -158,12 +175,16 @@ class SqlConnection:
 
     def _remember(self, analysis: Analysis) -> None:
         """Keep what PREPARE and DECLARE … CURSOR will run, for EXECUTE and FETCH later."""
-        if analysis.kind in ("prepare", "declare") and analysis.name and analysis.inner is not None:
-            self.prepared[analysis.name] = analysis.inner
-        elif analysis.kind in ("deallocate", "close") and analysis.name:
-            if analysis.name == "all":
-                self.prepared.clear()
-            self.prepared.pop(analysis.name, None)
+        name = analysis.name
+        if analysis.kind in ("prepare", "declare") and name and analysis.inner is not None:
+            self.prepared[prepared_key(analysis.kind, name)] = analysis.inner
+        elif analysis.kind in ("deallocate", "close") and name:
+            key = prepared_key(analysis.kind, name)
+            if name == "all":
+                prefix = key.removesuffix("all")
+                for stale in [k for k in self.prepared if k.startswith(prefix)]:
+                    del self.prepared[stale]
+            self.prepared.pop(key, None)
 
     def _maskers(self, pending: Pending, ctx: MaskingContext,
                  analysis: Analysis) -> list[tuple[str | None, Any]]:

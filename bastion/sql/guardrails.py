@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bastion.sql.analysis import READ_KINDS, Analysis
+from bastion.sql.plan import prepared_key
 from bastion.sql.policy import SqlPolicy
 
 __all__ = ["ALWAYS_REFUSED_FUNCTIONS", "READ_ONLY_REFUSED_FUNCTIONS", "check_guardrails"]
@@ -117,7 +118,7 @@ def _chain(analysis: Analysis) -> list[Analysis]:
 
 def _executed(analysis: Analysis, prepared: Callable[[str], Analysis | None]) -> Analysis | None:
     if analysis.kind in ("execute", "fetch") and analysis.name:
-        return prepared(analysis.name)
+        return prepared(prepared_key(analysis.kind, analysis.name))
     return None
 
 

@@ -22,6 +22,7 @@ Everything here is pure: tests call it with an Analysis and a Catalog.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlglot import exp
@@ -31,6 +32,16 @@ from bastion.sql.catalog import SYSTEM_SCHEMAS, Catalog, Resolution, Source, res
 
 __all__ = ["ColumnOrigin", "MaskingContext", "column_strategy", "masking_context", "source_of"]
 
+MAX_IN_LIST = 50
+_UNICODE_NAME = re.compile(r'(?i)\bU&"')
+# Functions that run SQL given as a string: the bastion cannot check what they read.
+_SQL_TEXT_FUNCTIONS = frozenset({
+    "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "table_to_xml",
+    "table_to_xmlschema", "table_to_xml_and_xmlschema", "schema_to_xml", "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema", "database_to_xml", "database_to_xmlschema",
+    "database_to_xml_and_xmlschema", "cursor_to_xml", "cursor_to_xmlschema", "ts_stat",
+    "dblink", "dblink_exec", "pg_catalog.query_to_xml",
+})
 _SIDE_EFFECT_FUNCTIONS = frozenset({
     "set_config", "pg_notify", "pg_logical_emit_message", "setval", "pg_advisory_lock",
     "pg_advisory_xact_lock", "pg_try_advisory_lock", "pg_sleep", "pg_sleep_for", "pg_sleep_until",
@@ -40,8 +51,6 @@ _STATISTICS = frozenset({"pg_stats", "pg_statistic", "pg_stats_ext", "pg_stats_e
                          "pg_statistic_ext_data"})
 _COUNTS = (exp.Count,)
 _EQUALITY = (exp.EQ, exp.NEQ, exp.NullSafeEQ, exp.NullSafeNEQ, exp.Is, exp.In)
-_PLAIN_OPERANDS = (exp.Literal, exp.Null, exp.Column, exp.Placeholder, exp.Parameter, exp.Boolean,
-                   exp.HexString)
 _WRITE_TARGET_KEYS = frozenset({"this"})
 
 
@@ -105,6 +114,7 @@ class MaskingContext:
     touches_masked: bool
     projections: tuple[bool, ...] | None  # per result column: reads masked data (None: unknown)
     quiet: bool  # withhold notices (they may carry values the statement read)
+    lookups: int = 0  # values a masked column is compared with (counted against a session budget)
 
 
 def masking_context(analysis: Analysis, catalog: Catalog,
@@ -112,9 +122,15 @@ def masking_context(analysis: Analysis, catalog: Catalog,
     """Decide whether a statement may run under the catalog's masking, and what its columns read."""
     if not catalog.policy.masking_active:
         return MaskingContext(None, False, None, False)
+    if _UNICODE_NAME.search(analysis.lexed.text):
+        return _refuse('U&"…" names can spell any table, column or function past the bastion\'s '
+                       "checks; write names plainly")
+    if analysis.functions & _SQL_TEXT_FUNCTIONS:
+        calls = sorted(analysis.functions & _SQL_TEXT_FUNCTIONS)
+        return _refuse(f"{calls[0]}() runs SQL from a string, which the bastion cannot check")
     target = analysis.innermost()
     if analysis.kind in ("execute", "fetch") or target.kind in ("execute", "fetch"):
-        stored = (prepared or {}).get(target.name or "")
+        stored = (prepared or {}).get(prepared_key(target.kind, target.name or ""))
         if stored is None:
             return MaskingContext(None, True, None, True)  # fail closed: every computed column masked
         target = stored.innermost()
@@ -137,22 +153,34 @@ def masking_context(analysis: Analysis, catalog: Catalog,
     # Without a parse tree, any masked table or column name, view or user function counts.
     words_touch = bool(target.words & (vocabulary | resolution.masked_names | resolution.row_names))
     if tree is None:
+        if target.kind in ("show", "describe"):  # metadata: names and types, not values
+            return MaskingContext(None, False, None, False)
         if words_touch or (target.kind in ("select", "other", "call") and resolution.unknown):
             return _refuse("the bastion could not parse it, so it cannot check how it uses masked "
                            "columns")
         return MaskingContext(None, bool(resolution.unknown), None, bool(resolution.unknown))
-    masked = _masked_names(tree, resolution)
+    masked = _masked_names(tree, resolution, catalog)
     if masked:
         masked |= _unresolved_names(tree, resolution)
     uses = list(_masked_uses(tree, masked, resolution.row_names))
     touches = bool(uses) or _star_reads_masked(tree, resolution) or resolution.unknown is not None
+    writes = target.kind not in READ_KINDS or analysis.kind not in READ_KINDS or bool(target.into)
+    if writes and _star_reads_masked(tree, resolution):
+        return _refuse("it would copy masked columns (through * or TABLE) where masking does not apply")
+    lookups = 0
     if touches:
-        if refusal := _use_refusal(target, uses, analysis):
+        if refusal := _use_refusal(target, uses, analysis, resolution.masked_names):
             return _refuse(refusal)
+        lookups = sum(_compared_values(col) for col in uses)
     projections = _projection_reads(tree, masked, resolution) if not resolution.unknown else None
     if _orders_by_masked_position(tree, projections):
         return _refuse("ordering by a masked column would reveal the order of its values")
-    return MaskingContext(None, touches, projections, touches)
+    return MaskingContext(None, touches, projections, touches, lookups)
+
+
+def prepared_key(kind: str, name: str) -> str:
+    """Prepared statements and cursors live in separate namespaces (as in PostgreSQL)."""
+    return ("cursor:" if kind in ("declare", "fetch", "close") else "prepared:") + name.lower()
 
 
 def column_strategy(src: Source, position: int, ctx: MaskingContext, catalog: Catalog) -> str | None:
@@ -188,8 +216,9 @@ def _chain(analysis: Analysis) -> list[Analysis]:
     return chain
 
 
-def _masked_names(tree: exp.Expression, resolution: Resolution) -> frozenset[str]:
-    """Masked column names, plus every alias a derived table or CTE gives to a masked value."""
+def _masked_names(tree: exp.Expression, resolution: Resolution, catalog: Catalog) -> frozenset[str]:
+    """Masked column names, plus every name a statement gives to a masked value: projection
+    aliases, and column alias lists of tables, views, derived tables, CTEs and LATERAL."""
     names = set(resolution.masked_names)
     for _ in range(8):
         before = len(names)
@@ -197,17 +226,43 @@ def _masked_names(tree: exp.Expression, resolution: Resolution) -> frozenset[str
             for projection in select.expressions:
                 if _refs(projection, names, resolution.row_names) and projection.alias_or_name:
                     names.add(projection.alias_or_name.lower())
-        for cte in tree.find_all(exp.CTE, exp.Subquery):
-            alias = cte.args.get("alias")
-            columns = alias.columns if isinstance(alias, exp.TableAlias) else []
-            query = cte.this
-            if columns and isinstance(query, exp.Select):
-                for col, projection in zip(columns, query.expressions, strict=False):
-                    if _refs(projection, names, resolution.row_names):
-                        names.add(col.name.lower())
+        for alias in tree.find_all(exp.TableAlias):
+            columns = alias.columns
+            if not columns:
+                continue
+            masked = _alias_positions(alias.parent, names, resolution, catalog)
+            for i, col in enumerate(columns):
+                if masked is None or i in masked:
+                    names.add(col.name.lower())
         if len(names) == before:
             break
     return frozenset(names)
+
+
+def _alias_positions(source: exp.Expression | None, names: set[str], resolution: Resolution,
+                     catalog: Catalog) -> set[int] | None:
+    """Which positions of an aliased relation carry masked values (None: all of them)."""
+    if isinstance(source, exp.Table) and isinstance(source.this, exp.Identifier):
+        rels = catalog.find(source.db or None, source.name)
+        if not rels:
+            return None if names or resolution.unknown else set()
+        rel = rels[0]
+        if rel.kind == "view":
+            view = catalog.views.get(rel.key)
+            if view is None:
+                return None if catalog.relation_masked(rel) else set()
+            return {i for i, (_, src) in enumerate(view.columns) if catalog.source_masked(src)}
+        return {i for i, (_, col) in enumerate(rel.columns) if catalog.strategy(rel.schema, rel.name, col)}
+    query = source.this if source is not None else None
+    while isinstance(query, exp.Subquery | exp.Paren):
+        query = query.this
+    if isinstance(query, exp.Select) and not any(
+            isinstance(p, exp.Star) or (isinstance(p, exp.Column) and isinstance(p.this, exp.Star))
+            for p in query.expressions):
+        return {i for i, p in enumerate(query.expressions) if _refs(p, names, resolution.row_names)}
+    if query is None or _refs(query, names, resolution.row_names) or _star_reads_in(query, resolution):
+        return None
+    return set()
 
 
 def _unresolved_names(tree: exp.Expression, resolution: Resolution) -> frozenset[str]:
@@ -253,7 +308,10 @@ def _star_reads_masked(tree: exp.Expression, resolution: Resolution) -> bool:
     return False
 
 
-def _use_refusal(target: Analysis, uses: list[exp.Column], analysis: Analysis) -> str | None:
+def _use_refusal(target: Analysis, uses: list[exp.Column], analysis: Analysis,
+                 base: frozenset[str]) -> str | None:
+    """Why the statement's uses of masked columns are refused. `base`: the masked columns'
+    own names, the only other columns a masked column may be compared with."""
     if target.kind not in READ_KINDS or analysis.kind not in READ_KINDS or target.into:
         for col in uses:
             if not _is_write_target(col):
@@ -267,7 +325,7 @@ def _use_refusal(target: Analysis, uses: list[exp.Column], analysis: Analysis) -
     for col in uses:
         if _is_write_target(col):
             continue
-        if why := _unsafe_use(col):
+        if why := _unsafe_use(col, base, analysis.lexed.dialect):
             return why
     return None
 
@@ -280,7 +338,7 @@ def _is_write_target(col: exp.Column) -> bool:
     return isinstance(parent, exp.Schema) and isinstance(parent.parent, exp.Insert)
 
 
-def _unsafe_use(col: exp.Column) -> str | None:
+def _unsafe_use(col: exp.Column, base: frozenset[str], dialect: str) -> str | None:
     name = col.sql()
     node: exp.Expression = col
     parent = node.parent
@@ -296,12 +354,7 @@ def _unsafe_use(col: exp.Column) -> str | None:
     if isinstance(parent, exp.Group):
         return None
     if isinstance(parent, _EQUALITY):
-        others = [v for k, v in parent.args.items() if v is not None and v is not node]
-        flat: list[exp.Expression] = []
-        for other in others:
-            flat.extend(other if isinstance(other, list) else [other])
-        if all(isinstance(o, _PLAIN_OPERANDS) or _literal_tuple(o) for o in flat):
-            return None
+        return _comparison_refusal(parent, node, name, base, dialect)
     if isinstance(parent, exp.Ordered) or isinstance(parent, exp.Order):
         return f"ordering by {name} would reveal the order of masked values"
     return (f"{name} is masked: it may be selected, compared for equality, joined, grouped or "
@@ -322,9 +375,56 @@ def _orders_by_masked_position(tree: exp.Expression, projections: tuple[bool, ..
     return False
 
 
-def _literal_tuple(node: exp.Expression) -> bool:
-    return isinstance(node, exp.Tuple) and all(isinstance(e, exp.Literal | exp.Null)
-                                               for e in node.expressions)
+def _operands(parent: exp.Expression, node: exp.Expression) -> list[exp.Expression]:
+    """The other side(s) of a comparison: its expressions, IN-list items or subquery."""
+    out: list[exp.Expression] = []
+    for value in parent.args.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, exp.Expression) and item is not node:
+                out.extend(item.expressions if isinstance(item, exp.Tuple) else [item])
+    return out
+
+
+def _comparison_refusal(parent: exp.Expression, node: exp.Expression, name: str,
+                        base: frozenset[str], dialect: str) -> str | None:
+    """Equality of a masked column with literals, NULL, or another masked column; nothing else.
+
+    Comparing with a column of candidates (a join against generate_series or VALUES) would test
+    thousands of guesses in one statement; MySQL's numeric and boolean comparisons convert the
+    string ('123-45-6789' = 123 is true), which turns equality into a prefix test.
+    """
+    operands = _operands(parent, node)
+    if len(operands) > MAX_IN_LIST:
+        return (f"{name} is masked: it may be compared with at most {MAX_IN_LIST} values at once")
+    for other in operands:
+        if isinstance(other, exp.Null):
+            continue
+        if isinstance(parent, exp.Is):
+            return f"{name} is masked: only IS NULL and IS NOT NULL may test it"
+        if isinstance(other, exp.Literal | exp.HexString | exp.Placeholder | exp.Parameter):
+            if dialect == "mysql" and isinstance(other, exp.Literal) and not other.is_string:
+                return (f"{name} is masked: compare it with a quoted string (MySQL converts strings "
+                        "to numbers, which would let a number match a prefix)")
+            continue
+        if isinstance(other, exp.Column) and other.name.lower() in base:
+            continue  # a join between masked columns (e.g. two hashed e-mail columns)
+        if isinstance(other, exp.Subquery) and isinstance(other.this, exp.Select) and all(
+                isinstance(p, exp.Column) and p.name.lower() in base for p in other.this.expressions):
+            continue  # `ssn IN (SELECT ssn …)`
+        return (f"{name} is masked: it may be compared for equality only with literal values, NULL "
+                "or another masked column")
+    return None
+
+
+def _compared_values(col: exp.Column) -> int:
+    """How many literal values a masked column reference is compared with."""
+    node: exp.Expression = col
+    parent = col.parent
+    while isinstance(parent, exp.Paren):
+        node, parent = parent, parent.parent
+    if not isinstance(parent, _EQUALITY):
+        return 0
+    return sum(1 for o in _operands(parent, node) if isinstance(o, exp.Literal | exp.HexString))
 
 
 def _subquery_compared(select: exp.Select, name: str) -> str | None:
