@@ -363,3 +363,18 @@ async def test_lookup_budget_stops_guessing_masked_values(databases: dict[str, s
         assert refusals[0] and "limit is 500 per session" in refusals[0]
         text, refusals = await run_all(conn, "SELECT name FROM customers WHERE id = 1")
         assert not any(refusals) and "Ada Lovelace" in text
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+async def test_written_guesses_count_against_the_lookup_budget(databases: dict[str, str], kind: str) -> None:
+    """Inserting a guess into a hashed column and reading its hash back tests it: it is counted."""
+    rows = ", ".join(f"({1000 + i}, 'guess', 'guess{i}@example.com')" for i in range(100))
+    async with connected(kind, databases) as conn:
+        await run_all(conn, "BEGIN")
+        for _ in range(5):
+            _, refusals = await run_all(conn, f"INSERT INTO customers (id, name, email) VALUES {rows}")
+            assert not any(refusals), refusals
+            await run_all(conn, "DELETE FROM customers WHERE id >= 1000")
+        _, refusals = await run_all(conn, f"INSERT INTO customers (id, name, email) VALUES {rows}")
+        assert refusals[0] and "limit is 500 per session" in refusals[0]
+        await run_all(conn, "ROLLBACK")

@@ -172,6 +172,7 @@ def masking_context(analysis: Analysis, catalog: Catalog,
         if refusal := _use_refusal(target, uses, analysis, resolution.masked_names):
             return _refuse(refusal)
         lookups = sum(_compared_values(col) for col in uses)
+    lookups += _written_values(tree, catalog)
     projections = _projection_reads(tree, masked, resolution) if not resolution.unknown else None
     if _orders_by_masked_position(tree, projections):
         return _refuse("ordering by a masked column would reveal the order of its values")
@@ -414,6 +415,21 @@ def _comparison_refusal(parent: exp.Expression, node: exp.Expression, name: str,
         return (f"{name} is masked: it may be compared for equality only with literal values, NULL "
                 "or another masked column")
     return None
+
+
+def _written_values(tree: exp.Expression, catalog: Catalog) -> int:
+    """Rows written into a table with masked columns: writing a guess and reading back its hash
+    (or its masked form) tests it like a comparison does, so each counts as one value."""
+    if not isinstance(tree, exp.Insert | exp.Update | exp.Merge):
+        return 0
+    table = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+    if not isinstance(table, exp.Table) or not any(
+            catalog.relation_masked(rel) for rel in catalog.find(table.db or None, table.name)):
+        return 0
+    values = tree.args.get("expression")
+    if isinstance(values, exp.Values):
+        return max(1, len(values.expressions))
+    return 1
 
 
 def _compared_values(col: exp.Column) -> int:
