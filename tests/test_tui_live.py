@@ -38,7 +38,7 @@ pytestmark = pytest.mark.sshd
 
 USERS = {"alice": ["developer"], "bob": ["approver"], "dave": ["approver"], "carol": ["auditor"],
          "erin": ["developer", "approver", "auditor"]}
-SIZE = (100, 32)
+SIZE = (80, 24)
 LINES = 200
 
 

@@ -42,7 +42,7 @@ from tui.screens.startup import StartupScreen
 from tui.sources import LocalSource
 from tui.widgets.terminal_view import TerminalView
 
-SIZE = (100, 32)
+SIZE = (80, 24)
 
 
 @pytest.fixture(scope="module")
