@@ -293,6 +293,179 @@ MYSQL = [
 ]
 
 
+# Round 2 (after 2f1ef38): more ways to rename masked values, copy them, or test guesses.
+ROUND2_BOTH = [
+    # renaming through joins, nested aliases, CTE chains, recursion
+    ("SELECT reverse(ssn) FROM customers JOIN (SELECT id, ssn FROM customers) x USING (id, ssn)", "refused"),
+    ("SELECT reverse(c.ssn) FROM customers c NATURAL JOIN customers", "refused"),
+    ("WITH a AS (SELECT ssn AS s1 FROM customers), b AS (SELECT s1 AS s2 FROM a) SELECT reverse(s2) FROM b",
+     "refused"),
+    ("WITH a AS (SELECT * FROM customers), b AS (SELECT * FROM a) SELECT reverse(b.ssn) FROM b", "refused"),
+    ("SELECT reverse(t.x) FROM (SELECT * FROM (SELECT ssn x FROM customers) a) t", "refused"),
+    ("WITH RECURSIVE r(v) AS (SELECT ssn FROM customers UNION SELECT v FROM r) SELECT reverse(v) FROM r",
+     "refused"),
+    ("SELECT max(name) OVER (PARTITION BY ssn) FROM customers", "refused"),
+    ("SELECT id FROM customers GROUP BY GROUPING SETS ((ssn, id))", "either"),
+    # candidates that are not literals, whatever they are called
+    ("SELECT c.id FROM customers c JOIN (VALUES ('ada@example.com'), ('x')) x ON c.email = x.ada", "either"),
+    ("SELECT id FROM customers WHERE (ssn) IN (SELECT '123-45-6789' ssn)", "refused"),
+    # writes that would copy masked values, or use them as conditions
+    ("UPDATE customers SET name = ssn WHERE id = 1", "refused"),
+    ("UPDATE customers c SET name = c2.ssn FROM customers c2 WHERE c.id = c2.id AND c.id = 1", "either"),
+    ("CREATE VIEW r2_v3 AS SELECT id, ssn FROM customers", "refused"),
+    ("CREATE VIEW r2_v9 AS WITH q AS (SELECT * FROM customers) SELECT * FROM q", "refused"),
+    ("SELECT reverse(ssn) FROM r2_v9", "either"),
+    ("CREATE TABLE r2_c2 (id int, s varchar(20))", "runs"),
+    ("INSERT INTO r2_c2 SELECT id, ssn FROM customers", "refused"),
+    ("INSERT INTO r2_c2 (id, s) SELECT id, ssn FROM customers", "refused"),
+    ("SELECT * FROM r2_c2", "runs"),
+    ("UPDATE customers SET note = 'x' WHERE id = 5 AND ssn = '567-89-0123'", "either"),
+    # equality uses that stay allowed
+    ("SELECT id FROM customers WHERE ssn IN (SELECT ssn FROM customers WHERE name = 'Ada Lovelace')", "runs"),
+    ("SELECT id, (SELECT count(*) FROM customers d WHERE d.ssn = c.ssn) FROM customers c", "runs"),
+    ("SELECT ssn = '123-45-6789' AS hit, id FROM customers", "either"),
+    ("SELECT count(*) FROM customers GROUP BY ssn = '123-45-6789'", "either"),
+    ("SELECT count(DISTINCT ssn) FROM customers WHERE id < 3", "runs"),
+    ("SELECT name FROM customers c WHERE c.ssn = c.email", "either"),
+]
+ROUND2_POSTGRES = [
+    # composite values, row types, JSON and table functions over rows
+    ("SELECT reverse(f) FROM (SELECT (c).ssn AS f FROM customers c) s", "refused"),
+    ("SELECT reverse((r).ssn) FROM (SELECT c AS r FROM customers c) s", "refused"),
+    ("SELECT (c).* FROM customers c", "either"),
+    ("SELECT reverse(x.ssn) FROM (SELECT (c).* FROM customers c) x", "refused"),
+    ("SELECT reverse(e.value) FROM customers c, jsonb_each_text(to_jsonb(c)) e", "refused"),
+    ("SELECT reverse(j.ssn) FROM (SELECT jsonb_agg(c) a FROM customers c) s, "
+     "jsonb_to_recordset(s.a) AS j(ssn text)", "refused"),
+    ("SELECT reverse(r.ssn) FROM json_populate_recordset(null::customers, "
+     "(SELECT json_agg(c) FROM customers c)) r", "refused"),
+    ("SELECT reverse(z) FROM unnest((SELECT array_agg(ssn) FROM customers)) z", "refused"),
+    ("SELECT jsonb_path_query(to_jsonb(c), '$.ssn') FROM customers c", "refused"),
+    ("SELECT c.ssn IS JSON FROM customers c", "refused"),
+    ("SELECT hstore(l) FROM (SELECT id, ssn FROM customers) l", "refused"),
+    ("SELECT l FROM (SELECT id, ssn FROM customers) l", "either"),
+    ("SELECT l::text FROM (SELECT ssn FROM customers) l", "refused"),
+    ("SELECT to_json(l) FROM (SELECT ssn FROM customers) l", "refused"),
+    ("SELECT reverse(l::text) FROM customers c, LATERAL (SELECT c.ssn) l", "refused"),
+    ("SELECT reverse(l.ssn) FROM customers c, LATERAL (SELECT c.*) l", "refused"),
+    ("SELECT reverse(x) FROM customers, LATERAL (SELECT ssn) AS l(x)", "refused"),
+    # column alias lists shorter or longer than the relation, VALUES, GROUP BY position
+    ("SELECT reverse(x) FROM (SELECT ssn FROM customers) s(x) GROUP BY 1", "refused"),
+    ("SELECT reverse(ssn) FROM (SELECT * FROM customers) AS t(i)", "refused"),
+    ("SELECT reverse(i::text) FROM (SELECT ssn, id FROM customers) AS t(i)", "refused"),
+    ("SELECT reverse(nm) FROM customers AS t(id, nm)", "runs"),
+    ("SELECT reverse(t.email) FROM customers AS t(email)", "refused"),
+    ("SELECT reverse(email) FROM customers AS t(id, email, x)", "refused"),
+    ("SELECT reverse(q.v) FROM (VALUES (1)) t(a), LATERAL (SELECT ssn FROM customers) q(v)", "refused"),
+    ("SELECT reverse(column1) FROM (VALUES ((SELECT ssn FROM customers LIMIT 1))) v", "refused"),
+    ("SELECT DISTINCT ON (ssn) ssn FROM customers", "refused"),
+    ("SELECT name FROM customers GROUP BY ssn, name HAVING ssn = ANY('{1}')", "refused"),
+    # candidates computed from generate_series, arrays or VALUES, whatever they are called
+    ("SELECT c.id, x.ssn FROM customers c JOIN (SELECT lpad(g::text, 3, '0') || '-45-6789' AS ssn "
+     "FROM generate_series(0, 999) g) x ON c.ssn = x.ssn", "refused"),
+    ("SELECT c.id, x.ssn FROM customers c JOIN (SELECT lpad(g::text, 3, '0') || '-45-6789' "
+     "FROM generate_series(0, 999) g) x(ssn) ON c.ssn = x.ssn", "refused"),
+    ("SELECT id FROM customers WHERE ssn IN (SELECT lpad(g::text, 3, '0') || '-56-7890' AS ssn "
+     "FROM generate_series(0, 999) g)", "refused"),
+    ("SELECT id FROM customers NATURAL JOIN (SELECT lpad(g::text, 3, '0') || '-78-9012' AS ssn "
+     "FROM generate_series(0, 999) g) x", "refused"),
+    ("SELECT g FROM generate_series(0, 999) g JOIN customers c "
+     "ON c.ssn = lpad(g::text, 3, '0') || '-45-6789'", "refused"),
+    ("SELECT id FROM customers WHERE ssn = ANY (ARRAY['123-45-6789', '1'])", "refused"),
+    ("SELECT id FROM customers WHERE ssn = ANY ('{123-45-6789,1}'::text[])", "refused"),
+    ("SELECT id FROM customers WHERE ssn IN (VALUES ('123-45-6789'), ('1'))", "refused"),
+    ("SELECT id FROM customers c WHERE c.ssn = (SELECT ssn FROM customers WHERE id = 1)", "either"),
+    ("SELECT id FROM customers WHERE ssn = $$123-45-6789$$", "either"),
+    ("SELECT id FROM customers WHERE ssn = E'123-45-6789'", "either"),
+    # writes: INSERT … SELECT into masked columns, ON CONFLICT, MERGE, generated columns, DDL
+    ("INSERT INTO customers (id, name, ssn) SELECT 1000 + g, 'g', lpad(g::text, 3, '0') || '-45-6789' "
+     "FROM generate_series(0, 999) g ON CONFLICT DO NOTHING", "refused"),
+    ("INSERT INTO customers (id, name, email) SELECT 2000 + g, 'g', lpad(g::text, 3, '0') || '-56-7890' "
+     "FROM generate_series(0, 999) g", "refused"),
+    ("UPDATE customers SET email = ssn WHERE id = 4000", "refused"),
+    ("UPDATE customers SET ssn = email WHERE id = 4000", "refused"),
+    ("INSERT INTO customers (id, name) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET note = customers.ssn",
+     "refused"),
+    ("INSERT INTO customers (id, name) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE "
+     "SET name = customers.ssn RETURNING name", "refused"),
+    ("INSERT INTO customers (id, name, ssn) VALUES (3000, 'x', '123-45-6789') ON CONFLICT (ssn) "
+     "DO UPDATE SET note = 'dup' RETURNING id, note", "either"),
+    ("UPDATE customers SET (name, note) = (SELECT ssn, ssn FROM customers WHERE id = 1) WHERE id = 2",
+     "refused"),
+    ("UPDATE customers SET (name) = ROW(ssn) WHERE id = 1", "refused"),
+    ("UPDATE customers c SET name = x.v FROM (SELECT id, ssn FROM customers) x(i, v) "
+     "WHERE c.id = x.i AND c.id = 1", "refused"),
+    ("INSERT INTO notes (id, body) SELECT id, ssn FROM customers ON CONFLICT DO NOTHING", "refused"),
+    ("INSERT INTO notes (id, body) VALUES (600, 'x') ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body",
+     "runs"),
+    ("MERGE INTO notes n USING customers c ON n.id = c.id WHEN MATCHED THEN UPDATE SET body = c.ssn",
+     "refused"),
+    ("MERGE INTO customers c USING notes n ON n.id = c.id WHEN MATCHED THEN UPDATE SET note = c.ssn",
+     "refused"),
+    ("CREATE TABLE r2_gen (id int, s text, r text GENERATED ALWAYS AS (reverse(s)) STORED)", "runs"),
+    ("INSERT INTO r2_gen (id, s) SELECT id, ssn FROM customers", "refused"),
+    ("SELECT * FROM r2_gen", "runs"),
+    ("CREATE MATERIALIZED VIEW r2_mv AS SELECT id, ssn FROM customers", "refused"),
+    ("CREATE MATERIALIZED VIEW r2_mv2 AS SELECT * FROM customers", "refused"),
+    ("CREATE VIEW r2_v2 AS SELECT * FROM customers", "refused"),
+    ("CREATE VIEW r2_v4 (a, b) AS SELECT id, ssn FROM customers", "refused"),
+    ("CREATE VIEW r2_v5 AS SELECT c FROM customers c", "refused"),
+    ("CREATE VIEW r2_v6 AS TABLE customers", "refused"),
+    ("CREATE VIEW r2_v7 AS SELECT * FROM customer_view", "refused"),
+    ("CREATE VIEW r2_v8 AS SELECT * FROM (SELECT id, ssn AS zz FROM customers) q", "refused"),
+    ("CREATE TEMP VIEW r2_tv AS SELECT id, name FROM customers", "runs"),
+    ("SELECT * FROM r2_tv", "runs"),
+    ("CREATE INDEX r2_i ON customers (ssn)", "either"),
+    ("CREATE STATISTICS r2_st (mcv) ON ssn, name FROM customers", "either"),
+    ("ANALYZE customers", "either"),
+    ("SELECT * FROM pg_mcv_list_items((SELECT oid FROM pg_statistic_ext LIMIT 1))", "either"),
+    ("CREATE DOMAIN r2_dom AS text CHECK (VALUE LIKE '1%')", "either"),
+    ("SELECT name FROM customers WHERE ssn::r2_dom = '1'", "refused"),
+    # plans, cursors and statements with literals
+    ("EXPLAIN (ANALYZE, COSTS OFF) SELECT c.id FROM customers c JOIN customers d ON c.ssn = d.email", "runs"),
+    ("BEGIN; DECLARE r2_cx CURSOR FOR SELECT id FROM customers WHERE ssn = '123-45-6789'; "
+     "FETCH ALL FROM r2_cx; COMMIT", "runs"),
+    ("PREPARE r2_pv(text) AS SELECT c.id FROM customers c WHERE c.ssn = $1 OR c.email = $1", "runs"),
+    ("SELECT name FROM customers WHERE id = 1 AND ssn = '123-45-6789' FOR UPDATE SKIP LOCKED", "runs"),
+]
+ROUND2_MYSQL = [
+    ("SELECT reverse(ssn) FROM customers c JOIN customers d USING (ssn)", "refused"),
+    ("SELECT reverse(v) FROM (WITH q(v) AS (SELECT ssn FROM customers) SELECT v FROM q) s", "refused"),
+    ("SELECT reverse(jt.ssn) FROM customers c, JSON_TABLE(JSON_OBJECT('s', c.ssn), '$' "
+     "COLUMNS (ssn VARCHAR(20) PATH '$.s')) jt", "refused"),
+    ("SELECT id FROM customers WHERE ssn = 0x3132332D34352D36373839", "either"),
+    ("SELECT id FROM customers WHERE ssn = _binary'123-45-6789'", "either"),
+    ("SELECT id FROM customers WHERE ssn IN ('123-45-6789' COLLATE utf8mb4_bin)", "either"),
+    ("SELECT id FROM customers WHERE ssn LIKE BINARY '1%'", "refused"),
+    ("SELECT id FROM customers WHERE ssn = '123-45-6789' PROCEDURE ANALYSE()", "either"),
+    ("SELECT id FROM customers GROUP BY ssn, id PROCEDURE ANALYSE()", "either"),
+    ("SELECT id FROM customers WHERE email = 'ada@example.com ' ", "runs"),
+    ("SELECT id FROM customers WHERE ssn = 'x'; SHOW WARNINGS; SHOW ERRORS", "runs"),
+    ("SELECT id FROM customers WHERE ssn = '123-45-6789' LIMIT 1 OFFSET 0", "runs"),
+    ("SELECT id FROM customers LIMIT 1 OFFSET 1 INTO @r2", "either"),
+    ("SET @r2 = 'x'; SELECT id FROM customers WHERE ssn = @r2", "refused"),
+    ("INSERT INTO notes (id, body) SELECT id, ssn FROM customers ON DUPLICATE KEY UPDATE body = VALUES(body)",
+     "refused"),
+    ("INSERT INTO notes (id, body) VALUES (1, 'x') ON DUPLICATE KEY UPDATE "
+     "body = (SELECT ssn FROM customers WHERE id = 1)", "refused"),
+    ("REPLACE INTO notes (id, body) SELECT id, ssn FROM customers", "refused"),
+    ("UPDATE customers SET note = ssn WHERE id = 1 ORDER BY id LIMIT 1", "refused"),
+    ("CREATE TABLE r2_gen (id int, s varchar(20), r varchar(20) AS (reverse(s)))", "runs"),
+    ("INSERT INTO r2_gen (id, s) SELECT id, ssn FROM customers", "refused"),
+    ("CREATE TABLE r2_copy AS SELECT id, ssn FROM customers", "refused"),
+    ("CREATE TABLE r2_copy2 SELECT c.* FROM customers c", "refused"),
+    ("CREATE VIEW r2_vm AS SELECT c.* FROM customers c", "refused"),
+    ("CREATE INDEX r2_i ON customers (ssn)", "either"),
+    ("ANALYZE TABLE customers PERSISTENT FOR ALL", "either"),
+    ("SELECT * FROM mysql.column_stats WHERE table_name = 'customers'", "either"),
+    ("SELECT * FROM information_schema.statistics WHERE table_name = 'customers'", "either"),
+    ("SET SESSION group_concat_max_len = 4; SELECT id FROM customers WHERE ssn = 'x'", "runs"),
+    ("SET NAMES binary; SELECT ssn, email, card_number FROM customers; SET NAMES utf8mb4", "runs"),
+    ("SELECT ssn FROM customers UNION DISTINCT SELECT ssn FROM customers", "refused"),
+    ("SELECT ssn FROM customers INTERSECT SELECT ssn FROM customers", "refused"),
+]
+
+
 @pytest.fixture(scope="module")
 def seeded() -> Iterator[dict[str, str]]:
     os.environ[PASSWORD_ENV] = "unused"
@@ -302,7 +475,9 @@ def seeded() -> Iterator[dict[str, str]]:
 
 
 def corpus(kind: str) -> list[tuple[str, str]]:
-    return BOTH + (POSTGRES if kind == "postgres" else MYSQL)
+    if kind == "postgres":
+        return BOTH + POSTGRES + ROUND2_BOTH + ROUND2_POSTGRES
+    return BOTH + MYSQL + ROUND2_BOTH + ROUND2_MYSQL
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
