@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from bastion.sql.analysis import READ_KINDS, Analysis
-from bastion.sql.catalog import SYSTEM_SCHEMAS, Catalog, Resolution, Source, resolve
+from bastion.sql.catalog import SYSTEM_SCHEMAS, Catalog, Relation, Resolution, Source, resolve
 
 __all__ = ["ColumnOrigin", "MaskingContext", "column_strategy", "masking_context", "source_of"]
 
@@ -165,14 +165,19 @@ def masking_context(analysis: Analysis, catalog: Catalog,
     uses = list(_masked_uses(tree, masked, resolution.row_names))
     touches = bool(uses) or _star_reads_masked(tree, resolution) or resolution.unknown is not None
     writes = target.kind not in READ_KINDS or analysis.kind not in READ_KINDS or bool(target.into)
+    if written := _masked_write(tree, catalog):
+        return _refuse(f"{written} is masked, so it is read-only here: a value written into it and "
+                       "read back (masked or hashed, or as a duplicate-key error) would test a guess. "
+                       "Request access with --unmasked to change it")
     if writes and _star_reads_masked(tree, resolution):
         return _refuse("it would copy masked columns (through * or TABLE) where masking does not apply")
+    if refusal := _implicit_join_refusal(tree, masked, resolution):
+        return _refuse(refusal)
     lookups = 0
     if touches:
-        if refusal := _use_refusal(target, uses, analysis, resolution.masked_names):
+        if refusal := _use_refusal(target, uses, analysis, _Scope(tree, catalog)):
             return _refuse(refusal)
         lookups = sum(_compared_values(col) for col in uses)
-    lookups += _written_values(tree, catalog)
     projections = _projection_reads(tree, masked, resolution) if not resolution.unknown else None
     if _orders_by_masked_position(tree, projections):
         return _refuse("ordering by a masked column would reveal the order of its values")
@@ -310,12 +315,11 @@ def _star_reads_masked(tree: exp.Expression, resolution: Resolution) -> bool:
 
 
 def _use_refusal(target: Analysis, uses: list[exp.Column], analysis: Analysis,
-                 base: frozenset[str]) -> str | None:
-    """Why the statement's uses of masked columns are refused. `base`: the masked columns'
-    own names, the only other columns a masked column may be compared with."""
+                 scope: _Scope) -> str | None:
+    """Why the statement's uses of masked columns are refused (None: they are all safe)."""
     if target.kind not in READ_KINDS or analysis.kind not in READ_KINDS or target.into:
         for col in uses:
-            if not _is_write_target(col):
+            if not _is_write_target(col) and not _in_predicate(col):
                 return ("it would copy masked values where masking does not apply (into a table, "
                         "a variable or a setting)")
     if analysis.functions & _SIDE_EFFECT_FUNCTIONS:
@@ -326,9 +330,98 @@ def _use_refusal(target: Analysis, uses: list[exp.Column], analysis: Analysis,
     for col in uses:
         if _is_write_target(col):
             continue
-        if why := _unsafe_use(col, base, analysis.lexed.dialect):
+        if why := _unsafe_use(col, scope, analysis.lexed.dialect):
             return why
     return None
+
+
+class _Scope:
+    """The base tables a statement names, by alias and by name, to tell a real masked column
+    from a user's own column that merely has the same name."""
+
+    def __init__(self, tree: exp.Expression, catalog: Catalog) -> None:
+        self.catalog = catalog
+        derived = {cte.alias.lower() for cte in tree.find_all(exp.CTE) if cte.alias}
+        self.tables: dict[str, list[Relation]] = {}
+        for table in tree.find_all(exp.Table):
+            if not isinstance(table.this, exp.Identifier) or (
+                    not table.db and table.name.lower() in derived):
+                continue
+            rels = catalog.find(table.db or None, table.name)
+            for key in {table.name.lower(), (table.alias or table.name).lower()}:
+                self.tables.setdefault(key, []).extend(rels)
+        # Derived tables, CTEs and alias lists can give any value a table column's name.
+        self.derived = bool(derived) or any(
+            bool(node.columns) if isinstance(node, exp.TableAlias)
+            else isinstance(node.parent, exp.From | exp.Join | exp.Lateral)
+            for node in tree.find_all(exp.Subquery, exp.Values, exp.Lateral, exp.TableAlias))
+
+    def base_masked(self, col: exp.Column) -> bool:
+        """Whether `col` is certainly a masked column of a table (not a look-alike)."""
+        name = col.name
+        if col.table:
+            rels = self.tables.get(col.table.lower(), [])
+        else:
+            if self.derived:
+                return False
+            rels = [r for rs in self.tables.values() for r in rs]
+        found = {(r.schema, r.name) for r in rels if self.catalog.strategy(r.schema, r.name, name)}
+        plain = {(r.schema, r.name) for r in rels if any(c.lower() == name.lower() for _, c in r.columns)}
+        return bool(found) and found == plain
+
+
+def _masked_write(tree: exp.Expression, catalog: Catalog) -> str | None:
+    """The masked column an INSERT, UPDATE or MERGE would write, if any."""
+    if not isinstance(tree, exp.Insert | exp.Update | exp.Merge):
+        return None
+    target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+    if not isinstance(target, exp.Table):
+        return None
+    rels = catalog.find(target.db or None, target.name)
+    masked = {col for rel in rels for col in catalog.masked_columns(rel)}
+    if not masked:
+        return None
+    if isinstance(tree, exp.Merge):
+        return sorted(masked)[0]
+    if isinstance(tree, exp.Insert):
+        columns = tree.this.expressions if isinstance(tree.this, exp.Schema) else None
+        if columns is None:
+            return sorted(masked)[0]  # every column, masked ones included
+        for col in columns:
+            if col.name.lower() in masked:
+                return str(col.name)
+    for node in tree.find_all(exp.EQ):
+        left = node.this
+        if isinstance(left, exp.Column) and left.name.lower() in masked and (
+                _is_write_target(left) or isinstance(node.parent, exp.OnConflict)
+                or node.find_ancestor(exp.OnConflict) is not None):
+            return str(left.name)
+    return None
+
+
+def _implicit_join_refusal(tree: exp.Expression, masked: frozenset[str],
+                           resolution: Resolution) -> str | None:
+    """JOIN … USING (ssn) and NATURAL JOIN compare columns the parse tree never names."""
+    for join in tree.find_all(exp.Join):
+        using = {ident.name.lower() for ident in join.args.get("using") or []}
+        if using & masked:
+            return (f"{sorted(using & masked)[0]} is masked: join on it with ON a.col = b.col "
+                    "between two masked table columns, not USING")
+        if str(join.args.get("method") or "").upper() == "NATURAL" and (masked or resolution.star_masked):
+            return "NATURAL JOIN would compare masked columns implicitly; name the join columns"
+    return None
+
+
+def _in_predicate(col: exp.Column) -> bool:
+    """Whether a column reference sits in a WHERE, HAVING or JOIN condition (read, not copied)."""
+    node: exp.Expression | None = col
+    while node is not None:
+        if node.arg_key in ("where", "having", "on") or isinstance(node, exp.Where | exp.Having):
+            return True
+        if isinstance(node, exp.Select | exp.Insert | exp.Update | exp.Merge):
+            return False
+        node = node.parent
+    return False
 
 
 def _is_write_target(col: exp.Column) -> bool:
@@ -339,7 +432,7 @@ def _is_write_target(col: exp.Column) -> bool:
     return isinstance(parent, exp.Schema) and isinstance(parent.parent, exp.Insert)
 
 
-def _unsafe_use(col: exp.Column, base: frozenset[str], dialect: str) -> str | None:
+def _unsafe_use(col: exp.Column, scope: _Scope, dialect: str) -> str | None:
     name = col.sql()
     node: exp.Expression = col
     parent = node.parent
@@ -355,7 +448,7 @@ def _unsafe_use(col: exp.Column, base: frozenset[str], dialect: str) -> str | No
     if isinstance(parent, exp.Group):
         return None
     if isinstance(parent, _EQUALITY):
-        return _comparison_refusal(parent, node, name, base, dialect)
+        return _comparison_refusal(parent, node, name, scope, dialect)
     if isinstance(parent, exp.Ordered) or isinstance(parent, exp.Order):
         return f"ordering by {name} would reveal the order of masked values"
     return (f"{name} is masked: it may be selected, compared for equality, joined, grouped or "
@@ -387,7 +480,7 @@ def _operands(parent: exp.Expression, node: exp.Expression) -> list[exp.Expressi
 
 
 def _comparison_refusal(parent: exp.Expression, node: exp.Expression, name: str,
-                        base: frozenset[str], dialect: str) -> str | None:
+                        scope: _Scope, dialect: str) -> str | None:
     """Equality of a masked column with literals, NULL, or another masked column; nothing else.
 
     Comparing with a column of candidates (a join against generate_series or VALUES) would test
@@ -407,29 +500,14 @@ def _comparison_refusal(parent: exp.Expression, node: exp.Expression, name: str,
                 return (f"{name} is masked: compare it with a quoted string (MySQL converts strings "
                         "to numbers, which would let a number match a prefix)")
             continue
-        if isinstance(other, exp.Column) and other.name.lower() in base:
-            continue  # a join between masked columns (e.g. two hashed e-mail columns)
+        if isinstance(other, exp.Column) and scope.base_masked(other):
+            continue  # a join between masked table columns (e.g. two hashed e-mail columns)
         if isinstance(other, exp.Subquery) and isinstance(other.this, exp.Select) and all(
-                isinstance(p, exp.Column) and p.name.lower() in base for p in other.this.expressions):
+                isinstance(p, exp.Column) and scope.base_masked(p) for p in other.this.expressions):
             continue  # `ssn IN (SELECT ssn …)`
         return (f"{name} is masked: it may be compared for equality only with literal values, NULL "
                 "or another masked column")
     return None
-
-
-def _written_values(tree: exp.Expression, catalog: Catalog) -> int:
-    """Rows written into a table with masked columns: writing a guess and reading back its hash
-    (or its masked form) tests it like a comparison does, so each counts as one value."""
-    if not isinstance(tree, exp.Insert | exp.Update | exp.Merge):
-        return 0
-    table = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
-    if not isinstance(table, exp.Table) or not any(
-            catalog.relation_masked(rel) for rel in catalog.find(table.db or None, table.name)):
-        return 0
-    values = tree.args.get("expression")
-    if isinstance(values, exp.Values):
-        return max(1, len(values.expressions))
-    return 1
 
 
 def _compared_values(col: exp.Column) -> int:
@@ -440,7 +518,8 @@ def _compared_values(col: exp.Column) -> int:
         node, parent = parent, parent.parent
     if not isinstance(parent, _EQUALITY):
         return 0
-    return sum(1 for o in _operands(parent, node) if isinstance(o, exp.Literal | exp.HexString))
+    return sum(1 for o in _operands(parent, node)
+               if isinstance(o, exp.Literal | exp.HexString | exp.Placeholder | exp.Parameter))
 
 
 def _subquery_compared(select: exp.Select, name: str) -> str | None:
