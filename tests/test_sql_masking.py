@@ -89,7 +89,10 @@ FOUND_BOTH = [
     ("SELECT name FROM customers WHERE ssn = true", "refused"),
     ("SELECT name FROM customers WHERE ssn IS TRUE", "refused"),
     ("SELECT name FROM customers WHERE ssn IS NOT NULL AND ssn IS NOT NULL", "runs"),
-    ("SELECT name FROM customers WHERE ssn IN (SELECT ssn FROM customers WHERE id = 1)", "runs"),
+    ("SELECT name FROM customers WHERE ssn IN (SELECT ssn FROM customers WHERE id = 1)", "refused"),
+    ("SELECT name FROM customers WHERE '123-45-6789' IN (SELECT ssn FROM customers)", "refused"),
+    ("SELECT id FROM customers GROUP BY ssn, id", "refused"),
+    ("SELECT DISTINCT ssn, id FROM customers", "refused"),
     ("SELECT name FROM customers WHERE ssn IN (" + ", ".join(f"'{i}'" for i in range(51)) + ")",
      "refused"),
 ]
@@ -109,7 +112,7 @@ FOUND_ROUND2_POSTGRES = [
     ("PREPARE pi(int, text) AS INSERT INTO customers (id, name, ssn) VALUES ($1, 'p', $2)", "refused"),
     ("PREPARE pu(text) AS UPDATE customers SET ssn = $1 WHERE id = 901", "refused"),
     ("INSERT INTO customers (id, name, ssn) VALUES (0, 'probe', '300-00-0000')", "refused"),
-    ("SELECT c1.id FROM customers c1 JOIN customers c2 ON c1.email = c2.email", "runs"),
+    ("SELECT c1.id FROM customers c1 JOIN customers c2 ON c1.email = c2.email", "refused"),
 ]
 FOUND_ROUND2_MYSQL = [
     ("SELECT id FROM customers WHERE ssn IN (SELECT ssn FROM (SELECT '123-45-6789' AS ssn) t)",
@@ -236,9 +239,8 @@ USEFUL = [
     ("SELECT count(ssn), count(DISTINCT email) FROM customers", ["5"]),
     ("SELECT name FROM customers WHERE ssn = '999-99-9999'", []),
     ("SELECT name FROM customers WHERE ssn IN ('1', '2') OR id = 2", ["Alan Turing"]),
-    ("SELECT c1.name FROM customers c1 JOIN customers c2 ON c1.email = c2.email WHERE c1.id = 3",
-     ["Grace Hopper"]),
-    ("SELECT name, count(*) FROM customers GROUP BY ssn, name ORDER BY name", ["Barbara Liskov"]),
+    ("SELECT name, count(*) FROM customers GROUP BY name ORDER BY name", ["Barbara Liskov"]),
+    ("SELECT count(DISTINCT email) AS n FROM customers", ["5"]),
     ("SELECT name FROM customer_view WHERE id = 4", ["Edsger Dijkstra"]),
     ("SELECT upper(name) FROM customers WHERE id = 1", ["ADA LOVELACE"]),
 ]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from bastion.sql.analysis import READ_KINDS, Analysis
-from bastion.sql.catalog import SYSTEM_SCHEMAS, Catalog, Relation, Resolution, Source, resolve
+from bastion.sql.catalog import SYSTEM_SCHEMAS, Catalog, Resolution, Source, resolve
 
 __all__ = ["ColumnOrigin", "MaskingContext", "column_strategy", "masking_context", "source_of"]
 
@@ -175,7 +175,7 @@ def masking_context(analysis: Analysis, catalog: Catalog,
         return _refuse(refusal)
     lookups = 0
     if touches:
-        if refusal := _use_refusal(target, uses, analysis, _Scope(tree, catalog)):
+        if refusal := _use_refusal(target, uses, analysis):
             return _refuse(refusal)
         lookups = sum(_compared_values(col) for col in uses)
     projections = _projection_reads(tree, masked, resolution) if not resolution.unknown else None
@@ -314,8 +314,7 @@ def _star_reads_masked(tree: exp.Expression, resolution: Resolution) -> bool:
     return False
 
 
-def _use_refusal(target: Analysis, uses: list[exp.Column], analysis: Analysis,
-                 scope: _Scope) -> str | None:
+def _use_refusal(target: Analysis, uses: list[exp.Column], analysis: Analysis) -> str | None:
     """Why the statement's uses of masked columns are refused (None: they are all safe)."""
     if target.kind not in READ_KINDS or analysis.kind not in READ_KINDS or target.into:
         for col in uses:
@@ -330,44 +329,9 @@ def _use_refusal(target: Analysis, uses: list[exp.Column], analysis: Analysis,
     for col in uses:
         if _is_write_target(col):
             continue
-        if why := _unsafe_use(col, scope, analysis.lexed.dialect):
+        if why := _unsafe_use(col, analysis.lexed.dialect):
             return why
     return None
-
-
-class _Scope:
-    """The base tables a statement names, by alias and by name, to tell a real masked column
-    from a user's own column that merely has the same name."""
-
-    def __init__(self, tree: exp.Expression, catalog: Catalog) -> None:
-        self.catalog = catalog
-        derived = {cte.alias.lower() for cte in tree.find_all(exp.CTE) if cte.alias}
-        self.tables: dict[str, list[Relation]] = {}
-        for table in tree.find_all(exp.Table):
-            if not isinstance(table.this, exp.Identifier) or (
-                    not table.db and table.name.lower() in derived):
-                continue
-            rels = catalog.find(table.db or None, table.name)
-            for key in {table.name.lower(), (table.alias or table.name).lower()}:
-                self.tables.setdefault(key, []).extend(rels)
-        # Derived tables, CTEs and alias lists can give any value a table column's name.
-        self.derived = bool(derived) or any(
-            bool(node.columns) if isinstance(node, exp.TableAlias)
-            else isinstance(node.parent, exp.From | exp.Join | exp.Lateral)
-            for node in tree.find_all(exp.Subquery, exp.Values, exp.Lateral, exp.TableAlias))
-
-    def base_masked(self, col: exp.Column) -> bool:
-        """Whether `col` is certainly a masked column of a table (not a look-alike)."""
-        name = col.name
-        if col.table:
-            rels = self.tables.get(col.table.lower(), [])
-        else:
-            if self.derived:
-                return False
-            rels = [r for rs in self.tables.values() for r in rs]
-        found = {(r.schema, r.name) for r in rels if self.catalog.strategy(r.schema, r.name, name)}
-        plain = {(r.schema, r.name) for r in rels if any(c.lower() == name.lower() for _, c in r.columns)}
-        return bool(found) and found == plain
 
 
 def _masked_write(tree: exp.Expression, catalog: Catalog) -> str | None:
@@ -405,8 +369,7 @@ def _implicit_join_refusal(tree: exp.Expression, masked: frozenset[str],
     for join in tree.find_all(exp.Join):
         using = {ident.name.lower() for ident in join.args.get("using") or []}
         if using & masked:
-            return (f"{sorted(using & masked)[0]} is masked: join on it with ON a.col = b.col "
-                    "between two masked table columns, not USING")
+            return f"{sorted(using & masked)[0]} is masked: it cannot be a join column"
         if str(join.args.get("method") or "").upper() == "NATURAL" and (masked or resolution.star_masked):
             return "NATURAL JOIN would compare masked columns implicitly; name the join columns"
     return None
@@ -432,7 +395,7 @@ def _is_write_target(col: exp.Column) -> bool:
     return isinstance(parent, exp.Schema) and isinstance(parent.parent, exp.Insert)
 
 
-def _unsafe_use(col: exp.Column, scope: _Scope, dialect: str) -> str | None:
+def _unsafe_use(col: exp.Column, dialect: str) -> str | None:
     name = col.sql()
     node: exp.Expression = col
     parent = node.parent
@@ -441,14 +404,16 @@ def _unsafe_use(col: exp.Column, scope: _Scope, dialect: str) -> str | None:
     if parent is None:
         return None
     if isinstance(parent, exp.Select) and node.arg_key == "expressions":
+        if parent.args.get("distinct"):
+            return f"{name} is masked: DISTINCT over it would return rows in the order of its values"
         return _subquery_compared(parent, name)
     counted = isinstance(parent, exp.Distinct) and isinstance(parent.parent, _COUNTS)
     if isinstance(parent, _COUNTS) or counted:
         return None
     if isinstance(parent, exp.Group):
-        return None
+        return f"{name} is masked: grouping by it would return rows in the order of its values"
     if isinstance(parent, _EQUALITY):
-        return _comparison_refusal(parent, node, name, scope, dialect)
+        return _comparison_refusal(parent, node, name, dialect)
     if isinstance(parent, exp.Ordered) or isinstance(parent, exp.Order):
         return f"ordering by {name} would reveal the order of masked values"
     return (f"{name} is masked: it may be selected, compared for equality, joined, grouped or "
@@ -480,12 +445,14 @@ def _operands(parent: exp.Expression, node: exp.Expression) -> list[exp.Expressi
 
 
 def _comparison_refusal(parent: exp.Expression, node: exp.Expression, name: str,
-                        scope: _Scope, dialect: str) -> str | None:
-    """Equality of a masked column with literals, NULL, or another masked column; nothing else.
+                        dialect: str) -> str | None:
+    """Equality of a masked column with literal values (or parameters) and NULL; nothing else.
 
-    Comparing with a column of candidates (a join against generate_series or VALUES) would test
-    thousands of guesses in one statement; MySQL's numeric and boolean comparisons convert the
-    string ('123-45-6789' = 123 is true), which turns equality into a prefix test.
+    Comparing with a column (a join against generate_series, VALUES or the user's own table of
+    guesses) would test thousands of guesses in one statement, and joins and semi-joins between
+    masked columns may return rows in the order of their values (merge joins); MySQL's numeric
+    and boolean comparisons convert the string ('123-45-6789' = 123 is true), which turns
+    equality into a prefix test.
     """
     operands = _operands(parent, node)
     if len(operands) > MAX_IN_LIST:
@@ -500,13 +467,8 @@ def _comparison_refusal(parent: exp.Expression, node: exp.Expression, name: str,
                 return (f"{name} is masked: compare it with a quoted string (MySQL converts strings "
                         "to numbers, which would let a number match a prefix)")
             continue
-        if isinstance(other, exp.Column) and scope.base_masked(other):
-            continue  # a join between masked table columns (e.g. two hashed e-mail columns)
-        if isinstance(other, exp.Subquery) and isinstance(other.this, exp.Select) and all(
-                isinstance(p, exp.Column) and scope.base_masked(p) for p in other.this.expressions):
-            continue  # `ssn IN (SELECT ssn …)`
-        return (f"{name} is masked: it may be compared for equality only with literal values, NULL "
-                "or another masked column")
+        return (f"{name} is masked: it may be compared for equality only with literal values or "
+                "NULL")
     return None
 
 
@@ -524,18 +486,15 @@ def _compared_values(col: exp.Column) -> int:
 
 def _subquery_compared(select: exp.Select, name: str) -> str | None:
     """A masked column selected by a subquery whose value is then used by an expression."""
-    node: exp.Expression = select
     parent = select.parent
     while parent is not None:
         if isinstance(parent, exp.Subquery | exp.Paren):
-            node, parent = parent, parent.parent
+            parent = parent.parent
             continue
         if isinstance(parent, exp.Union | exp.Intersect | exp.Except):
             return f"{name} is masked: set operations (UNION, INTERSECT, EXCEPT) over it are not allowed"
         if isinstance(parent, exp.From | exp.Join | exp.CTE | exp.With | exp.Lateral):
             return None  # a derived table: its output names are tracked as masked
-        if isinstance(parent, exp.In) and node.arg_key == "query":
-            return None  # `x IN (SELECT ssn …)`: equality
         if isinstance(parent, exp.Insert | exp.Create):
             return None  # copying is decided by the write rule
         return f"{name} is masked: a subquery selecting it may not be used inside an expression"
