@@ -6,11 +6,11 @@ import argparse
 import asyncio
 import json
 import shlex
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 import asyncssh
 
@@ -34,9 +34,9 @@ Commands (add --json to any of them for machine-readable output):
   cert [ID]                                      print a certificate for the key you logged in with
   targets                                        targets you may request, approve or audit
   whoami                                         your user, roles and key
-  sessions [--live]                              sessions through the bastion (auditors: all)
+  sessions [--live] [--limit N]                  sessions through the bastion (auditors: all)
   kill SESSION [--reason TEXT]                   end a live session now (auditors)
-  recording SESSION                              the session's encrypted recording file (auditors)
+  recording SESSION [--from OFFSET]              the session's encrypted recording file (auditors)
   queries [--session ID] [--limit N]             the masked SQL query log (auditors)
   audit [--kind PREFIX] [--request ID] [--limit N]  the audit trail (auditors)
   help                                           this text
@@ -53,7 +53,7 @@ Typical flow:
 class CommandResult:
     """What a control command prints and its exit status."""
 
-    stdout: str | bytes = ""
+    stdout: str | bytes | AsyncIterator[bytes] = ""  # an iterator streams a file
     stderr: str = ""
     exit_status: int = 0
 
@@ -98,7 +98,10 @@ def _parser() -> _Parser:
     cmd("whoami")
     p = cmd("sessions")
     p.add_argument("--live", action="store_true")
-    cmd("recording").add_argument("session")
+    p.add_argument("--limit", type=int, default=200)
+    p = cmd("recording")
+    p.add_argument("session")
+    p.add_argument("--from", dest="offset", type=int, default=0)
     p = cmd("kill")
     p.add_argument("session")
     p.add_argument("--reason", nargs="+", default=[])
@@ -198,7 +201,7 @@ class ControlPlane:
             return self._failure(InvalidRequest(f"cannot parse the command: {exc}"), want_json)
         except BastionError as exc:
             return self._failure(exc, want_json)
-        if isinstance(out, str | bytes):
+        if isinstance(out, str | bytes) or hasattr(out, "__aiter__"):
             return CommandResult(stdout=out)
         return CommandResult(stdout=json.dumps(out, indent=2, sort_keys=True) + "\n")
 
@@ -315,6 +318,10 @@ class ControlPlane:
             "expires": user.expires.isoformat() if user.expires else None,
             "auditor": policy.can_audit(self._config, self.user),
         }
+        if info["auditor"]:
+            # So an auditor can pin the key that signs recordings instead of trusting the file.
+            info["recording_signer"] = await asyncio.to_thread(
+                _public_line, Path(f"{self._config.recordings.signing_key}.pub"))
         if args.json:
             return info
         lines = [f"user:    {user.name}", f"roles:   {', '.join(user.roles) or '-'}",
@@ -325,8 +332,10 @@ class ControlPlane:
 
     async def _sessions(self, args: argparse.Namespace) -> Any:
         auditor = policy.can_audit(self._config, self.user)
+        if not 1 <= args.limit <= MAX_LIST:
+            raise InvalidRequest(f"--limit must be between 1 and {MAX_LIST}")
         sessions = await self.workflow.store.list_sessions(
-            user=None if auditor else self.user, live_only=args.live
+            user=None if auditor else self.user, live_only=args.live, limit=args.limit
         )
         if auditor:
             sessions = [s for s in sessions if policy.can_audit(self._config, self.user, s.target)
@@ -345,16 +354,19 @@ class ControlPlane:
             raise NotFound(f"no session {args.session} that you audit")
         if not session.recording:
             raise NotFound(f"session {session.id} has no recording")
+        if args.offset < 0:
+            raise InvalidRequest("--from must be a byte offset, 0 or more")
         path = Path(session.recording)
         try:
             # Encrypted for the auditors: the bastion hands over bytes it cannot read itself.
-            data = await asyncio.to_thread(path.read_bytes)
+            handle = await asyncio.to_thread(path.open, "rb")
         except OSError as exc:
             raise NotFound(f"the recording of session {session.id} cannot be read: "
                            f"{exc.strerror}") from None
         await self.workflow.audit.record("recording.fetched", actor=self.user,
-                                         target=session.target, session_id=session.id)
-        return data
+                                         target=session.target, session_id=session.id,
+                                         offset=args.offset)
+        return _file_chunks(handle, args.offset)
 
     async def _kill(self, args: argparse.Namespace) -> Any:
         session = await self.workflow.store.get_session(args.session)
@@ -409,3 +421,24 @@ class ControlPlane:
         return _table(("AT", "KIND", "ACTOR", "TARGET", "REQUEST", "DETAILS"),
                       [(_when(e.at), e.kind, e.actor or "-", e.target or "-", e.request_id or "-",
                         json.dumps(e.details, sort_keys=True)) for e in events])
+
+
+MAX_LIST = 100_000
+_CHUNK = 256 * 1024
+
+
+def _public_line(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+async def _file_chunks(handle: BinaryIO, offset: int) -> AsyncIterator[bytes]:
+    """A file from `offset` on, read in chunks off the event loop (recordings can be large)."""
+    try:
+        await asyncio.to_thread(handle.seek, offset)
+        while chunk := await asyncio.to_thread(handle.read, _CHUNK):
+            yield chunk
+    finally:
+        await asyncio.to_thread(handle.close)

@@ -361,9 +361,21 @@ class FrontDoor:
         plane = ControlPlane(self.bastion.workflow, login.access_user, login.access_key,
                              self.end_live_session)
         result = await plane.run(command)
-        if result.stdout:
-            out = result.stdout
-            process.stdout.write(out.encode() if isinstance(out, str) else out)
+        out = result.stdout
+        if isinstance(out, str | bytes):
+            if out:
+                process.stdout.write(out.encode() if isinstance(out, str) else out)
+        else:
+            try:
+                async for chunk in out:  # a recording file, streamed with flow control
+                    process.stdout.write(chunk)
+                    await process.stdout.drain()
+            except (OSError, asyncssh.Error):
+                return  # the client went away mid-file
+            finally:
+                aclose = getattr(out, "aclose", None)
+                if aclose is not None:
+                    await aclose()
         if result.stderr:
             process.stderr.write(result.stderr.encode())
         process.exit(result.exit_status)

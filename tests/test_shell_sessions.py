@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ from recorder import (
     ResizeEvent,
     generate_auditor_key,
     load_auditor_private_key,
+    read_header_unencrypted,
     write_key_pair,
 )
 
@@ -440,6 +442,17 @@ def test_auditor_fetches_the_encrypted_recording_over_ssh(bastion: BastionProces
         assert b"fetch-me" in b"".join(e.data for e in reader if isinstance(e, OutputEvent))
     refused = control(bastion, "alice", "recording", session["id"])
     assert refused.returncode == 1 and "no session" in refused.stderr
+    # A follower fetches only what it has not seen yet.
+    tail = subprocess.run(
+        [*ssh_argv(bastion, bastion.world.key("carol"), "access"),
+         f"recording {session['id']} --from 100"], capture_output=True, timeout=30)
+    assert tail.returncode == 0 and tail.stdout == Path(session["recording"]).read_bytes()[100:]
+    # The key that signs recordings, so a remote auditor can pin it.
+    signer = control_json(bastion, "carol", "whoami")["recording_signer"]
+    header = read_header_unencrypted(copy)
+    assert base64.b64decode(signer.split()[1]) == header.signer
+    listed = control_json(bastion, "carol", "sessions", "--limit", "1")
+    assert len(listed) == 1
 
 
 def _forward(bastion: BastionProcess, cert: Path, user: str, local: int,
