@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from recorder import KeyFileError, parse_public_key_line
 from tui.errors import (
     BastionUnreachable,
     CommandFailed,
@@ -35,6 +37,8 @@ from tui.errors import (
 from tui.models import AuditInfo, Identity, RequestInfo, SessionInfo
 from tui.safe import one_line
 from tui.sources.base import DataSource, Decision, FetchProgress
+
+MAX_SESSIONS = 100_000  # as many as local mode reads
 
 __all__ = ["BastionAddress", "RemoteSource", "parse_address"]
 
@@ -114,6 +118,7 @@ class RemoteSource(DataSource):
         self.description = str(address)
         self._identity = Path(identity) if identity is not None else None
         self._known_hosts = Path(known_hosts) if known_hosts is not None else None
+        self._signer: Ed25519PublicKey | None = None
         self._timeout = connect_timeout
         self._conn: asyncssh.SSHClientConnection | None = None
         self._cache_root = cache_dir
@@ -164,8 +169,13 @@ class RemoteSource(DataSource):
         if not isinstance(whoami, dict):
             raise SourceError(f"{where} answered `whoami --json` with something unexpected")
         user = one_line(str(whoami.get("user") or "?"), 64)
+        self._signer = _signer_key(whoami.get("recording_signer"))
         self.description = f"{user} @ {one_line(self.address.host, 64)}:{self.address.port}"
         return Identity.from_json(whoami, targets, self.description)
+
+    def signer(self) -> Ed25519PublicKey | None:
+        """The key the bastion says signs its recordings (pinned for every verification)."""
+        return self._signer
 
     async def close(self) -> None:
         """Close the connection and delete fetched recordings."""
@@ -206,7 +216,7 @@ class RemoteSource(DataSource):
 
     async def sessions(self) -> list[SessionInfo]:
         """`sessions --json`."""
-        data = await self._json("sessions")
+        data = await self._json("sessions", "--limit", str(MAX_SESSIONS))
         return [SessionInfo.from_json(s) for s in _objects(data)]
 
     async def requests(self) -> list[RequestInfo]:
@@ -278,3 +288,14 @@ class RemoteSource(DataSource):
 
 def _objects(data: Any) -> list[dict[str, Any]]:
     return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+
+
+def _signer_key(line: object) -> Ed25519PublicKey | None:
+    """The signing key from `whoami --json` (older bastions do not say: verify unpinned)."""
+    if not isinstance(line, str) or not line.strip():
+        return None
+    try:
+        key = parse_public_key_line(line, "the bastion's recording_signer")
+    except KeyFileError:
+        return None
+    return key if isinstance(key, Ed25519PublicKey) else None
