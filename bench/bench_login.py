@@ -25,12 +25,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_shell import Login, drop_login, make_login
+from bench_shell import Login, drop_login, make_login, stop_all
 from harness import BastionProcess, World, control, control_json, free_port, make_key
 from sshd import Sshd
 
@@ -66,9 +67,11 @@ def main() -> None:
     args = parser.parse_args()
     login = Login("root", Path(tempfile.mkdtemp()), False, "root (rc files included)") \
         if args.root else make_login()
-    procs: list[BastionProcess | Sshd] = []
+    procs: list[Any] = []
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stops:
+            # Stopped before the directory goes: the bastion writes into it until it stops.
+            stops.callback(stop_all, procs)
             root = Path(tmp)
             root.chmod(0o711)  # sshd reads the authorized_keys file as the target login
             world = World(root=root / "bastion", port=free_port(),
@@ -114,9 +117,6 @@ def main() -> None:
             logins = timed({"direct": direct, "through": through}, args.runs)
             controls = timed({"whoami": whoami, "cert": issue}, args.runs)
     finally:
-        for proc in reversed(procs):
-            with contextlib.suppress(Exception):
-                proc.stop()
         drop_login(login)
     print(f"target login: {login.note}; {args.runs} runs per path, alternating")
     print(describe(f"direct OpenSSH login as {login.name} + `true`", logins["direct"]))

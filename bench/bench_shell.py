@@ -20,8 +20,9 @@ printed against the budgets of DESIGN.md §9:
 3. Login to first output: `ssh ... 'echo x'` wall time (interleaved runs).
 4. Memory per idle interactive session: the bastion is restarted (so that heap freed by the bulk
    runs does not hide the sessions' memory), then asyncssh clients (in this process) open PTY
-   shells through it in steps up to `--sessions`; the bastion's VmRSS after each step, and
-   whether the bastion ends the sessions once the clients disconnect.
+   shells through it in steps up to `--sessions`; the bastion's VmRSS and its CPU use while
+   those sessions sit idle (10 s) after each step, and whether the bastion ends the sessions
+   once the clients disconnect.
 5. Recording on vs off: the bastion has no switch to turn recording off (by design: no recording,
    no session), so the bastion is compared with the bare relay, from (1).
 
@@ -48,6 +49,7 @@ import re
 import resource
 import select
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -72,6 +74,7 @@ CHACHA = "chacha20-poly1305@openssh.com"
 AES = "aes128-gcm@openssh.com"
 BENCH_USER = "benchuser"
 F_SETPIPE_SZ = 1031
+IDLE_CPU_SECONDS = 10.0  # how long the bastion's CPU use is measured after each memory step
 PATHS = ("direct", "proxyjump", "bare relay", "bastion")
 WORDS = "error warning info request user session target select from where 200 404 ok".split()
 
@@ -186,7 +189,12 @@ class Login:
 
 
 def make_login() -> Login:
-    """A throwaway user with /bin/sh as its shell, or root when that is not possible."""
+    """A throwaway user with /bin/sh as its shell, or root when that is not possible.
+
+    SIGTERM (e.g. from `timeout`) is turned into SystemExit from here on, so that the callers'
+    `finally` removes the user again.
+    """
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     home = Path(tempfile.mkdtemp(prefix="benchhome-", dir="/tmp"))
     home.chmod(0o755)
     try:
@@ -381,6 +389,7 @@ class MemoryStep:
     fds: int
     seconds: float
     failures: int
+    idle_cpu: float  # the bastion's CPU use with these sessions idle, in % of one core
 
 
 async def memory_steps(setup: Setup, pid: int, steps: list[int], budget: float,
@@ -423,11 +432,14 @@ async def memory_steps(setup: Setup, pid: int, steps: list[int], budget: float,
             seconds = time.monotonic() - t0
             await asyncio.sleep(2)  # let the sessions settle into idleness
             st = proc_status(pid)
+            cpu0, t0 = cpu_seconds(pid), time.monotonic()
+            await asyncio.sleep(IDLE_CPU_SECONDS)
+            idle = 100 * (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
             results.append(MemoryStep(len(live), st["VmRSS"], st["Threads"], st["fds"], seconds,
-                                      len(failed)))
+                                      len(failed), idle))
             print(f"  memory step: {len(live)} live sessions ({len(failed)} failed) in "
                   f"{seconds:.1f} s, bastion VmRSS {st['VmRSS'] / 1024:.1f} MiB, "
-                  f"{st['Threads']} threads", flush=True)
+                  f"{st['Threads']} threads, idle CPU {idle:.1f} % of a core", flush=True)
             if failed or time.monotonic() - started > budget:
                 break
     finally:
@@ -538,6 +550,13 @@ def bench_world(root: Path, login: Login, procs: list[Any]) -> tuple[Any, Any, A
     return target, jump, bastion, relay, setup
 
 
+def stop_all(procs: list[Any]) -> None:
+    """Stop the started processes, newest first."""
+    for proc in reversed(procs):
+        with contextlib.suppress(Exception):
+            proc.stop()
+
+
 PHASES = ("bulk", "echo", "login", "memory")
 
 
@@ -576,7 +595,9 @@ def main() -> None:
     after_close: dict[str, int] = {}
     close_seconds, left_upstream, log_lines, bastion_alive = 0.0, 0, [], True
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stops:
+            # Stopped before the directory goes: the bastion writes into it until it stops.
+            stops.callback(stop_all, procs)
             root = Path(tmp)
             root.chmod(0o711)  # sshd reads the authorized_keys file as the target login
             target, jump, bastion, relay, setup = bench_world(root, login, procs)
@@ -661,9 +682,6 @@ def main() -> None:
             bastion_alive = bastion.proc.poll() is None
             log_lines = bastion.log.read_text(errors="replace").splitlines()
     finally:
-        for proc in reversed(procs):
-            with contextlib.suppress(Exception):
-                proc.stop()
         drop_login(login)
     total = time.monotonic() - t_begin
     load = os.getloadavg()
@@ -745,7 +763,8 @@ def main() -> None:
                          " KiB/session")
             print(f"   {step.sessions:>5} sessions: VmRSS {step.rss_kib / 1024:7.1f} MiB  "
                   f"{per:6.1f} KiB/session{slope}  {step.threads} threads  {step.fds} fds  "
-                  f"opened in {step.seconds:5.1f} s ({step.failures} failed)")
+                  f"opened in {step.seconds:5.1f} s ({step.failures} failed); idle, the bastion "
+                  f"uses {step.idle_cpu:.1f} % of a core")
             prev = step
         print("   (goal < 256 KiB/session at 1,000 sessions)")
         print(f"   all clients disconnected (SSH disconnect, in {close_seconds:.1f} s); up to 15 s "
