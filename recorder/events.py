@@ -143,6 +143,12 @@ def _json_bytes(payload: Mapping[str, Any]) -> bytes:
 
 def encode_event(event: Event) -> bytes:
     """Return the binary encoding of one event."""
+    head, body = encode_event_parts(event)
+    return head + body
+
+
+def encode_event_parts(event: Event) -> tuple[bytes, bytes]:
+    """Return one event's encoding as (head, body), so output need not be copied to add a head."""
     kind: EventType
     body: bytes
     match event:
@@ -162,7 +168,7 @@ def encode_event(event: Event) -> bytes:
             kind, body = EventType.SQL_RESULT, _json_bytes(payload)
         case KeyframeEvent(payload=payload):
             kind, body = EventType.KEYFRAME, _json_bytes(payload)
-    return EVENT_HEAD.pack(kind, to_us(event.t), len(body)) + body
+    return EVENT_HEAD.pack(kind, to_us(event.t), len(body)), body
 
 
 def _json_object(body: bytes, chunk: int) -> dict[str, Any]:

@@ -42,12 +42,14 @@ from recorder.events import (
     SqlResultEvent,
     SqlStatementEvent,
     encode_event,
+    encode_event_parts,
     to_us,
 )
 from recorder.format import (
     FILE_ID_SIZE,
     FLAG_FINAL,
     FLAG_KEYFRAME,
+    MAX_FRAME,
     PREAMBLE,
     ChunkPrefix,
     FrameType,
@@ -58,6 +60,7 @@ from recorder.format import (
     chain_start,
     chunk_aad,
     encode_frame,
+    frame_head,
     valid_session_id,
 )
 from recorder.keyframes import TerminalEmulator
@@ -128,13 +131,17 @@ class _Sink:
         self._chain = chain_next(chain_start(), self._header_hash)
         # Written at once so a bad directory fails the constructor; the fsync waits for the
         # first tick, in the worker thread, to keep the event loop free.
-        self._write(PREAMBLE + header_frame + self._signature(final=False))
+        self._write([PREAMBLE, header_frame, self._signature(final=False)])
 
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+    def _write(self, parts: list[bytes]) -> None:
+        views = [memoryview(p) for p in parts if p]
+        while views:
+            written = os.writev(self._fd, views)
+            while views and written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            if views and written:
+                views[0] = views[0][written:]
         self._dirty = True
 
     def _sync(self) -> None:
@@ -161,7 +168,7 @@ class _Sink:
 
     def process(self, job: _Job) -> None:
         """Write one chunk (if it has content or is final), and a signature frame when due."""
-        out = b""
+        out: list[bytes] = []
         if job.events or job.final or job.keyframe:
             out = self._chunk(job)
         due = (
@@ -170,19 +177,21 @@ class _Sink:
             or time.monotonic() - self._last_signature >= self._settings.signature_interval
         )
         if (self._unsigned and due) or job.final:
-            out += self._signature(job.final)
+            out.append(self._signature(job.final))
         if out:
             self._write(out)
         if job.sync or job.final:
             self._sync()
 
-    def _chunk(self, job: _Job) -> bytes:
+    def _chunk(self, job: _Job) -> list[bytes]:
+        """The chunk frame as pieces (header, prefix, sealed body): written and hashed without
+        joining them, since recording bulk output is bound by copying bytes."""
         parts: list[bytes] = []
         if job.keyframe:
             snapshot = self._emulator.snapshot(job.t_us / 1_000_000)
             parts.append(encode_event(KeyframeEvent(snapshot.t, snapshot.to_json())))
         for event in job.events:
-            parts.append(encode_event(event))
+            parts.extend(encode_event_parts(event))
             if isinstance(event, OutputEvent):
                 self._emulator.feed(event.data)
             elif isinstance(event, ResizeEvent):
@@ -192,12 +201,18 @@ class _Sink:
         sealed = self._cipher.seal_chunk(
             self._index, job.final, b"".join(parts), chunk_aad(self._header_hash, prefix)
         )
-        frame = encode_frame(FrameType.CHUNK, prefix + sealed)
-        frame_hash = hashlib.sha256(frame).digest()
+        length = len(prefix) + len(sealed)
+        if length > MAX_FRAME:
+            raise ValueError(f"frame body of {length} bytes exceeds {MAX_FRAME}")
+        head = frame_head(FrameType.CHUNK, length)
+        digest = hashlib.sha256(head)
+        digest.update(prefix)
+        digest.update(sealed)
+        frame_hash = digest.digest()
         self._chain = chain_next(self._chain, frame_hash)
         self._unsigned.append(frame_hash)
         self._index += 1
-        return frame
+        return [head, prefix, sealed]
 
     def close(self) -> None:
         """Close the file descriptor."""
@@ -447,12 +462,14 @@ class RecordingWriter:
         last_keyframe_t = 0.0
         output_since_keyframe = 0
         deadline = loop.time() + settings.flush_interval
+        unsynced = False  # chunks written since the last fsync
 
         async def submit(final: bool = False, sync: bool = False) -> None:
-            nonlocal pending, pending_bytes, keyframe_next
+            nonlocal pending, pending_bytes, keyframe_next, unsynced
             if self._failure is not None:
                 return
             if pending or final or sync:
+                unsynced = not (sync or final)
                 t_us = to_us(keyframe_t if keyframe_next else pending[0].t if pending else self.now())
                 job = _Job(pending, t_us, final, keyframe_next and (bool(pending) or final), sync)
                 if job.keyframe:
@@ -479,11 +496,17 @@ class RecordingWriter:
             try:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
-                timeout = deadline - loop.time()
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), max(timeout, 0.0))
-                except TimeoutError:
-                    item = None
+                if not pending and not unsynced and not in_flight:
+                    # Idle and on disk: sleep until the next event (no wake-up every second for
+                    # each of a thousand idle sessions).
+                    item = await self._queue.get()
+                    deadline = max(deadline, loop.time() + settings.flush_interval)
+                else:
+                    timeout = deadline - loop.time()
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), max(timeout, 0.0))
+                    except TimeoutError:
+                        item = None
             if isinstance(item, _Request):
                 await submit(final=item.close, sync=True)
                 await drain()
@@ -514,7 +537,11 @@ class RecordingWriter:
                 if pending_bytes >= settings.max_chunk_bytes:
                     await submit()
             if loop.time() >= deadline:
-                await submit(sync=True)
+                if pending or unsynced:
+                    await submit(sync=True)
+                    unsynced = False
+                elif in_flight:
+                    await drain()  # a write that failed is noticed without a further call
                 deadline = loop.time() + settings.flush_interval
             if self._failure is not None and self._executor is not None:
                 # Release the file promptly; the caller learns of the failure on its next call.

@@ -523,19 +523,19 @@ def test_in_tmux_open_a_session_see_its_output_and_quit(bastion: BastionProcess,
         tmux.keys("/")
         # At a typist's pace: Textual routes each key to the widget focused when it arrives, so
         # a burst sent with the `/` could reach the list before the filter field has focus.
-        time.sleep(0.3)
+        time.sleep(1.0)  # generous: CI machines are loaded
         tmux.keys("-l", f"id:{less_session.id}")
         tmux.wait_for(f"Filter id:{less_session.id}")
         tmux.keys("Enter")
         tmux.wait_for("1 of ")
-        time.sleep(0.3)
+        time.sleep(1.0)  # generous: CI machines are loaded
         tmux.keys("Enter")  # replay it
         tmux.wait_for("Intact")
         tmux.keys("End")
         shown = tmux.wait_for("after-less-42")
         assert "before-less-42" in shown and "\x1b" not in shown
         tmux.keys("/")  # search the output: jumps to less's second page
-        time.sleep(0.3)
+        time.sleep(1.0)  # generous: CI machines are loaded
         tmux.keys("-l", "sample line 45")
         tmux.keys("Enter")
         shown = tmux.wait_for("sample line 30")
