@@ -75,13 +75,17 @@ async def _watch(live: LiveSession, process: asyncssh.SSHServerProcess[bytes],
             _say(process, f"your access ends in {_seconds(left)} ({live.window_end:%H:%M:%S} UTC); "
                           "ask for more time with `request`")
             warned = True
+        wake = [left] if warned else [left - warn_before, left]
         if idle_timeout:
             idle = loop.time() - live.last_input
             if idle >= idle_timeout:
                 live.end(f"idle for {_seconds(idle_timeout)}")
                 return
+            wake.append(idle_timeout - idle)
+        # Sleep until the next thing that can happen (not every second: a thousand idle sessions
+        # would keep a core busy), at most a minute so a changed clock is noticed.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(live.stop.wait(), min(1.0, left))
+            await asyncio.wait_for(live.stop.wait(), min(60.0, max(0.05, min(wake))))
 
 
 def _seconds(seconds: float) -> str:
