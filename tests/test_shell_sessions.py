@@ -579,7 +579,9 @@ async def test_signal_is_relayed_to_the_target(bastion: BastionProcess, cert: Pa
 
 
 async def test_client_disconnect_ends_the_session(bastion: BastionProcess, cert: Path) -> None:
-    conn, proc = await open_exec(bastion, cert, "echo hanging-on; while :; do sleep 0.1; done")
+    # Ends by itself (a command without a PTY outlives its channel, as with OpenSSH direct).
+    conn, proc = await open_exec(bastion, cert,
+                                 "echo hanging-on; for i in $(seq 300); do sleep 0.1; done")
     async with conn:
         assert (await proc.stdout.readline()) == "hanging-on\n"
     async with asyncio.timeout(15):
