@@ -207,7 +207,7 @@ SQL targets: {', '.join(databases)} (customers: email, ssn and card_number are m
    {ssh} -i {d}/keys/alice access@127.0.0.1 cert 2 > {d}/keys/alice-cert.pub
    {ssh} -i {d}/keys/alice {db}@127.0.0.1                 (a SQL console)
    {ssh} -i {d}/keys/alice {db}@127.0.0.1 "SELECT * FROM customers"
-   {ssh} -i {d}/keys/alice {db}@127.0.0.1 --csv "SELECT name, ssn FROM customers"
+   {ssh} -i {d}/keys/alice {db}@127.0.0.1 -- --csv "SELECT name, ssn FROM customers"
    {ssh} -i {d}/keys/carol access@127.0.0.1 queries
 """
 

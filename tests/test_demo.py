@@ -118,6 +118,22 @@ def test_printed_walkthrough_works_verbatim(tmp_path: Path) -> None:
         kinds = run(audit).stdout
         assert "request.approved" in kinds and "login.success" in kinds
         assert "demo-shell" in run(sessions).stdout
+        # The SQL part of the walkthrough (CI has PostgreSQL), pasted as printed too.
+        while not any("access@127.0.0.1 queries" in line for line in printed):
+            assert time.monotonic() < deadline + 30 and proc.poll() is None, printed
+            printed.append(proc.stdout.readline())
+        sql = [line.strip() for line in printed[printed.index(next(
+            line for line in printed if line.startswith("SQL targets"))):] if line.startswith("   ")]
+        request, approve, cert, _console, select, csv, queries = sql
+        for command in (request, approve, cert):
+            assert run(command).returncode == 0, command
+        rows = run(select)
+        assert rows.returncode == 0 and "Ada Lovelace" in rows.stdout and "*****6789" in rows.stdout
+        assert "123-45-6789" not in rows.stdout
+        as_csv = run(csv)
+        assert as_csv.returncode == 0, as_csv.stderr
+        assert as_csv.stdout.splitlines()[:2] == ["name,ssn", "Ada Lovelace,*****6789"]
+        assert "SELECT name, ssn FROM customers" in run(queries).stdout
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
