@@ -54,9 +54,11 @@ def test_valid_config_loads(keys: dict[str, str]) -> None:
 def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BASTION_WEBHOOK_TOKEN", "token-value")
     config = load_config(REPO / "config.example.toml")
-    assert {t.name for t in config.targets} == {"prod-web", "staging", "prod-db"}
+    assert {t.name for t in config.targets} == {"prod-web", "staging", "prod-db", "prod-orders"}
     db = config.target("prod-db")
     assert db is not None and db.password is not None and db.masking
+    orders = config.target("prod-orders")
+    assert orders is not None and orders.kind == "mysql" and orders.read_only and orders.max_rows == 5000
     assert "token-value" not in repr(config)  # header secrets never show in reprs
 
 
