@@ -36,6 +36,10 @@ def snap(snap_compare: Compare, seeded: Seeded, steps: Steps, size: tuple[int, i
         await sessions_ready(app, pilot)
         await steps(pilot)
         await pilot.pause()
+        # The footer follows focus through a signal; refresh it so the picture does not depend
+        # on whether that signal came before or after the focus settled.
+        pilot.app.refresh_bindings()
+        await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
 
