@@ -468,6 +468,135 @@ ROUND2_MYSQL = [
 ]
 
 
+# Round 3 (after 8cc81c6): lexical edge cases (comments, quoting, literal spellings), the lookup
+# budget, predicates that are not comparisons, shadowing tables, and what a real user would type.
+ROUND3_BOTH = [
+    # quoting and comments: the server runs what the bastion analysed
+    ("SELECT 1 /* /* */ , reverse(ssn) /* */ */ FROM customers", "either"),
+    ("SELECT 1 AS \"a\"\"b\", reverse(ssn) FROM customers", "refused"),
+    ("SELECT name FROM customers WHERE ssn = '1'; ;; SELECT 2", "runs"),
+    # the budget counts every compared value, however the comparison is wrapped
+    ("SELECT name FROM customers WHERE ssn = '123-45-6789' OR ssn = '234-56-7890'", "runs"),
+    ("SELECT name FROM customers WHERE ssn IN ('1', '2', '3') AND ssn NOT IN ('4')", "runs"),
+    ("SELECT name FROM customers WHERE (ssn = '1') = (ssn = '2')", "runs"),
+    ("SELECT name FROM customers WHERE ssn IN ('1') IS NOT NULL", "runs"),
+    ("SELECT name FROM customers WHERE (ssn, id) = ('123-45-6789', 1)", "refused"),
+    ("SELECT name FROM customers WHERE (ssn, id) IN (('123-45-6789', 1))", "refused"),
+    ("SELECT name FROM customers WHERE ssn = 'a' 'b'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = DEFAULT", "refused"),
+    ("SELECT name FROM customers WHERE ssn IS TRUE", "refused"),
+    ("SELECT name FROM customers LIMIT (SELECT count(*) FROM customers WHERE ssn = '123-45-6789')",
+     "runs"),
+    # what a user would type: none of these is refused
+    ("SELECT c.name, n.body FROM customers c JOIN notes n ON n.id = c.id ORDER BY c.id", "runs"),
+    ("SELECT * FROM customers c JOIN notes n ON c.id = n.id", "runs"),
+    ("SELECT * FROM customers c LEFT JOIN notes n USING (id)", "runs"),
+    ("SELECT customers.* FROM customers", "runs"),
+    ("SELECT name, count(*) FROM customers GROUP BY name ORDER BY 2 DESC", "runs"),
+    ("SELECT * FROM customers WHERE id IN (SELECT id FROM notes)", "runs"),
+    ("SELECT * FROM customers ORDER BY id DESC LIMIT 3", "runs"),
+    ("SELECT count(*) FROM customers WHERE ssn IS NULL", "runs"),
+    ("SELECT * FROM customers WHERE email = 'ada@example.com'", "runs"),
+    ("SELECT id, name, ssn FROM customers WHERE name LIKE 'A%' ORDER BY name", "runs"),
+    ("SELECT c.*, n.body FROM customers c, notes n WHERE c.id = n.id", "runs"),
+    ("SELECT COUNT(*), COUNT(ssn), COUNT(DISTINCT email) FROM customers", "runs"),
+    ("SELECT * FROM customers WHERE ssn = '123-45-6789' OR email = 'ada@example.com'", "runs"),
+    ("SELECT * FROM customer_view WHERE tax_id = '123-45-6789'", "runs"),
+    ("SELECT id, ssn, email FROM customers WHERE id BETWEEN 1 AND 3", "runs"),
+    ("UPDATE customers SET note = note WHERE id = 1", "runs"),
+]
+ROUND3_POSTGRES = [
+    # quoting: backslashes, E'' and dollar tags read as the server reads them
+    ("SELECT 'a\\' , reverse(ssn), '' FROM customers", "refused"),
+    ("SELECT E'a\\' , reverse(ssn), ' FROM customers", "runs"),
+    ("SELECT $a$ x $a$, $_$ , reverse(ssn), $_$ FROM customers", "runs"),
+    ("SELECT $a1$ , reverse(ssn), $a1$ FROM customers", "runs"),
+    ("SELECT 1 $a$ FROM customers", "refused"),
+    ("SELECT 1 AS a$b$, reverse(ssn) AS x$b$ FROM customers", "refused"),
+    ("SELECT id AS a$$, reverse(ssn) AS x$$ FROM customers", "refused"),
+    ("SELECT name FROM customers WHERE ssn = 'a' -- c\n'b'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = 'a' /* c */\n'b'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = U&'\\0031'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = '1' UESCAPE '!'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = B'101'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = X'1F'", "either"),
+    ("SELECT name FROM customers WHERE ssn = text '1'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = varchar '1'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = 1::text", "refused"),
+    ("SELECT name FROM customers WHERE ssn = $1::text", "refused"),
+    ("SELECT name FROM customers WHERE ssn = +'1'", "either"),
+    # row references under other spellings
+    ("SELECT to_json(l) FROM (SELECT * FROM customers) l", "refused"),
+    ("SELECT to_json(l) FROM (TABLE customers) l", "refused"),
+    ("SELECT to_json(public.customers) FROM public.customers", "either"),
+    ('SELECT to_json("public"."customers".*) FROM "public"."customers"', "refused"),
+    ("SELECT reverse(customers.ssn) FROM public.customers AS customers", "refused"),
+    ("SELECT xmlelement(name x, ssn) FROM customers", "refused"),
+    # arrays, quantifiers, IS predicates, CASE
+    ("SELECT name FROM customers WHERE ssn = ANY($1)", "refused"),
+    ("SELECT name FROM customers WHERE ssn = ALL('{}')", "refused"),
+    ("SELECT name FROM customers WHERE ssn <> ALL('{1,2}')", "refused"),
+    ("SELECT name FROM customers WHERE ssn = SOME('{1,2}')", "refused"),
+    ("SELECT name FROM customers WHERE ROW(ssn) = ROW('123-45-6789')", "refused"),
+    ("SELECT name FROM customers WHERE ssn IN (VALUES ('1'))", "refused"),
+    ("SELECT name FROM customers WHERE ssn IS DOCUMENT", "refused"),
+    ("SELECT name FROM customers WHERE ssn IS NORMALIZED", "refused"),
+    ("SELECT name FROM customers WHERE ssn IS NFC NORMALIZED", "refused"),
+    ("SELECT name FROM customers WHERE ssn IS NOT DISTINCT FROM '1' OR ssn IS NOT DISTINCT FROM '2'",
+     "runs"),
+    ("SELECT name FROM customers WHERE ssn = '1' IS NOT TRUE", "runs"),
+    ("SELECT name FROM customers WHERE CASE WHEN ssn = '123-45-6789' THEN true END", "either"),
+    ("SELECT name FROM customers WHERE CASE ssn WHEN '123-45-6789' THEN true END", "refused"),
+    ("SELECT CASE ssn WHEN '123-45-6789' THEN 1 END FROM customers", "refused"),
+    ("SELECT name FROM customers WHERE ssn IS NOT NULL AND 1/(CASE WHEN ssn = '1' THEN 0 ELSE 1 END) = 1",
+     "either"),
+    ("SELECT name FROM customers WHERE ssn", "refused"),
+    ("SELECT name FROM customers WHERE NOT ssn", "refused"),
+    ("EXPLAIN SELECT * FROM customers WHERE ssn = '123-45-6789'", "runs"),
+    # shadowing customers with a temporary table of the same name (last: it stays for the session)
+    ("SET search_path = pg_temp, public", "runs"),
+    ("CREATE TEMP TABLE customers (id int, ssn text)", "either"),
+    ("SELECT reverse(ssn) FROM customers", "refused"),
+    ("SELECT * FROM customers", "runs"),
+    ("SELECT reverse(ssn) FROM pg_temp.customers", "either"),
+    ("CREATE TEMP VIEW customers AS SELECT id, name FROM public.customers", "either"),
+    ("RESET search_path", "runs"),
+]
+ROUND3_MYSQL = [
+    # comments and quoting: `#`, `--` with and without a space, backslashes, introducers
+    ("SELECT 1 # , reverse(ssn)\nFROM customers", "runs"),
+    ("SELECT 1 --, reverse(ssn)\nFROM customers", "refused"),
+    ("SELECT 1 /* /* */ , reverse(ssn) /* */ */ FROM customers", "refused"),
+    ("SELECT 'a\\' , reverse(ssn), '' FROM customers", "refused"),
+    ("SELECT 'a\\'', reverse(ssn) FROM customers", "refused"),
+    ('SELECT "a\\"", reverse(ssn) FROM customers', "refused"),
+    ("SELECT 'x\\\\', reverse(ssn), '\\\\' FROM customers", "refused"),
+    ("SELECT name FROM customers WHERE ssn = '1' AND 1 # x", "runs"),
+    # prepared text the bastion reads
+    ("PREPARE r3n FROM N'SELECT reverse(ssn) FROM customers'", "refused"),
+    ("PREPARE r3c FROM 'SELECT 1 /* \\\\*/, reverse(ssn) FROM customers /* */'", "refused"),
+    ("CALL sys.execute_prepared_stmt('SELECT reverse(ssn) FROM customers')", "either"),
+    # literal spellings a comparison may not use
+    ("SELECT name FROM customers WHERE ssn = DATE'2020-01-01'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = {d '2020-01-01'}", "refused"),
+    ("SELECT name FROM customers WHERE ssn = 1e0", "refused"),
+    ("SELECT name FROM customers WHERE ssn = b'1'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = _utf8mb4 x'31'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = '1' < 1", "refused"),
+    ("SELECT name FROM customers WHERE ssn IS TRUE", "refused"),
+    ("SELECT name FROM customers WHERE ssn IS UNKNOWN", "either"),
+    ("SELECT name FROM customers WHERE ssn = '1' IS TRUE", "runs"),
+    ("SELECT name FROM customers WHERE ssn = '1' = 0", "runs"),
+    ("SELECT name FROM customers WHERE ssn IN ('1') = 0", "runs"),
+    ("SELECT name FROM customers WHERE ssn NOT IN ('1') IS NULL", "runs"),
+    ("EXPLAIN SELECT * FROM customers WHERE ssn = '123-45-6789'", "runs"),
+    # another current database: customers is not there (last: the session stays in it)
+    ("USE information_schema", "either"),
+    ("SELECT reverse(ssn) FROM customers", "refused"),
+    ("SELECT * FROM customers", "either"),
+]
+
+
 @pytest.fixture(scope="module")
 def seeded() -> Iterator[dict[str, str]]:
     os.environ[PASSWORD_ENV] = "unused"
@@ -478,8 +607,8 @@ def seeded() -> Iterator[dict[str, str]]:
 
 def corpus(kind: str) -> list[tuple[str, str]]:
     if kind == "postgres":
-        return BOTH + POSTGRES + ROUND2_BOTH + ROUND2_POSTGRES
-    return BOTH + MYSQL + ROUND2_BOTH + ROUND2_MYSQL
+        return BOTH + POSTGRES + ROUND2_BOTH + ROUND2_POSTGRES + ROUND3_BOTH + ROUND3_POSTGRES
+    return BOTH + MYSQL + ROUND2_BOTH + ROUND2_MYSQL + ROUND3_BOTH + ROUND3_MYSQL
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
