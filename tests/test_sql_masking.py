@@ -124,6 +124,26 @@ FOUND_ROUND2_MYSQL = [
     ("SELECT c.id FROM customers c JOIN rt_cand r USING (ssn)", "refused"),
     ("REPLACE INTO customers (id, name, ssn) VALUES (1, 'x', '123-45-6789')", "refused"),
 ]
+FOUND_ROUND3_POSTGRES = [
+    ("SELECT ts_rewrite('x'::tsquery, 'SELECT ''x''::tsquery, quote_literal(translate(ssn, "
+     "''0123456789'', ''abcdefghij''))::tsquery FROM customers WHERE id = 1')", "refused"),
+    ('PREPARE "P"(text) AS SELECT name FROM customers WHERE ssn = $1', "runs"),
+    ("PREPARE p AS SELECT 1", "runs"),
+    ("EXECUTE \"P\"('123-45-6789')", "runs"),  # counted: "P" is not p
+    ("BEGIN", "runs"),
+    ("DECLARE \"C\" CURSOR FOR SELECT ssn = '123-45-6789' AS hit, id FROM customers", "runs"),
+    ("DECLARE c CURSOR FOR SELECT 1", "runs"),
+    ('FETCH ALL FROM "C"', "runs"),  # the hit column comes back masked, as for "C"'s query
+    ("ROLLBACK", "runs"),
+]
+FOUND_ROUND3_MYSQL = [
+    ("PREPARE rx FROM X'53454c4543542069642c205245504c414345285245504c4143452873736e2c2731272c"
+     "276127292c2732272c2762272920415320732046524f4d20637573746f6d657273'", "refused"),
+    ("PREPARE ry FROM 0x53454c454354207373"
+     "6e2046524f4d20637573746f6d657273", "refused"),
+    ("PREPARE rz FROM 'SELECT 1 #\\n, REPLACE(ssn,''1'',''a'') FROM customers'", "refused"),
+    ("PREPARE rw FROM 'SELECT 1 -- \\n, reverse(ssn) FROM customers'", "refused"),
+]
 FOUND_POSTGRES = [
     ("SELECT reverse(x.d) FROM customers AS x(a,b,c,d)", "refused"),
     ("SELECT reverse(b) FROM customer_view v(a, n, b)", "refused"),
@@ -291,8 +311,9 @@ async def run_all(conn: SqlConnection, sql: str) -> tuple[str, list[str | None]]
 
 def corpus(kind: str) -> list[tuple[str, str]]:
     if kind == "postgres":
-        return BOTH + FOUND_BOTH + POSTGRES + FOUND_POSTGRES + FOUND_ROUND2_POSTGRES
-    return BOTH + FOUND_BOTH + MYSQL + FOUND_MYSQL + FOUND_ROUND2_MYSQL
+        return (BOTH + FOUND_BOTH + POSTGRES + FOUND_POSTGRES + FOUND_ROUND2_POSTGRES
+                + FOUND_ROUND3_POSTGRES)
+    return BOTH + FOUND_BOTH + MYSQL + FOUND_MYSQL + FOUND_ROUND2_MYSQL + FOUND_ROUND3_MYSQL
 
 
 async def check_corpus(conn: SqlConnection, kind: str, attempts: list[tuple[str, str]]) -> None:
@@ -449,3 +470,21 @@ async def test_prepared_parameters_count_against_the_lookup_budget(databases: di
             assert not any(refusals), refusals
         _, refusals = await run_all(conn, execute)
         assert refusals[0] and "limit is 500 per session" in refusals[0], refusals
+
+
+async def test_quoted_prepared_and_cursor_names_are_distinct(databases: dict[str, str]) -> None:
+    """PostgreSQL keeps "P" and p apart; so must the bastion, or "P" runs as if it were p."""
+    async with connected("postgres", databases) as conn:
+        await run_all(conn, 'PREPARE "P"(text) AS SELECT name FROM customers WHERE ssn = $1')
+        await run_all(conn, "PREPARE p AS SELECT 1")
+        before = conn.lookups
+        text, refusals = await run_all(conn, "EXECUTE \"P\"('123-45-6789')")
+        assert not any(refusals) and conn.lookups == before + 1
+        await run_all(conn, "BEGIN")
+        await run_all(conn, "DECLARE \"C\" CURSOR FOR SELECT ssn = '123-45-6789' AS hit, id "
+                            "FROM customers ORDER BY id")
+        await run_all(conn, "DECLARE c CURSOR FOR SELECT 1")
+        text, refusals = await run_all(conn, 'FETCH 1 FROM "C"')
+        await run_all(conn, "ROLLBACK")
+    assert not any(refusals)
+    assert "hit" in text and "****" in text and "\nt\n" not in text  # the test result is masked

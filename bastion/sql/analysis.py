@@ -46,6 +46,8 @@ _ANALYZE_STARTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "F
 _WRITE_NODES: tuple[tuple[type[exp.Expression], str], ...] = (
     (exp.Insert, "insert"), (exp.Update, "update"), (exp.Delete, "delete"), (exp.Merge, "merge"),
 )
+_PLAIN_STRINGS = frozenset(getattr(TokenType, n) for n in ("STRING", "NATIONAL_STRING")
+                           if hasattr(TokenType, n))
 _PARSEABLE = (exp.Query, exp.Values, exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create,
               exp.Alter, exp.Set)
 _SET_ITEM = re.compile(
@@ -319,12 +321,21 @@ def _object_name(lexed: Lexed, kind: str) -> str | None:
     names = [t for t in lexed.tokens if t.token_type not in LITERALS and t.token_type not in (
         TokenType.L_PAREN, TokenType.R_PAREN, TokenType.COMMA, TokenType.SEMICOLON)]
     if kind == "execute":
-        return names[1].text.lower() if len(names) > 1 else None
+        return _name(names[1], lexed.dialect) if len(names) > 1 else None
     if kind == "fetch":
         candidates = [t for t in names[1:] if t.token_type in (TokenType.VAR, TokenType.IDENTIFIER)]
-        return candidates[-1].text.lower() if candidates else None
-    words = [t.text for t in names[1:] if t.text.upper() != "PREPARE"]
-    return words[0].lower() if words else None
+        return _name(candidates[-1], lexed.dialect) if candidates else None
+    words = [t for t in names[1:] if t.text.upper() != "PREPARE"]
+    return _name(words[0], lexed.dialect) if words else None
+
+
+def _name(token: Token, dialect: str) -> str:
+    """A prepared statement's or cursor's name as the server keys it: PostgreSQL folds only
+    unquoted names ("P" and p are two statements), MySQL folds all."""
+    text = str(token.text)
+    if dialect == "postgres" and token.token_type == TokenType.IDENTIFIER:
+        return text
+    return text.lower()
 
 
 def _explain(lexed: Lexed, dialect: str, depth: int, first: str) -> Analysis:
@@ -377,13 +388,17 @@ def _explain(lexed: Lexed, dialect: str, depth: int, first: str) -> Analysis:
 def _prepare(lexed: Lexed, dialect: str, depth: int) -> Analysis:
     assert lexed.tokens is not None
     tokens = lexed.tokens
-    name = tokens[1].text.lower() if len(tokens) > 1 else None
+    name = _name(tokens[1], dialect) if len(tokens) > 1 else None
     analysis = Analysis(lexed=lexed, kind="prepare", kinds=frozenset({"prepare"}), name=name)
     if dialect == "mysql":
         for i, tok in enumerate(tokens):
             if tok.text.upper() == "FROM" and i + 1 < len(tokens):
                 source = tokens[i + 1]
-                if source.token_type in LITERALS and i + 2 == len(tokens):
+                raw = lexed.text[source.start : source.end + 1]
+                # Only a plain quoted string whose text needs no unescaping is read: the server
+                # unescapes \n, \Z… its own way, and a hex or bit literal is not text to sqlglot.
+                if (source.token_type in _PLAIN_STRINGS and i + 2 == len(tokens)
+                        and "\\" not in raw):
                     analysis.inner = _analyse(lex(source.text, dialect), dialect, depth + 1)
                 else:
                     analysis.prepare_from_variable = True
@@ -406,7 +421,7 @@ def _prepare(lexed: Lexed, dialect: str, depth: int) -> Analysis:
 def _declare(lexed: Lexed, dialect: str, depth: int) -> Analysis:
     assert lexed.tokens is not None
     tokens = lexed.tokens
-    name = tokens[1].text.lower() if len(tokens) > 1 else None
+    name = _name(tokens[1], dialect) if len(tokens) > 1 else None
     analysis = Analysis(lexed=lexed, kind="declare", kinds=frozenset({"declare"}), name=name)
     seen_cursor = False
     for i, tok in enumerate(tokens):

@@ -40,7 +40,7 @@ _SQL_TEXT_FUNCTIONS = frozenset({
     "table_to_xmlschema", "table_to_xml_and_xmlschema", "schema_to_xml", "schema_to_xmlschema",
     "schema_to_xml_and_xmlschema", "database_to_xml", "database_to_xmlschema",
     "database_to_xml_and_xmlschema", "cursor_to_xml", "cursor_to_xmlschema", "ts_stat",
-    "dblink", "dblink_exec", "pg_catalog.query_to_xml",
+    "ts_rewrite", "dblink", "dblink_exec", "pg_catalog.query_to_xml",
 })
 _SIDE_EFFECT_FUNCTIONS = frozenset({
     "set_config", "pg_notify", "pg_logical_emit_message", "setval", "pg_advisory_lock",
@@ -186,7 +186,7 @@ def masking_context(analysis: Analysis, catalog: Catalog,
 
 def prepared_key(kind: str, name: str) -> str:
     """Prepared statements and cursors live in separate namespaces (as in PostgreSQL)."""
-    return ("cursor:" if kind in ("declare", "fetch", "close") else "prepared:") + name.lower()
+    return ("cursor:" if kind in ("declare", "fetch", "close") else "prepared:") + name
 
 
 def column_strategy(src: Source, position: int, ctx: MaskingContext, catalog: Catalog) -> str | None:
