@@ -136,6 +136,17 @@ FOUND_ROUND3_POSTGRES = [
     ('FETCH ALL FROM "C"', "runs"),  # the hit column comes back masked, as for "C"'s query
     ("ROLLBACK", "runs"),
 ]
+OTHER_SESSIONS = [  # every bastion session logs in with the same account
+    ("SELECT query FROM pg_stat_activity", "refused"),
+    ("SELECT * FROM pg_catalog.pg_stat_activity", "refused"),
+    ("SELECT * FROM pg_prepared_statements", "refused"),
+]
+OTHER_SESSIONS_MYSQL = [
+    ("SHOW PROCESSLIST", "refused"),
+    ("SHOW FULL PROCESSLIST", "refused"),
+    ("SELECT info FROM information_schema.processlist", "refused"),
+    ("SELECT sql_text FROM performance_schema.events_statements_history", "refused"),
+]
 FOUND_ROUND3_MYSQL = [
     ("PREPARE rx FROM X'53454c4543542069642c205245504c414345285245504c4143452873736e2c2731272c"
      "276127292c2732272c2762272920415320732046524f4d20637573746f6d657273'", "refused"),
@@ -312,8 +323,9 @@ async def run_all(conn: SqlConnection, sql: str) -> tuple[str, list[str | None]]
 def corpus(kind: str) -> list[tuple[str, str]]:
     if kind == "postgres":
         return (BOTH + FOUND_BOTH + POSTGRES + FOUND_POSTGRES + FOUND_ROUND2_POSTGRES
-                + FOUND_ROUND3_POSTGRES)
-    return BOTH + FOUND_BOTH + MYSQL + FOUND_MYSQL + FOUND_ROUND2_MYSQL + FOUND_ROUND3_MYSQL
+                + FOUND_ROUND3_POSTGRES + OTHER_SESSIONS)
+    return (BOTH + FOUND_BOTH + MYSQL + FOUND_MYSQL + FOUND_ROUND2_MYSQL + FOUND_ROUND3_MYSQL
+            + OTHER_SESSIONS_MYSQL)
 
 
 async def check_corpus(conn: SqlConnection, kind: str, attempts: list[tuple[str, str]]) -> None:

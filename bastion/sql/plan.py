@@ -48,7 +48,15 @@ _SIDE_EFFECT_FUNCTIONS = frozenset({
     "sleep", "benchmark", "get_lock", "dblink", "dblink_exec", "lo_from_bytea", "lo_put",
 })
 _STATISTICS = frozenset({"pg_stats", "pg_statistic", "pg_stats_ext", "pg_stats_ext_exprs",
-                         "pg_statistic_ext_data"})
+                         "pg_statistic_ext_data", "pg_mcv_list_items", "column_stats",
+                         "innodb_index_stats"})
+# Where the server shows the text of other sessions' statements. Every bastion session logs in
+# as the target's one account, so these would show one user the literals another user typed,
+# an unmasked session's included.
+_OTHER_SESSIONS = frozenset({"pg_stat_activity", "pg_stat_statements", "pg_stat_statements_info",
+                             "processlist", "performance_schema", "events_statements_current",
+                             "events_statements_history", "events_statements_history_long",
+                             "pg_prepared_statements", "pg_cursors"})
 _COUNTS = (exp.Count,)
 _EQUALITY = (exp.EQ, exp.NEQ, exp.NullSafeEQ, exp.NullSafeNEQ, exp.Is, exp.In)
 _WRITE_TARGET_KEYS = frozenset({"this"})
@@ -142,6 +150,9 @@ def masking_context(analysis: Analysis, catalog: Catalog,
     if analysis.words & _STATISTICS:
         return _refuse("planner statistics (pg_stats, pg_statistic) hold sample values of masked "
                        "columns")
+    if analysis.words & _OTHER_SESSIONS:
+        return _refuse("it shows the statements of other sessions, which may quote masked values "
+                       "other users typed")
     resolution = resolve(target, catalog)
     if resolution.unknown and resolution.unknown.startswith("it calls user-defined"):
         return _refuse(f"{resolution.unknown}, which may read masked columns the bastion cannot see")
