@@ -597,6 +597,120 @@ ROUND3_MYSQL = [
 ]
 
 
+# Round 4 (after a8bcc95): row values through format()/concat_ws/ROW/ARRAY, XMLTABLE and JSON
+# record functions, settings, collations, sequences, view replacement and renaming, index walks
+# (HANDLER, FORCE INDEX, OFFSET), statistics and plans, and literal spellings of equality.
+ROUND4_BOTH = [
+    ("SELECT name FROM customers LIMIT 1 OFFSET 2", "runs"),
+    ("SELECT name FROM customers WHERE ssn = '' OR ssn IS NULL", "runs"),
+    ("SELECT id, email FROM customers", "runs"),
+    ("SELECT name FROM customers WHERE id = 999 AND ssn = '123-45-6789' FOR UPDATE", "runs"),
+    ("DELETE FROM customers WHERE ssn = '000-00-0000' AND id = 999", "runs"),
+    ("CREATE TABLE rt4_t (id int, s varchar(20))", "runs"),
+    ("CREATE VIEW rt4_v AS SELECT id, name FROM customers", "runs"),
+    ("CREATE OR REPLACE VIEW rt4_v AS SELECT id, name, ssn FROM customers", "refused"),
+    ("CREATE OR REPLACE VIEW customer_view AS SELECT id, name, ssn AS tax_id, upper(email) AS mail "
+     "FROM customers", "refused"),
+    ("SELECT * FROM rt4_v", "runs"),
+    ("SELECT reverse(ssn) FROM rt4_v", "either"),
+    ("INSERT INTO rt4_t (id, s) SELECT id, name FROM customers WHERE id = 1", "runs"),
+    ("SELECT s FROM rt4_t", "runs"),
+]
+ROUND4_POSTGRES = [
+    # whole rows through text builders, arrays and scalar subqueries
+    ("SELECT format('%s', c) FROM customers c", "refused"),
+    ("SELECT format('%s', c.*) FROM customers c", "refused"),
+    ("SELECT concat_ws(',', c) FROM customers c", "refused"),
+    ("SELECT concat_ws(',', c.*) FROM customers c", "refused"),
+    ("SELECT concat(c.*) FROM customers c", "refused"),
+    ("SELECT ARRAY[c] FROM customers c", "refused"),
+    ("SELECT ARRAY[c.*] FROM customers c", "refused"),
+    ("SELECT ROW(c.*)::text FROM customers c", "refused"),
+    ("SELECT (c.*)::text FROM customers c", "refused"),
+    ("SELECT (SELECT c) FROM customers c", "refused"),
+    ("SELECT (SELECT c.ssn) FROM customers c", "refused"),
+    ("SELECT translate(customers::text, '0123456789', 'abcdefghij') FROM customers", "refused"),
+    ("SELECT translate(x::text, '0123456789', 'abcdefghij') FROM customer_view x", "refused"),
+    ("SELECT translate(row_to_json(c)::text, '0123456789', 'abcdefghij') FROM customers c", "refused"),
+    ("SELECT x FROM customers c, LATERAL (SELECT c) l(x)", "runs"),
+    ("SELECT l FROM customers c, LATERAL (SELECT c.*) l", "runs"),
+    ("SELECT * FROM customers c, LATERAL (SELECT c.ssn AS q) l", "runs"),
+    ("SELECT customers FROM customers", "runs"),
+    ("SELECT pg_column_size(ssn) FROM customers", "refused"),
+    ("SELECT pg_typeof(ssn) FROM customers", "refused"),
+    # table functions over masked values
+    ("SELECT * FROM customers c, xmltable('/a' PASSING xmlelement(name a, c.ssn) "
+     "COLUMNS v text PATH '.') x", "refused"),
+    ("SELECT reverse(v) FROM customers c, xmltable('/a' PASSING xmlelement(name a, c.ssn) "
+     "COLUMNS v text PATH '.') x", "refused"),
+    ("SELECT * FROM customers c, json_to_record(json_build_object('a', c.ssn)) AS x(a text)", "refused"),
+    ("SELECT xmlagg(xmlelement(name x, name)) FROM customers", "runs"),
+    # files, COPY, settings, privileges, catalogs, sequences
+    ("SELECT pg_read_file('/etc/hostname')", "refused"),
+    ("SELECT pg_read_binary_file('/etc/hostname')", "refused"),
+    ("COPY (SELECT name FROM customers) TO STDOUT", "refused"),
+    ("SET rt4.x = '123-45-6789'", "runs"),
+    ("SELECT current_setting('rt4.x')", "runs"),
+    ("SELECT has_column_privilege('customers', 'ssn', 'SELECT')", "runs"),
+    ("SELECT relname, reltuples FROM pg_class WHERE relname = 'customers'", "runs"),
+    ("CREATE SEQUENCE rt4_seq", "runs"),
+    ("SELECT * FROM rt4_seq", "runs"),
+    # equality in other spellings, collations, operators
+    ("SELECT name FROM customers WHERE ssn = 'x'::unknown", "refused"),
+    ("SELECT name FROM customers WHERE ssn = @x", "refused"),
+    ("SELECT name FROM customers WHERE ssn = '1%' COLLATE \"C\"", "refused"),
+    ("CREATE COLLATION rt4_ci (provider = icu, locale = 'und-u-ks-level1', deterministic = false)",
+     "either"),
+    ("SELECT name FROM customers WHERE ssn = '123456789' COLLATE rt4_ci", "refused"),
+    ("CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = textlike)", "refused"),
+    ("SELECT name FROM customers WHERE ssn = '1' OFFSET 0", "runs"),
+    ("SELECT name FROM customers TABLESAMPLE BERNOULLI (50) REPEATABLE (1)", "runs"),
+    ("SELECT * FROM customers FOR SHARE NOWAIT", "runs"),
+    # views: renaming columns onto masked names, or masked columns away
+    ("ALTER VIEW customer_view RENAME COLUMN tax_id TO t2", "refused"),
+    ("ALTER VIEW rt4_v RENAME COLUMN name TO ssn", "refused"),
+    ("ALTER TABLE rt4_t RENAME COLUMN s TO ssn", "runs"),
+    ("SELECT reverse(ssn) FROM rt4_t", "runs"),
+]
+ROUND4_MYSQL = [
+    # HANDLER: index positioning and walks by a masked column
+    ("HANDLER customers OPEN", "refused"),
+    ("HANDLER customers READ ssn = ('123-45-6789')", "refused"),
+    ("HANDLER customers READ ssn FIRST", "refused"),
+    ("HANDLER customers READ ssn NEXT", "refused"),
+    ("HANDLER customers READ ssn >= ('3')", "refused"),
+    ("HANDLER customers READ `PRIMARY` FIRST WHERE ssn LIKE '1%'", "refused"),
+    ("HANDLER customers READ NEXT WHERE ssn > '3' LIMIT 5", "refused"),
+    ("HANDLER customers CLOSE", "refused"),
+    # index hints and offsets: rows in index order (the accepted residual), values masked
+    ("SELECT name FROM customers FORCE INDEX (ssn) WHERE ssn IS NOT NULL", "runs"),
+    ("SELECT name FROM customers FORCE INDEX (ssn) WHERE ssn IS NOT NULL LIMIT 1 OFFSET 3", "runs"),
+    ("SELECT ssn FROM customers FORCE INDEX (ssn) WHERE ssn IS NOT NULL", "runs"),
+    ("SELECT name FROM customers USE INDEX FOR ORDER BY (ssn)", "runs"),
+    ("SELECT name FROM customers WHERE ssn = '1' FOR UPDATE SKIP LOCKED", "runs"),
+    ("SELECT * FROM customers WHERE ssn = '123-45-6789' LOCK IN SHARE MODE", "runs"),
+    ("SELECT * FROM customers LIMIT ROWS EXAMINED 2", "refused"),
+    # statistics, plans, checksums
+    ("ANALYZE TABLE customers PERSISTENT FOR COLUMNS (ssn) INDEXES ()", "refused"),
+    ("SHOW INDEX FROM customers", "runs"),
+    ("SELECT * FROM information_schema.STATISTICS WHERE table_name = 'customers'", "runs"),
+    ("SHOW TABLE STATUS", "runs"),
+    ("EXPLAIN FORMAT=JSON SELECT name FROM customers WHERE ssn = '1'", "runs"),
+    ("EXPLAIN SELECT name FROM customers WHERE ssn IN ('1', '2')", "runs"),
+    ("CHECKSUM TABLE customers", "refused"),
+    ("CHECKSUM TABLE customers EXTENDED", "refused"),
+    # equality in other spellings
+    ("SELECT name FROM customers WHERE ssn = '123-45-6789   '", "runs"),
+    ("SELECT name FROM customers WHERE ssn = ''", "runs"),
+    ("SELECT name FROM customers WHERE ssn = 0x", "refused"),
+    ("SELECT name FROM customers WHERE ssn IN ('123-45-6789' '1')", "refused"),
+    ("SELECT name FROM customers WHERE ssn = '1%' ESCAPE '!'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = 'a' COLLATE utf8mb4_unicode_ci", "refused"),
+    ("SELECT name FROM customers WHERE ssn = @x", "refused"),
+    ("SELECT name FROM customers WHERE ssn = 'x'; SHOW WARNINGS", "runs"),
+]
+
+
 @pytest.fixture(scope="module")
 def seeded() -> Iterator[dict[str, str]]:
     os.environ[PASSWORD_ENV] = "unused"
@@ -607,8 +721,11 @@ def seeded() -> Iterator[dict[str, str]]:
 
 def corpus(kind: str) -> list[tuple[str, str]]:
     if kind == "postgres":
-        return BOTH + POSTGRES + ROUND2_BOTH + ROUND2_POSTGRES + ROUND3_BOTH + ROUND3_POSTGRES
-    return BOTH + MYSQL + ROUND2_BOTH + ROUND2_MYSQL + ROUND3_BOTH + ROUND3_MYSQL
+        # round 3 ends shadowing customers (PostgreSQL) or in another database (MySQL): it runs last
+        return (BOTH + POSTGRES + ROUND2_BOTH + ROUND2_POSTGRES + ROUND4_BOTH + ROUND4_POSTGRES
+                + ROUND3_BOTH + ROUND3_POSTGRES)
+    return (BOTH + MYSQL + ROUND2_BOTH + ROUND2_MYSQL + ROUND4_BOTH + ROUND4_MYSQL
+            + ROUND3_BOTH + ROUND3_MYSQL)
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
