@@ -13,6 +13,8 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import psycopg
+import pymysql
 import pytest
 from sqldb import MY_HOST, MY_PORT, PG_ADMIN, assert_no_secrets, seeded_databases
 
@@ -135,6 +137,25 @@ FOUND_ROUND3_POSTGRES = [
     ("DECLARE c CURSOR FOR SELECT 1", "runs"),
     ('FETCH ALL FROM "C"', "runs"),  # the hit column comes back masked, as for "C"'s query
     ("ROLLBACK", "runs"),
+]
+FOUND_ROUND4_POSTGRES = [
+    ('CREATE TABLE "CUSTOMERS" (id int, email text)', "refused"),
+    ('CREATE TABLE "Customers" (id int, email text)', "refused"),
+    ("SELECT id, ssn, card_number, email FROM customers", "runs"),
+    ('CREATE VIEW "CUSTOMER_VIEW" AS SELECT id, body AS tax_id FROM notes', "refused"),
+    ("CREATE TEMP TABLE rt4_h (id int, email text)", "runs"),
+    ("INSERT INTO rt4_h VALUES (1, 'ada@example.com')", "runs"),
+    ("ALTER TABLE rt4_h RENAME TO customers", "refused"),
+    ('ALTER TABLE rt4_h RENAME TO "cUstomers"', "refused"),
+    ("CREATE TABLE other_customers_copy (id int)", "runs"),
+]
+FOUND_ROUND4_MYSQL = [
+    ("CREATE TABLE cuStomers (id int, email varchar(200))", "refused"),
+    ("CREATE TABLE CUstomers AS SELECT 1 AS id, 'edsger@example.com' AS email", "refused"),
+    ("CREATE TABLE CUSTomers (id int, g varchar(200), email varchar(200) AS (g) VIRTUAL)", "refused"),
+    ("CREATE TABLE CUSTOmers (id int, email varchar(200) DEFAULT 'ada@example.com')", "refused"),
+    ("CREATE VIEW cusTomer_view AS SELECT id, body AS tax_id FROM notes", "refused"),
+    ("SELECT id, ssn, card_number FROM customers", "runs"),
 ]
 OTHER_SESSIONS = [  # every bastion session logs in with the same account
     ("SELECT query FROM pg_stat_activity", "refused"),
@@ -323,9 +344,9 @@ async def run_all(conn: SqlConnection, sql: str) -> tuple[str, list[str | None]]
 def corpus(kind: str) -> list[tuple[str, str]]:
     if kind == "postgres":
         return (BOTH + FOUND_BOTH + POSTGRES + FOUND_POSTGRES + FOUND_ROUND2_POSTGRES
-                + FOUND_ROUND3_POSTGRES + OTHER_SESSIONS)
+                + FOUND_ROUND3_POSTGRES + OTHER_SESSIONS + FOUND_ROUND4_POSTGRES)
     return (BOTH + FOUND_BOTH + MYSQL + FOUND_MYSQL + FOUND_ROUND2_MYSQL + FOUND_ROUND3_MYSQL
-            + OTHER_SESSIONS_MYSQL)
+            + OTHER_SESSIONS_MYSQL + FOUND_ROUND4_MYSQL)
 
 
 async def check_corpus(conn: SqlConnection, kind: str, attempts: list[tuple[str, str]]) -> None:
@@ -500,3 +521,38 @@ async def test_quoted_prepared_and_cursor_names_are_distinct(databases: dict[str
         await run_all(conn, "ROLLBACK")
     assert not any(refusals)
     assert "hit" in text and "****" in text and "\nt\n" not in text  # the test result is masked
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+async def test_a_case_variant_table_cannot_unmask_the_real_one(databases: dict[str, str],
+                                                                kind: str) -> None:
+    """A relation whose name differs only in case used to replace the real table's rules."""
+    variant = '"CUSTOMERS"' if kind == "postgres" else "cuStomers"
+    admin_sql = f"CREATE TABLE {variant} (id int, email varchar(200))"
+    if kind == "postgres":
+        with psycopg.connect(f"{PG_ADMIN.rpartition('/')[0]}/{databases['name']}",
+                             autocommit=True) as admin:
+            admin.execute(admin_sql)
+    else:
+        with pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", database=databases["name"],
+                             autocommit=True) as admin, admin.cursor() as cur:
+            cur.execute(admin_sql)
+    try:
+        async with connected(kind, databases) as conn:
+            text, refusals = await run_all(conn, "SELECT id, ssn, card_number FROM customers")
+            assert not any(refusals)
+            assert "*****6789" in text
+            assert_no_secrets(text, "customers beside a case variant")
+            _, refusals = await run_all(conn, "SELECT reverse(ssn) FROM customers")
+            assert refusals[0]
+    finally:
+        drop = f"DROP TABLE {variant}"
+        if kind == "postgres":
+            with psycopg.connect(f"{PG_ADMIN.rpartition('/')[0]}/{databases['name']}",
+                                 autocommit=True) as admin:
+                admin.execute(drop)
+        else:
+            with pymysql.connect(host=MY_HOST, port=MY_PORT, user="root",
+                                 database=databases["name"], autocommit=True) as admin, \
+                    admin.cursor() as cur:
+                cur.execute(drop)

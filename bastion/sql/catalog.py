@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from bastion.sql.analysis import Analysis
-from bastion.sql.policy import SqlPolicy
+from bastion.sql.policy import STRATEGY_STRENGTH, SqlPolicy
 
 __all__ = ["Catalog", "Relation", "Resolution", "Source", "ViewInfo", "resolve"]
 
@@ -108,7 +108,13 @@ class Catalog:
                 if strategy:
                     masked[col.lower()] = strategy
             if masked:
-                self._masked[rel.key] = masked
+                # Names compare case-insensitively, so "Customers" and customers share a key:
+                # merge (strictest strategy wins), never let one relation replace another's.
+                merged = self._masked.setdefault(rel.key, {})
+                for col, strategy in masked.items():
+                    old = merged.get(col)
+                    if old is None or STRATEGY_STRENGTH[strategy] > STRATEGY_STRENGTH[old]:
+                        merged[col] = strategy
 
     def find(self, schema: str | None, name: str) -> list[Relation]:
         """Relations with this name (in this schema, if given)."""

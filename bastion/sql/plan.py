@@ -156,6 +156,10 @@ def masking_context(analysis: Analysis, catalog: Catalog,
     resolution = resolve(target, catalog)
     if resolution.unknown and resolution.unknown.startswith("it calls user-defined"):
         return _refuse(f"{resolution.unknown}, which may read masked columns the bastion cannot see")
+    if tree_name := _names_masked_table(target.ast, catalog):
+        return _refuse(f"a table or view named {tree_name} would fall under the masking rules or "
+                       "shadow a relation with masked columns (names compare without case): "
+                       "choose another name")
     altered = [rel for rel in resolution.altered if catalog.relation_masked(rel)]
     if altered:
         return _refuse(f"{altered[0].name} has masked columns; renaming or altering it could move "
@@ -383,6 +387,29 @@ def _implicit_join_refusal(tree: exp.Expression, masked: frozenset[str],
             return f"{sorted(using & masked)[0]} is masked: it cannot be a join column"
         if str(join.args.get("method") or "").upper() == "NATURAL" and (masked or resolution.star_masked):
             return "NATURAL JOIN would compare masked columns implicitly; name the join columns"
+    return None
+
+
+def _names_masked_table(tree: exp.Expression | None, catalog: Catalog) -> str | None:
+    """The name a CREATE or RENAME gives a relation, when the masking rules cover that name or a
+    relation with masked data already has it (in any letter case)."""
+    if tree is None:
+        return None
+    names: list[exp.Table] = []
+    for create in tree.find_all(exp.Create):
+        target = create.this.this if isinstance(create.this, exp.Schema) else create.this
+        if isinstance(target, exp.Table):
+            names.append(target)
+    names.extend(node.this for node in tree.find_all(exp.AlterRename)
+                 if isinstance(node.this, exp.Table))
+    for select in tree.find_all(exp.Select):
+        into = select.args.get("into")
+        if isinstance(into, exp.Into) and isinstance(into.this, exp.Table):
+            names.append(into.this)
+    for table in names:
+        if catalog.policy.covers_table(table.db or "*", table.name) or any(
+                catalog.relation_masked(rel) for rel in catalog.find(None, table.name)):
+            return str(table.name)
     return None
 
 

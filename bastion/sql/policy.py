@@ -43,6 +43,12 @@ class SqlPolicy:
         """Whether any column is masked in this session (rules exist and no unmasked grant)."""
         return bool(self.masking) and not self.unmasked
 
+    def covers_table(self, schema: str, table: str) -> bool:
+        """Whether any rule could mask a column of `schema.table` (case-insensitively)."""
+        if not self.masking_active:
+            return False
+        return _covers(self.masking, schema.lower(), table.lower())
+
     def strategy_for(self, schema: str, table: str, column: str) -> str | None:
         """Return how `schema.table.column` is masked (case-insensitively), or None."""
         if self.unmasked:
@@ -58,3 +64,16 @@ def _match(rules: tuple[MaskingRule, ...], name: str) -> str | None:
             if best is None or STRATEGY_STRENGTH[rule.strategy] > STRATEGY_STRENGTH[best]:
                 best = rule.strategy
     return best
+
+
+@lru_cache(maxsize=1024)
+def _covers(rules: tuple[MaskingRule, ...], schema: str, table: str) -> bool:
+    for rule in rules:
+        for pattern in rule.columns:
+            parts = pattern.lower().rsplit(".", 2)
+            table_part = parts[-2] if len(parts) >= 2 else "*"
+            schema_part = parts[-3] if len(parts) == 3 else "*"
+            if fnmatch.fnmatchcase(table, table_part) and (
+                    schema == "*" or fnmatch.fnmatchcase(schema, schema_part)):
+                return True
+    return False

@@ -8,6 +8,8 @@ read or parse is opaque: all its columns are masked whenever masking is active.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import sqlglot
 from sqlglot import exp
 
@@ -23,10 +25,13 @@ def resolve_views(catalog: Catalog, definitions: dict[tuple[str, str], str], dia
     for key, text in definitions.items():
         trees[key] = _parse(text, dialect)
     views = [r for r in catalog.relations if r.kind == "view" and r.key in definitions]
+    # Relations whose names differ only in case share a key: the bastion cannot tell which one a
+    # statement reads, so such views are opaque (every column masked).
+    shared = {key for key, n in Counter(r.key for r in catalog.relations).items() if n > 1}
     for _ in range(8):  # views over views: repeat until nothing changes
         changed = False
         for rel in views:
-            info = _view_info(rel, trees.get(rel.key), catalog)
+            info = _view_info(rel, None if rel.key in shared else trees.get(rel.key), catalog)
             if catalog.views.get(rel.key) != info:
                 catalog.views[rel.key] = info
                 changed = True
