@@ -643,3 +643,16 @@ def test_agent_forwarding_is_not_offered(bastion: BastionProcess, cert: Path, tm
     finally:
         agent.terminate()
         agent.wait()
+
+
+def test_x11_forwarding_is_refused(bastion: BastionProcess, cert: Path) -> None:
+    # A fake display is enough: the client asks for X11 forwarding before anything connects to it.
+    env = {**os.environ, "DISPLAY": "127.0.0.1:77"}
+    argv = ssh_argv(bastion, bastion.world.key("alice"), "prod", cert=cert,
+                    options=["-X", "-o", "ForwardX11Trusted=yes", "-v"])
+    result = subprocess.run([*argv, "echo display=${DISPLAY:-none}"], capture_output=True,
+                            text=True, timeout=30, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "display=none\n"  # the target session got no X11 display
+    assert "Requesting X11 forwarding" in result.stderr  # it was asked for
+    assert "X11 forwarding request failed" in result.stderr
