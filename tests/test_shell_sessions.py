@@ -656,3 +656,19 @@ def test_x11_forwarding_is_refused(bastion: BastionProcess, cert: Path) -> None:
     assert result.stdout == "display=none\n"  # the target session got no X11 display
     assert "Requesting X11 forwarding" in result.stderr  # it was asked for
     assert "X11 forwarding request failed" in result.stderr
+
+
+def test_upstream_dropping_mid_session_ends_it_with_a_message(bastion: BastionProcess,
+                                                               cert: Path) -> None:
+    # The target's own sshd process for this session dies under the running command.
+    started = time.monotonic()
+    script = ("echo before-drop; sleep 0.3; p=$$; "
+              "while [ \"$(cat /proc/$p/comm)\" != sshd ]; do p=$(cut -d' ' -f4 /proc/$p/stat); done; "
+              "kill -9 $p; sleep 20; echo never")
+    result = ssh(bastion, bastion.world.key("alice"), "prod", ["sh", "-c", script], cert=cert)
+    assert time.monotonic() - started < 15  # not held until the orphaned command ends
+    assert "before-drop" in result.stdout and "never" not in result.stdout
+    assert result.returncode != 0
+    assert "bastion:" in result.stderr and "prod" in result.stderr, result.stderr
+    session = session_of(bastion, "before-drop")
+    assert session["status"] == "ended"
