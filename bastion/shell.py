@@ -70,7 +70,9 @@ class ShellRelay:
             term_size=(cols, rows, pw, ph) if front.term_type else None,
             term_modes=front.term_modes or None,
             encoding=None,
-            request_pty="auto" if front.term_type else False,
+            # The client's choice, command or not (`ssh -t host top`); asyncssh's "auto" would
+            # drop the PTY of a command.
+            request_pty=bool(front.term_type),
         )
         relays = [
             asyncio.create_task(self._pump_out(remote.stdout, front.stdout)),

@@ -672,3 +672,18 @@ def test_upstream_dropping_mid_session_ends_it_with_a_message(bastion: BastionPr
     assert "bastion:" in result.stderr and "prod" in result.stderr, result.stderr
     session = session_of(bastion, "before-drop")
     assert session["status"] == "ended"
+
+
+async def test_terminal_modes_reach_the_target(bastion: BastionProcess, cert: Path) -> None:
+    key = asyncssh.read_private_key(str(bastion.world.key("alice")))
+    async with asyncssh.connect(
+        "127.0.0.1", bastion.world.port, username="prod",
+        client_keys=[(key, asyncssh.read_certificate(str(cert)))],
+        known_hosts=str(bastion.known_hosts()), agent_path=None, config=None,
+    ) as conn:
+        modes = {asyncssh.PTY_ECHO: 0, asyncssh.PTY_VINTR: 7}  # no echo; interrupt is Ctrl-G
+        result = await conn.run("stty -a", term_type="xterm", term_size=(90, 30),
+                                term_modes=modes, check=False)
+    out = str(result.stdout)
+    assert "-echo " in out and "intr = ^G" in out, out
+    assert "rows 30; columns 90" in out
