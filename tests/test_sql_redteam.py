@@ -10,12 +10,18 @@ views that later ones read).
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import uuid
 from collections.abc import Iterator
 
+import pymysql
 import pytest
-from sqldb import seeded_databases
-from test_sql_masking import PASSWORD_ENV, check_corpus, connected
+from sqldb import MY_HOST, MY_PORT, seeded_databases
+from test_sql_masking import PASSWORD_ENV, check_corpus, connected, target
+
+from bastion.config import MaskingRule
+from bastion.sql import SqlPolicy, open_sql_connection
 
 BOTH = [
     # derived tables and CTEs: aliases of masked values stay masked
@@ -711,6 +717,144 @@ ROUND4_MYSQL = [
 ]
 
 
+# Round 5 (after fe4a45f): schema and database qualification, catalog staleness (DDL in
+# transactions and prepared statements), the per-text masking cache across SET search_path and
+# USE, writes and RETURNING whose predicates test masked columns, MySQL multi-table DELETE,
+# LOAD XML, TABLE and VALUES ROW. (Writes of masked columns through updatable views, writable CTEs
+# and MySQL multi-table UPDATE naming another table first were bypasses: reported, not listed.)
+ROUND5_BOTH = [
+    # predicates of writes are comparisons: counted like a SELECT's
+    ("DELETE FROM customers WHERE ssn = '000-00-0000' AND id = 999", "runs"),
+    ("UPDATE customers SET note = note WHERE ssn IN ('000-00-0001', '000-00-0002')", "runs"),
+    ("UPDATE customers SET note = note WHERE ssn IN (" + ", ".join(f"'{i}'" for i in range(51)) + ")",
+     "refused"),
+    ("CREATE TABLE rt5_g (id int, s varchar(20), e varchar(200))", "runs"),
+    ("INSERT INTO rt5_g VALUES (1, '100-45-6789', 'a@example.com'), (2, '123-45-6789', "
+     "'ada@example.com')", "runs"),
+    ("DELETE FROM customers WHERE ssn = (SELECT s FROM rt5_g WHERE id = 2)", "refused"),
+    ("UPDATE customers SET note = 'x' WHERE ssn IN (SELECT s FROM rt5_g)", "refused"),
+    ("UPDATE customers SET note = 'x' WHERE id = 1 AND email = (SELECT e FROM rt5_g WHERE id = 2)",
+     "refused"),
+    ("UPDATE customers SET note = (SELECT s FROM rt5_g WHERE id = 1) WHERE id = 999", "runs"),
+    ("UPDATE customers SET email = (SELECT e FROM rt5_g WHERE id = 2) WHERE id = 999", "refused"),
+    ("UPDATE customers c SET ssn = NULL WHERE id = 999", "refused"),
+    # relations created by the user are not covered; names that shadow masked ones are refused
+    ("CREATE TABLE rt5_t (id int, ssn varchar(20))", "runs"),
+    ("INSERT INTO rt5_t VALUES (1, 'mine')", "runs"),
+    ("SELECT reverse(ssn) FROM rt5_t", "runs"),
+    ("CREATE VIEW rt5_v AS SELECT id, name FROM customers WHERE ssn = '000-00-0000'", "runs"),
+    ("SELECT * FROM rt5_v", "runs"),
+    ("CREATE VIEW rt5_v2 AS SELECT c.id FROM customers c JOIN rt5_g g ON c.ssn = g.s", "refused"),
+    ("CREATE VIEW rt5_v3 AS SELECT c.id, g.s FROM customers c, rt5_g g WHERE c.email = g.e",
+     "refused"),
+    ("SELECT reverse(ssn) FROM customers, rt5_t WHERE customers.id = rt5_t.id", "refused"),
+]
+ROUND5_POSTGRES = [
+    # RETURNING of non-masked columns with masked predicates; writable CTEs that only read them
+    ("DELETE FROM customers WHERE ssn = '000-00-0000' RETURNING id", "runs"),
+    ("UPDATE customers SET note = note WHERE ssn = '000-00-0000' RETURNING id, note", "runs"),
+    ("UPDATE customers SET note = note WHERE id = 1 RETURNING ssn, email", "either"),
+    ("UPDATE customers SET note = note WHERE id = 1 RETURNING reverse(ssn)", "refused"),
+    ("DELETE FROM customers WHERE id = 999 RETURNING upper(email)", "refused"),
+    ("DELETE FROM customers c USING rt5_g g WHERE c.ssn = g.s RETURNING c.id", "refused"),
+    ("UPDATE customers c SET note = 'x' FROM rt5_g g WHERE c.email = g.e RETURNING c.id", "refused"),
+    ("WITH w AS (DELETE FROM customers WHERE ssn = '000-00-0000' RETURNING id) SELECT * FROM w",
+     "runs"),
+    ("WITH w AS (UPDATE customers SET note = ssn WHERE id = 1 RETURNING id) SELECT * FROM w",
+     "refused"),
+    ("WITH w AS (UPDATE customers SET note = note WHERE id = 1 RETURNING ssn) SELECT reverse(ssn) "
+     "FROM w", "refused"),
+    ("WITH w AS (UPDATE notes SET body = body WHERE id = 1 RETURNING id) SELECT * FROM w", "runs"),
+    ("WITH w AS (DELETE FROM customers c USING rt5_g g WHERE c.ssn = g.s RETURNING c.id) "
+     "SELECT * FROM w", "refused"),
+    # schemas: temp schema, explicit schemas, search_path and the per-text cache
+    ("CREATE TABLE pg_temp.customers (id int, ssn text)", "refused"),
+    ("CREATE VIEW pg_temp.customers AS SELECT 1 AS id", "refused"),
+    ("CREATE TABLE pg_temp.rt5_tt (id int, ssn text)", "runs"),
+    ("ALTER TABLE rt5_tt RENAME TO customers", "refused"),
+    ("ALTER TABLE pg_temp.rt5_tt RENAME TO CUSTOMERS", "refused"),
+    ("CREATE SCHEMA rt5_s", "either"),
+    ("SELECT reverse(ssn) FROM public.customers", "refused"),
+    ("SELECT reverse(ssn) FROM pg_catalog.customers", "either"),
+    ("SELECT reverse(ssn) FROM information_schema.customers", "either"),
+    ("SELECT reverse(ssn) FROM \"public\".\"customers\"", "refused"),
+    ("SELECT id, ssn FROM customers WHERE id = 1", "runs"),
+    ("SET search_path = pg_catalog", "runs"),
+    ("SELECT id, ssn FROM customers WHERE id = 1", "either"),
+    ("SELECT reverse(ssn) FROM customers", "refused"),
+    ("SET search_path = public, pg_temp", "runs"),
+    ("SELECT id, ssn FROM customers WHERE id = 1", "runs"),
+    ("RESET search_path", "runs"),
+    # DDL in a transaction: the catalog reader (another connection) cannot see it yet
+    ("BEGIN", "runs"),
+    ("CREATE VIEW rt5_tv AS SELECT id, name FROM customers", "runs"),
+    ("SELECT * FROM rt5_tv", "runs"),
+    ("CREATE OR REPLACE VIEW rt5_tv AS SELECT id, name, ssn FROM customers", "refused"),
+    ("ALTER VIEW rt5_tv RENAME COLUMN name TO ssn", "either"),
+    ("SELECT reverse(ssn) FROM rt5_tv", "either"),
+    ("ALTER TABLE rt5_t RENAME COLUMN ssn TO s2", "runs"),
+    ("SELECT reverse(s2) FROM rt5_t", "runs"),
+    ("ROLLBACK", "runs"),
+    ("SELECT reverse(ssn) FROM rt5_t", "runs"),
+    # prepared statements made before a DDL run against the catalog of their execution
+    ("CREATE VIEW rt5_pv AS SELECT id, name FROM customers", "runs"),
+    ("PREPARE rt5_p AS SELECT * FROM rt5_pv", "runs"),
+    ("PREPARE rt5_q AS SELECT reverse(name) FROM rt5_pv", "runs"),
+    ("CREATE OR REPLACE VIEW rt5_pv AS SELECT id, name, email FROM customers", "refused"),
+    ("EXECUTE rt5_p", "runs"),
+    ("EXECUTE rt5_q", "runs"),
+    ("PREPARE rt5_w AS WITH w AS (UPDATE customers SET note = ssn WHERE id = 1 RETURNING id) "
+     "SELECT * FROM w", "refused"),
+]
+ROUND5_MYSQL = [
+    # multi-table DELETE and UPDATE naming customers first, LOAD XML, TABLE, VALUES ROW
+    ("DELETE c FROM customers c, notes n WHERE c.ssn = '000-00-0000' AND n.id = 1", "runs"),
+    ("DELETE c FROM customers c JOIN rt5_g g ON c.ssn = g.s WHERE g.id = 1", "refused"),
+    ("DELETE n FROM notes n JOIN customers c ON c.email = 'ada@example.com' WHERE n.id = 999",
+     "runs"),
+    ("UPDATE customers c JOIN rt5_g g ON g.id = c.id SET c.email = g.e WHERE g.id = 1", "refused"),
+    ("UPDATE customers c, rt5_g g SET c.ssn = g.s WHERE g.id = 1 AND c.id = 2", "refused"),
+    ("UPDATE customers c JOIN rt5_g g ON c.ssn = g.s SET c.note = 'x' WHERE g.id = 1", "refused"),
+    ("UPDATE rt5_g g JOIN customers c ON c.id = g.id SET g.s = c.ssn WHERE g.id = 1", "refused"),
+    ("UPDATE rt5_g g, customers c SET g.e = c.email WHERE g.id = c.id", "refused"),
+    ("UPDATE rt5_g g JOIN customers c ON c.ssn = g.s SET g.e = 'hit' WHERE g.id = 1", "refused"),
+    ("INSERT INTO customers SET id = 900, name = 'p', ssn = '123-45-6789'", "refused"),
+    ("REPLACE INTO customers SET id = 999, name = 'p'", "either"),
+    ("INSERT INTO customers (id, name) VALUES (1, 'x') ON DUPLICATE KEY UPDATE email = 'g@x.com'",
+     "refused"),
+    ("INSERT INTO rt5_t (id, ssn) SELECT id, name FROM customers ON DUPLICATE KEY UPDATE "
+     "ssn = (SELECT ssn FROM customers LIMIT 1)", "refused"),
+    ("WITH x AS (SELECT 1) UPDATE customers SET email = 'g@x.com' WHERE id = 1", "refused"),
+    ("LOAD XML LOCAL INFILE '/etc/hostname' INTO TABLE notes", "refused"),
+    ("LOAD XML INFILE '/etc/hostname' INTO TABLE customers ROWS IDENTIFIED BY '<r>'", "refused"),
+    ("TABLE customers", "either"),
+    ("SELECT reverse(ssn) FROM (TABLE customers) t", "refused"),
+    ("VALUES ROW(1, 2)", "either"),
+    ("SELECT * FROM customers WHERE ROW(ssn, id) = ROW('123-45-6789', 1)", "refused"),
+    # other databases: not granted, unknown to the catalog, or information_schema
+    ("SELECT reverse(ssn) FROM mysql.customers", "either"),
+    ("SELECT reverse(ssn) FROM information_schema.customers", "either"),
+    ("SELECT c.id FROM customers c JOIN mysql.user u ON u.User = c.ssn", "refused"),
+    ("CREATE TABLE information_schema.customers (id int)", "refused"),
+    ("CREATE TEMPORARY TABLE customers (id int, ssn varchar(20))", "refused"),
+    ("CREATE TEMPORARY TABLE rt5_tmp (id int, ssn varchar(20))", "runs"),
+    ("ALTER TABLE rt5_tmp RENAME TO Customers", "refused"),
+    # DDL through PREPARE/EXECUTE: no catalog reload, so the new relation is unknown (masked)
+    ("PREPARE rt5_d FROM 'CREATE VIEW rt5_ev AS SELECT id, name FROM customers'", "runs"),
+    ("EXECUTE rt5_d", "runs"),
+    ("SELECT * FROM rt5_ev", "runs"),
+    ("SELECT reverse(name) FROM rt5_ev", "either"),
+    ("PREPARE rt5_e FROM 'CREATE OR REPLACE VIEW rt5_ev AS SELECT id, ssn FROM customers'", "refused"),
+    ("PREPARE rt5_f FROM 'ALTER TABLE rt5_t RENAME TO customers'", "refused"),
+    ("PREPARE rt5_g2 FROM 'RENAME TABLE rt5_t TO CUSTOMERS'", "refused"),
+    # the per-text cache across USE: the same text in another current database
+    ("SELECT id, ssn FROM customers WHERE id = 1", "runs"),
+    ("USE information_schema", "either"),
+    ("SELECT id, ssn FROM customers WHERE id = 1", "either"),
+    ("SELECT reverse(ssn) FROM customers", "refused"),
+]
+
+
 @pytest.fixture(scope="module")
 def seeded() -> Iterator[dict[str, str]]:
     os.environ[PASSWORD_ENV] = "unused"
@@ -723,12 +867,51 @@ def corpus(kind: str) -> list[tuple[str, str]]:
     if kind == "postgres":
         # round 3 ends shadowing customers (PostgreSQL) or in another database (MySQL): it runs last
         return (BOTH + POSTGRES + ROUND2_BOTH + ROUND2_POSTGRES + ROUND4_BOTH + ROUND4_POSTGRES
-                + ROUND3_BOTH + ROUND3_POSTGRES)
+                + ROUND5_BOTH + ROUND5_POSTGRES + ROUND3_BOTH + ROUND3_POSTGRES)
     return (BOTH + MYSQL + ROUND2_BOTH + ROUND2_MYSQL + ROUND4_BOTH + ROUND4_MYSQL
-            + ROUND3_BOTH + ROUND3_MYSQL)
+            + ROUND5_BOTH + ROUND5_MYSQL + ROUND3_BOTH + ROUND3_MYSQL)
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
 async def test_redteam_corpus(seeded: dict[str, str], kind: str) -> None:
     async with connected(kind, seeded) as conn:
         await check_corpus(conn, kind, corpus(kind))
+
+
+async def test_round5_rule_qualified_by_database(seeded: dict[str, str]) -> None:
+    """Rules naming the target's database; another database (granted) holds a same-named table and
+    a view over the target's customers: the view stays masked, in and out of `USE`."""
+    name, other = seeded["name"], f"rt5o_{uuid.uuid4().hex[:8]}"
+    rules = (MaskingRule((f"{name}.customers.ssn",), "partial"),
+             MaskingRule((f"{name}.customers.email",), "hash"))
+    setup = [f"CREATE DATABASE {other}",
+             f"CREATE TABLE {other}.customers (id int, ssn varchar(20))",
+             f"CREATE VIEW {other}.cust_v AS SELECT id, ssn, email FROM {name}.customers",
+             f"GRANT SELECT, SHOW VIEW ON {other}.* TO '{name}'@'127.0.0.1'"]
+    with pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", autocommit=True) as admin, \
+            admin.cursor() as cur:
+        for sql in setup:
+            cur.execute(sql)
+    qualified = dataclasses.replace(target("mysql", seeded), masking=rules)
+    conn = await open_sql_connection(qualified, SqlPolicy.for_target(qualified, b"k" * 32))
+    try:
+        await check_corpus(conn, "mysql", [
+            (f"SELECT * FROM {other}.cust_v", "runs"),
+            (f"SELECT reverse(ssn) FROM {other}.cust_v", "refused"),
+            (f"SELECT id FROM {other}.cust_v WHERE ssn LIKE '1%'", "refused"),
+            (f"SELECT reverse(ssn) FROM {name}.customers", "refused"),
+            (f"USE {other}", "runs"),
+            ("SELECT * FROM cust_v", "runs"),
+            ("SELECT reverse(ssn) FROM cust_v", "refused"),
+            ("SELECT reverse(email) FROM cust_v", "refused"),
+            ("SELECT * FROM customers", "runs"),
+            ("SELECT ssn FROM customers", "runs"),
+            (f"SELECT c.id FROM {name}.customers c JOIN customers o ON o.ssn = c.ssn", "refused"),
+            (f"USE {name}", "runs"),
+            ("SELECT reverse(ssn) FROM customers", "refused"),
+        ])
+    finally:
+        await conn.close()
+        with pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", autocommit=True) as admin, \
+                admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE {other}")
