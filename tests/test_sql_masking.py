@@ -157,6 +157,25 @@ FOUND_ROUND4_MYSQL = [
     ("CREATE VIEW cusTomer_view AS SELECT id, body AS tax_id FROM notes", "refused"),
     ("SELECT id, ssn, card_number FROM customers", "runs"),
 ]
+FOUND_ROUND5_POSTGRES = [
+    ("CREATE TABLE rt5_u (id int, x text)", "runs"),
+    ("WITH w AS (INSERT INTO rt5_u SELECT id, email FROM customers RETURNING id) SELECT 1", "refused"),
+    ("WITH w AS (INSERT INTO rt5_u SELECT id, ssn FROM customers RETURNING id) SELECT 1", "refused"),
+    ("WITH w AS (UPDATE customers SET email = 'guess@example.com' WHERE id = 1 RETURNING id) "
+     "SELECT * FROM w", "refused"),
+    ("WITH w AS (INSERT INTO customers (id, name, ssn) VALUES (100000, 'g', '123-45-6789') "
+     "ON CONFLICT DO NOTHING RETURNING id) SELECT * FROM w", "refused"),
+    ("UPDATE customer_view SET tax_id = NULL WHERE id = 5", "refused"),
+    ("INSERT INTO customer_view (id, name, tax_id) VALUES (100001, 'g', '1')", "refused"),
+    ("SELECT x FROM rt5_u", "runs"),
+]
+FOUND_ROUND5_MYSQL = [
+    ("CREATE TABLE rt5_g (id int, e varchar(200), s varchar(20))", "runs"),
+    ("UPDATE rt5_g g JOIN customers c ON c.id = g.id SET c.email = g.e WHERE g.id > 0", "refused"),
+    ("UPDATE rt5_g g JOIN customers c ON c.id = 2 SET c.ssn = g.s WHERE g.id = 2", "refused"),
+    ("UPDATE customer_view SET tax_id = NULL WHERE id = 5", "refused"),
+    ("UPDATE rt5_g g JOIN customers c ON c.id = g.id SET g.e = 'x' WHERE c.id = 1", "runs"),
+]
 OTHER_SESSIONS = [  # every bastion session logs in with the same account
     ("SELECT query FROM pg_stat_activity", "refused"),
     ("SELECT * FROM pg_catalog.pg_stat_activity", "refused"),
@@ -306,19 +325,20 @@ def databases() -> Iterator[dict[str, str]]:
         yield db
 
 
-def target(kind: str, db: dict[str, str]) -> Target:
+def target(kind: str, db: dict[str, str], rules: tuple[MaskingRule, ...] = RULES) -> Target:
     port = int(PG_ADMIN.rsplit(":", 1)[1].split("/")[0]) if kind == "postgres" else MY_PORT
     host = "127.0.0.1" if kind == "postgres" else MY_HOST
     return Target(name=f"t-{kind}", kind=kind, address=f"{host}:{port}", login=db["name"],
                   approvals_required=1, database=db["name"], password=SecretRef(env=PASSWORD_ENV),
-                  masking=RULES)
+                  masking=rules)
 
 
 @contextlib.asynccontextmanager
-async def connected(kind: str, databases: dict[str, str]) -> AsyncIterator[SqlConnection]:
+async def connected(kind: str, databases: dict[str, str],
+                    rules: tuple[MaskingRule, ...] = RULES) -> AsyncIterator[SqlConnection]:
     """The SQL engine's session for one engine, as a console would open it."""
-    policy = SqlPolicy.for_target(target(kind, databases), b"k" * 32)
-    conn = await open_sql_connection(target(kind, databases), policy)
+    policy = SqlPolicy.for_target(target(kind, databases, rules), b"k" * 32)
+    conn = await open_sql_connection(target(kind, databases, rules), policy)
     try:
         yield conn
     finally:
@@ -344,9 +364,10 @@ async def run_all(conn: SqlConnection, sql: str) -> tuple[str, list[str | None]]
 def corpus(kind: str) -> list[tuple[str, str]]:
     if kind == "postgres":
         return (BOTH + FOUND_BOTH + POSTGRES + FOUND_POSTGRES + FOUND_ROUND2_POSTGRES
-                + FOUND_ROUND3_POSTGRES + OTHER_SESSIONS + FOUND_ROUND4_POSTGRES)
+                + FOUND_ROUND3_POSTGRES + OTHER_SESSIONS + FOUND_ROUND4_POSTGRES
+                + FOUND_ROUND5_POSTGRES)
     return (BOTH + FOUND_BOTH + MYSQL + FOUND_MYSQL + FOUND_ROUND2_MYSQL + FOUND_ROUND3_MYSQL
-            + OTHER_SESSIONS_MYSQL + FOUND_ROUND4_MYSQL)
+            + OTHER_SESSIONS_MYSQL + FOUND_ROUND4_MYSQL + FOUND_ROUND5_MYSQL)
 
 
 async def check_corpus(conn: SqlConnection, kind: str, attempts: list[tuple[str, str]]) -> None:
@@ -556,3 +577,53 @@ async def test_a_case_variant_table_cannot_unmask_the_real_one(databases: dict[s
                                  database=databases["name"], autocommit=True) as admin, \
                     admin.cursor() as cur:
                 cur.execute(drop)
+
+
+def _admin(kind: str, db: dict[str, str], *statements: str) -> None:
+    """Run statements as the database administrator (an operator's own changes)."""
+    if kind == "postgres":
+        with psycopg.connect(f"{PG_ADMIN.rpartition('/')[0]}/{db['name']}", autocommit=True) as admin:
+            for sql in statements:
+                admin.execute(sql)
+        return
+    with pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", database=db["name"],
+                         autocommit=True) as admin, admin.cursor() as cur:
+        for sql in statements:
+            cur.execute(sql)
+
+
+async def test_a_view_in_another_schema_over_the_masked_table(databases: dict[str, str]) -> None:
+    """Rules qualified with a schema: a same-named table elsewhere must not stand in for it."""
+    rules = (MaskingRule(("public.customers.ssn",), "partial"),)
+    user = databases["name"]
+    _admin("postgres", databases, "CREATE SCHEMA app", "CREATE TABLE app.customers (id int, ssn text)",
+           "CREATE VIEW app.cust_v AS SELECT id, ssn FROM public.customers",
+           f"GRANT USAGE ON SCHEMA app TO {user}", f"GRANT SELECT ON ALL TABLES IN SCHEMA app TO {user}")
+    try:
+        async with connected("postgres", databases, rules) as conn:
+            text, refusals = await run_all(conn, "SELECT * FROM app.cust_v")
+            assert not any(refusals) and "*****6789" in text
+            assert_no_secrets(text, "a view in another schema")
+            _, refusals = await run_all(conn, "SELECT reverse(ssn) FROM app.cust_v")
+            assert refusals[0]
+    finally:
+        _admin("postgres", databases, "DROP SCHEMA app CASCADE")
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+async def test_a_table_created_after_the_session_started_is_masked(databases: dict[str, str],
+                                                                   kind: str) -> None:
+    rules = (MaskingRule(("*.customers*.ssn",), "partial"),)
+    async with connected(kind, databases, rules) as conn:
+        await run_all(conn, "SELECT 1")
+        _admin(kind, databases, "CREATE TABLE customers2 AS SELECT * FROM customers",
+               f"GRANT SELECT ON customers2 TO {databases['name']}" if kind == "postgres"
+               else "SELECT 1")
+        try:
+            _, refusals = await run_all(conn, "SELECT id FROM customers2 WHERE ssn LIKE '1%'")
+            assert refusals[0]
+            text, refusals = await run_all(conn, "SELECT id, ssn FROM customers2")
+            assert not any(refusals) and "*****6789" in text
+            assert_no_secrets(text, "a table created after the session started")
+        finally:
+            _admin(kind, databases, "DROP TABLE customers2")

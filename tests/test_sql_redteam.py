@@ -759,7 +759,7 @@ ROUND5_POSTGRES = [
     ("DELETE FROM customers c USING rt5_g g WHERE c.ssn = g.s RETURNING c.id", "refused"),
     ("UPDATE customers c SET note = 'x' FROM rt5_g g WHERE c.email = g.e RETURNING c.id", "refused"),
     ("WITH w AS (DELETE FROM customers WHERE ssn = '000-00-0000' RETURNING id) SELECT * FROM w",
-     "runs"),
+     "either"),
     ("WITH w AS (UPDATE customers SET note = ssn WHERE id = 1 RETURNING id) SELECT * FROM w",
      "refused"),
     ("WITH w AS (UPDATE customers SET note = note WHERE id = 1 RETURNING ssn) SELECT reverse(ssn) "

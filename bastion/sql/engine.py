@@ -73,6 +73,7 @@ class SqlConnection:
         self.dialect = driver.dialect
         self.prepared: dict[str, Analysis] = {}  # by prepared_key: what EXECUTE/FETCH will run
         self.lookups = 0
+        self.own_tables: set[str] = set()  # created by this session (temporary ones included)
         self._contexts: dict[str, MaskingContext] = {}
         self._contexts_for: Catalog | None = None
 
@@ -124,6 +125,8 @@ class SqlConnection:
         redacted = analysis.lexed.redacted
         kind = analysis.kind
         blocked = check_guardrails(analysis, self.policy, self.catalog.functions, self._prepared)
+        if blocked is None and self.policy.masking_active:
+            blocked = await self._unknown_tables(analysis)
         ctx = self._context(analysis) if blocked is None else None
         if ctx is not None and ctx.refusal:
             blocked = ctx.refusal
@@ -146,6 +149,8 @@ class SqlConnection:
             result.notices = self._notices(ctx)
             return result
         self._remember(analysis)
+        self.own_tables.update(ref.name.lower() for ref in analysis.innermost().tables
+                               if ref.role == "create")
         if pending.origins and _unknown_relation(pending, self.catalog):
             self.catalog = await self.driver.load_catalog(self.policy)
         maskers = self._maskers(pending, ctx, analysis)
@@ -169,6 +174,28 @@ class SqlConnection:
                 self._contexts.clear()
             ctx = self._contexts[key] = masking_context(analysis, self.catalog, self.prepared)
         return ctx
+
+    async def _unknown_tables(self, analysis: Analysis) -> str | None:
+        """Tables the catalog does not know are read again from the database (someone may have
+        created them since); still unknown, they are refused: their columns could hold copies of
+        masked data under names no rule matches. Tables this session created are its own."""
+        missing = self._missing(analysis)
+        if missing:
+            self.catalog = await self.driver.load_catalog(self.policy)
+            missing = self._missing(analysis)
+        if missing:
+            return (f"masked data: table {sorted(missing)[0]} is not in the catalog the bastion "
+                    "reads, so it cannot tell which of its columns are masked.")
+        return None
+
+    def _missing(self, analysis: Analysis) -> set[str]:
+        target = analysis.innermost()
+        # Names that are aliases (MySQL's `DELETE c FROM customers c`) or CTEs are not tables.
+        aliases = {ref.alias for ref in target.tables if ref.alias} | set(target.derived_names)
+        return {ref.name.lower() for ref in target.tables
+                if ref.role != "create" and ref.name.lower() not in aliases
+                and ref.name.lower() not in self.own_tables
+                and not self.catalog.find(ref.schema, ref.name)}
 
     def _prepared(self, name: str) -> Analysis | None:
         return self.prepared.get(name)

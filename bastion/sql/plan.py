@@ -179,7 +179,7 @@ def masking_context(analysis: Analysis, catalog: Catalog,
         masked |= _unresolved_names(tree, resolution)
     uses = list(_masked_uses(tree, masked, resolution.row_names))
     touches = bool(uses) or _star_reads_masked(tree, resolution) or resolution.unknown is not None
-    writes = target.kind not in READ_KINDS or analysis.kind not in READ_KINDS or bool(target.into)
+    writes = bool(target.kinds - READ_KINDS) or bool(analysis.kinds - READ_KINDS) or bool(target.into)
     if written := _masked_write(tree, catalog):
         return _refuse(f"{written} is masked, so it is read-only here: a value written into it and "
                        "read back (masked or hashed, or as a duplicate-key error) would test a guess. "
@@ -331,7 +331,7 @@ def _star_reads_masked(tree: exp.Expression, resolution: Resolution) -> bool:
 
 def _use_refusal(target: Analysis, uses: list[exp.Column], analysis: Analysis) -> str | None:
     """Why the statement's uses of masked columns are refused (None: they are all safe)."""
-    if target.kind not in READ_KINDS or analysis.kind not in READ_KINDS or target.into:
+    if target.kinds - READ_KINDS or analysis.kinds - READ_KINDS or target.into:
         for col in uses:
             if not _is_write_target(col) and not _in_predicate(col):
                 return ("it would copy masked values where masking does not apply (into a table, "
@@ -350,30 +350,67 @@ def _use_refusal(target: Analysis, uses: list[exp.Column], analysis: Analysis) -
 
 
 def _masked_write(tree: exp.Expression, catalog: Catalog) -> str | None:
-    """The masked column an INSERT, UPDATE or MERGE would write, if any."""
-    if not isinstance(tree, exp.Insert | exp.Update | exp.Merge):
-        return None
-    target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+    """The masked column an INSERT, UPDATE or MERGE would write, if any, wherever it sits
+    (data-modifying CTEs included), through a view or a multi-table UPDATE's other tables."""
+    for node in tree.find_all(exp.Insert, exp.Update, exp.Merge):
+        if written := _written_masked(node, catalog):
+            return written
+    return None
+
+
+def _relation_masked_columns(table: exp.Table, catalog: Catalog) -> set[str]:
+    """Masked columns of a table, or of a view (its columns over masked data); all columns of
+    an opaque view."""
+    masked: set[str] = set()
+    for rel in catalog.find(table.db or None, table.name):
+        if rel.kind != "view":
+            masked.update(catalog.masked_columns(rel))
+            continue
+        view = catalog.views.get(rel.key)
+        if view is None or view.opaque:
+            if catalog.relation_masked(rel):
+                masked.update(name.lower() for _, name in rel.columns)
+            continue
+        masked.update(col.lower() for col, src in view.columns if catalog.source_masked(src))
+    return masked
+
+
+def _written_masked(node: exp.Expression, catalog: Catalog) -> str | None:
+    target = node.this.this if isinstance(node.this, exp.Schema) else node.this
     if not isinstance(target, exp.Table):
         return None
-    rels = catalog.find(target.db or None, target.name)
-    masked = {col for rel in rels for col in catalog.masked_columns(rel)}
+    if isinstance(node, exp.Update):
+        # A multi-table UPDATE may SET the columns of any of its tables: resolve each target.
+        tables: dict[str, set[str]] = {}
+        for table in node.find_all(exp.Table):
+            if not isinstance(table.this, exp.Identifier):
+                continue
+            cols = _relation_masked_columns(table, catalog)
+            for key in {table.name.lower(), (table.alias or table.name).lower()}:
+                tables.setdefault(key, set()).update(cols)
+        for item in node.expressions:
+            left = item.this if isinstance(item, exp.EQ) else None
+            if not isinstance(left, exp.Column):
+                continue
+            scope = [tables.get(left.table.lower(), set())] if left.table else list(tables.values())
+            if any(left.name.lower() in cols for cols in scope):
+                return str(left.name)
+        return None
+    masked = _relation_masked_columns(target, catalog)
     if not masked:
         return None
-    if isinstance(tree, exp.Merge):
+    if isinstance(node, exp.Merge):
         return sorted(masked)[0]
-    if isinstance(tree, exp.Insert):
-        columns = tree.this.expressions if isinstance(tree.this, exp.Schema) else None
-        if columns is None:
-            return sorted(masked)[0]  # every column, masked ones included
-        for col in columns:
-            if col.name.lower() in masked:
-                return str(col.name)
-    for node in tree.find_all(exp.EQ):
-        left = node.this
+    columns = node.this.expressions if isinstance(node.this, exp.Schema) else None
+    if columns is None:
+        return sorted(masked)[0]  # every column, masked ones included
+    for col in columns:
+        if col.name.lower() in masked:
+            return str(col.name)
+    for eq in node.find_all(exp.EQ):  # ON CONFLICT / ON DUPLICATE KEY … SET
+        left = eq.this
         if isinstance(left, exp.Column) and left.name.lower() in masked and (
-                _is_write_target(left) or isinstance(node.parent, exp.OnConflict)
-                or node.find_ancestor(exp.OnConflict) is not None):
+                eq.find_ancestor(exp.OnConflict) is not None):
             return str(left.name)
     return None
 

@@ -196,7 +196,8 @@ class PostgresDriver:
 
     async def load_catalog(self, policy: SqlPolicy) -> Catalog:
         """Read relations, view definitions and functions on a second connection."""
-        conn = await _connect(self.target)
+        # An empty search_path makes pg_get_viewdef name every table with its schema.
+        conn = await _connect(self.target, options="-c search_path=")
         try:
             relations = await (await conn.execute(_RELATIONS)).fetchall()
             functions = await (await conn.execute(_FUNCTIONS)).fetchall()

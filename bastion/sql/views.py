@@ -54,7 +54,7 @@ def _view_info(rel: Relation, tree: exp.Expression | None, catalog: Catalog) -> 
     if tree is None:
         unreadable = Source("computed", rel.schema, rel.name, reads_masked=True, opaque=True)
         return ViewInfo(columns=tuple((n, unreadable) for n in names), reads_masked=True, opaque=True)
-    tables = _tables(tree, rel.schema, catalog)
+    tables = _tables(tree, catalog)
     unknown_table = any(not catalog.find(t.db or None, t.name) for t in tree.find_all(exp.Table)
                         if isinstance(t.this, exp.Identifier))
     reads_masked = unknown_table or any(catalog.relation_masked(t) for t in tables.values())
@@ -76,7 +76,7 @@ def _view_info(rel: Relation, tree: exp.Expression | None, catalog: Catalog) -> 
     return ViewInfo(columns=tuple(columns), reads_masked=reads_masked, opaque=opaque)
 
 
-def _tables(tree: exp.Expression, schema: str, catalog: Catalog) -> dict[str, Relation]:
+def _tables(tree: exp.Expression, catalog: Catalog) -> dict[str, Relation]:
     """Tables the definition reads, by alias and by name (lower case)."""
     found: dict[str, Relation] = {}
     for table in tree.find_all(exp.Table):
@@ -85,10 +85,14 @@ def _tables(tree: exp.Expression, schema: str, catalog: Catalog) -> dict[str, Re
         rels = catalog.find(table.db or None, table.name)
         if not rels:
             continue
-        preferred = [r for r in rels if r.schema.lower() == schema.lower()] or rels
-        found[table.name.lower()] = preferred[0]
+        if len({r.key for r in rels}) > 1 and not table.db:
+            # Unqualified, and several schemas have it: which one the view reads depends on a
+            # search_path the bastion does not know. Read as all of them (the masked one wins).
+            masked = [r for r in rels if catalog.relation_masked(r)]
+            rels = masked or rels
+        found[table.name.lower()] = rels[0]
         if table.alias:
-            found[table.alias.lower()] = preferred[0]
+            found[table.alias.lower()] = rels[0]
     return found
 
 
