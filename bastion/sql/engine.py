@@ -76,6 +76,8 @@ class SqlConnection:
         self.own_tables: set[str] = set()  # created by this session (temporary ones included)
         self._contexts: dict[str, MaskingContext] = {}
         self._contexts_for: Catalog | None = None
+        self._catalog_names: frozenset[str] = frozenset()
+        self._names_for: Catalog | None = None
 
     @property
     def in_transaction(self) -> bool:
@@ -154,7 +156,10 @@ class SqlConnection:
         if pending.origins and _unknown_relation(pending, self.catalog):
             self.catalog = await self.driver.load_catalog(self.policy)
         maskers = self._maskers(pending, ctx, analysis)
-        result.columns = [Column(o.name, m[0]) for o, m in zip(pending.origins, maskers, strict=True)]
+        # MySQL names a computed column after its own text (`ssn = '…'`): no literal in headers.
+        names = self._names(analysis)
+        result.columns = [Column(scrub_message(o.name, names), m[0])
+                          for o, m in zip(pending.origins, maskers, strict=True)]
         result._batches = self._stream(result, pending, maskers, analysis, ctx, started)
         if pending.done:
             self._finish(result, pending, ctx, started)  # commands: status is final now
@@ -291,11 +296,15 @@ class SqlConnection:
         return [scrub_message(n, names) for n in notices]
 
     def _names(self, analysis: Analysis) -> frozenset[str]:
-        names = {r.name.lower() for r in self.catalog.relations}
-        names.update(r.schema.lower() for r in self.catalog.relations)
-        for rel in self.catalog.relations:
-            names.update(c.lower() for _, c in rel.columns)
-        return frozenset(names | analysis.words)
+        """Names a server message may quote without revealing a value: the catalog's relations,
+        schemas and columns (built once per catalog), and the statement's own words."""
+        if self._names_for is not self.catalog:
+            names = {r.name.lower() for r in self.catalog.relations}
+            names.update(r.schema.lower() for r in self.catalog.relations)
+            for rel in self.catalog.relations:
+                names.update(c.lower() for _, c in rel.columns)
+            self._catalog_names, self._names_for = frozenset(names), self.catalog
+        return self._catalog_names | analysis.words
 
     def _scrub_error(self, exc: DriverError, analysis: Analysis) -> str:
         if exc.cancelled:

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 
 from sqlglot import exp
+from sqlglot.tokens import TokenType
 
 from bastion.sql.analysis import READ_KINDS, Analysis
 from bastion.sql.catalog import SYSTEM_SCHEMAS, Catalog, Resolution, Source, resolve
@@ -33,6 +34,8 @@ from bastion.sql.catalog import SYSTEM_SCHEMAS, Catalog, Resolution, Source, res
 __all__ = ["ColumnOrigin", "MaskingContext", "column_strategy", "masking_context", "source_of"]
 
 MAX_IN_LIST = 50
+_STRING_TOKENS = frozenset(getattr(TokenType, n) for n in ("STRING", "NATIONAL_STRING")
+                           if hasattr(TokenType, n))
 _UNICODE_NAME = re.compile(r'(?i)\bU&"')
 # Functions that run SQL given as a string: the bastion cannot check what they read.
 _SQL_TEXT_FUNCTIONS = frozenset({
@@ -130,6 +133,9 @@ def masking_context(analysis: Analysis, catalog: Catalog,
     """Decide whether a statement may run under the catalog's masking, and what its columns read."""
     if not catalog.policy.masking_active:
         return MaskingContext(None, False, None, False)
+    if {"get", "diagnostics"} <= analysis.words:
+        return _refuse("GET DIAGNOSTICS copies the server's warnings, which quote the values a "
+                       "statement read, into variables")
     if _UNICODE_NAME.search(analysis.lexed.text):
         return _refuse('U&"…" names can spell any table, column or function past the bastion\'s '
                        "checks; write names plainly")
@@ -142,6 +148,8 @@ def masking_context(analysis: Analysis, catalog: Catalog,
         if stored is None:
             return MaskingContext(None, True, None, True)  # fail closed: every computed column masked
         target = stored.innermost()
+    # MySQL compares a string column with a number as numbers ('123-45-6789' = 123).
+    numeric_args = analysis.lexed.dialect == "mysql" and _numeric_arguments(analysis)
     vocabulary = catalog.vocabulary()
     if any(a.code or a.kind == "do" for a in _chain(analysis)) and (
             analysis.words & vocabulary or analysis.kind == "do" or analysis.code):
@@ -193,10 +201,25 @@ def masking_context(analysis: Analysis, catalog: Catalog,
         if refusal := _use_refusal(target, uses, analysis):
             return _refuse(refusal)
         lookups = sum(_compared_values(col) for col in uses)
+        if lookups and numeric_args:
+            return _refuse("EXECUTE … USING with a number compares the masked column as a number "
+                           "(a prefix test): pass quoted strings")
     projections = _projection_reads(tree, masked, resolution) if not resolution.unknown else None
     if _orders_by_masked_position(tree, projections):
         return _refuse("ordering by a masked column would reveal the order of its values")
     return MaskingContext(None, touches, projections, touches, lookups)
+
+
+def _numeric_arguments(analysis: Analysis) -> bool:
+    """Whether a MySQL EXECUTE … USING passes anything but quoted strings."""
+    if analysis.kind != "execute":
+        return False
+    tokens = analysis.lexed.tokens or ()
+    words = [t.text.upper() for t in tokens]
+    if "USING" not in words:
+        return False
+    args = tokens[words.index("USING") + 1:]
+    return any(t.token_type not in _STRING_TOKENS and t.text != "," for t in args)
 
 
 def prepared_key(kind: str, name: str) -> str:
