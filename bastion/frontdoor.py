@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -293,6 +294,15 @@ class FrontDoor:
         signed_here = self.bastion.user_ca.is_signer_of(cert.signing_key)
         return await self._facts(username, info, signed_here, key_fingerprint(cert.key))
 
+    async def _refreshed(self, facts: policy.LoginFacts) -> policy.LoginFacts:
+        """The same certificate's facts as the store has them now."""
+        store = self.bastion.store
+        issued = await store.get_certificate(facts.serial)
+        request = await store.get_request(issued.request_id) if issued else None
+        return dataclasses.replace(
+            facts, issued=issued, request=request,
+            serial_revoked=await store.is_revoked(facts.serial) if issued else False)
+
     async def _facts(
         self, username: str, info: CertificateInfo, signed_here: bool, fingerprint: str
     ) -> policy.LoginFacts:
@@ -353,6 +363,14 @@ class FrontDoor:
 
     async def _control(self, process: asyncssh.SSHServerProcess[bytes], login: _Login) -> None:
         assert login.access_user is not None and login.access_key is not None
+        # Checked per command too: the connection may outlive the user's place in the config.
+        user = self.bastion.config.user(login.access_user)
+        if user is None or user.expired(utcnow()) or self.bastion.config.user_for_key(
+                login.access_key) != user:
+            process.stderr.write(f"error: {login.access_user} may no longer use this bastion "
+                                 "(removed, expired or key changed)\n".encode())
+            process.exit(1)
+            return
         command = process.command
         if command is None:
             process.stdout.write(HELP.replace("\n", "\r\n").encode())
@@ -389,6 +407,19 @@ class FrontDoor:
         if facts is None or facts.issued is None or facts.request is None or target is None:
             # Fail closed: a target session exists only for a certificate that passed the checks.
             process.stderr.write(b"bastion: no checked certificate for this session\r\n")
+            process.exit(1)
+            return
+        # Every session checks again: one SSH connection can open many channels (ControlMaster),
+        # and the request may have been revoked or the user removed since the login.
+        facts = await self._refreshed(facts)
+        login.facts = facts
+        reason = policy.check_login(self.bastion.config, facts, utcnow())
+        if reason is not None or facts.issued is None or facts.request is None:
+            why = reason or "the certificate is no longer on record"
+            await self.bastion.audit.record("session.refused", actor=facts.key_id.split("/")[0],
+                                            target=target.name, reason=why, client=login.peer)
+            newline = "\r\n" if process.term_type else "\n"
+            process.stderr.write(f"bastion: access to {target.name} refused: {why}{newline}".encode())
             process.exit(1)
             return
         session_id = uuid.uuid4().hex[:16]

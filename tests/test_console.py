@@ -73,3 +73,15 @@ def test_csv_tsv_json_and_expanded() -> None:
     assert json.loads(out) == [{"id": 1, "name": "a,b", "n": None}, {"id": 2, "name": 'q"uote', "n": "z"}]
     ex = ResultWriter("expanded", ["id", "name"])
     assert "-[ RECORD 2 ]" in ex.batch([(1, "a"), (2, "b")])
+
+
+def test_escape_sequences_never_reach_the_terminal_in_any_format() -> None:
+    hostile = "x\x1b[2J\u009b31m\u202eevil"
+    for fmt in ("table", "expanded", "csv", "tsv", "json"):
+        writer = ResultWriter(fmt, [hostile, "b"])
+        out = writer.header() + writer.batch([(hostile, "ok")]) + writer.footer("", 1, False, None)
+        for raw in ("\x1b", "\u009b", "\u202e"):
+            assert raw not in out, (fmt, out)
+    as_json = ResultWriter("json", ["a"])
+    text = as_json.header() + as_json.batch([(hostile,)]) + as_json.footer("", 1, False, None)
+    assert json.loads(text) == [{"a": hostile}]  # escaped, still the same value

@@ -188,3 +188,29 @@ async def _running(marker: str) -> bool:
                                   "AND pid <> pg_backend_pid()", (f"%{marker}%",))
         row = await cur.fetchone()
         return bool(row and row[0])
+
+
+async def test_revoking_stops_new_sessions_on_an_open_connection(bastion: BastionProcess) -> None:
+    """One SSH connection can open many sessions (ControlMaster): each is checked again."""
+    req = control_json(bastion, "alice", "request", "pgdb", "--reason", "INC-9: one connection")
+    control_json(bastion, "bob", "approve", str(req["id"]))
+    path = bastion.world.root / f"alice-pgdb-{req['id']}-multi-cert.pub"
+    path.write_text(control(bastion, "alice", "cert", str(req["id"])).stdout)
+    key = asyncssh.read_private_key(str(bastion.world.key("alice")))
+    async with asyncssh.connect(
+        "127.0.0.1", bastion.world.port, username="pgdb", known_hosts=str(bastion.known_hosts()),
+        client_keys=[(key, asyncssh.read_certificate(str(path)))], agent_path=None, config=None,
+    ) as conn:
+        long = await conn.create_process("SELECT pg_sleep(30)")
+        first = await conn.run("SELECT 'before-revoke' AS s", check=False)
+        assert first.exit_status == 0 and "before-revoke" in str(first.stdout)
+        control_json(bastion, "bob", "revoke", str(req["id"]), "--reason", "done")
+        # The live session is ended, and says why.
+        async with asyncio.timeout(15):
+            await long.wait_closed()
+        assert long.exit_status != 0 and "session ended" in str(await long.stderr.read())
+        after = await conn.run("SELECT 'after-revoke' AS s", check=False)
+        assert after.exit_status != 0 and "after-revoke" not in str(after.stdout)
+        assert "refused" in str(after.stderr) and "revoked" in str(after.stderr)
+    events = control_json(bastion, "carol", "audit", "--kind", "session.refused")
+    assert any(e["target"] == "pgdb" for e in events)

@@ -9,6 +9,7 @@ marked "runs"; "either" means refusing or masking are both acceptable.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -186,6 +187,18 @@ FOUND_ROUND6_MYSQL = [
     ("EXECUTE rt6_s6 USING 1.23e2", "refused"),
     ("EXECUTE rt6_s6 USING TRUE", "refused"),
     ("EXECUTE rt6_s6 USING '123-45-6789'", "runs"),
+]
+FOUND_ROUND7_POSTGRES = [
+    ("SET NAMES 'GBK'", "refused"),
+    ("SET client_encoding TO 'SJIS'", "refused"),
+    ("DELETE FROM notes \x00 WHERE id = 60", "refused"),  # libpq would stop at the NUL
+    ('SELECT * FROM "123-45-6789"', "refused"),  # the refusal names the table: never a value
+]
+FOUND_ROUND7_MYSQL = [
+    ("SET NAMES gbk", "refused"),
+    ("SET CHARACTER SET gbk", "refused"),
+    ("SET character_set_client = gbk", "refused"),
+    ("SELECT * FROM `123-45-6789`", "refused"),
 ]
 OTHER_SESSIONS = [  # every bastion session logs in with the same account
     ("SELECT query FROM pg_stat_activity", "refused"),
@@ -376,9 +389,10 @@ def corpus(kind: str) -> list[tuple[str, str]]:
     if kind == "postgres":
         return (BOTH + FOUND_BOTH + POSTGRES + FOUND_POSTGRES + FOUND_ROUND2_POSTGRES
                 + FOUND_ROUND3_POSTGRES + OTHER_SESSIONS + FOUND_ROUND4_POSTGRES
-                + FOUND_ROUND5_POSTGRES)
+                + FOUND_ROUND5_POSTGRES + FOUND_ROUND7_POSTGRES)
     return (BOTH + FOUND_BOTH + MYSQL + FOUND_MYSQL + FOUND_ROUND2_MYSQL + FOUND_ROUND3_MYSQL
-            + OTHER_SESSIONS_MYSQL + FOUND_ROUND4_MYSQL + FOUND_ROUND5_MYSQL + FOUND_ROUND6_MYSQL)
+            + OTHER_SESSIONS_MYSQL + FOUND_ROUND4_MYSQL + FOUND_ROUND5_MYSQL + FOUND_ROUND6_MYSQL
+            + FOUND_ROUND7_MYSQL)
 
 
 async def check_corpus(conn: SqlConnection, kind: str, attempts: list[tuple[str, str]]) -> None:
@@ -647,3 +661,19 @@ async def test_column_headers_do_not_carry_literals(databases: dict[str, str]) -
             names = [c.name for c in result.columns]
             await result.drain()
     assert names and "123-45-6789" not in names[0] and "'?'" in names[0], names
+
+
+async def test_blocked_statements_cannot_hide_in_code(databases: dict[str, str]) -> None:
+    """A DO block or a function body could run a DROP the bastion never sees."""
+    blocked = dataclasses.replace(target("postgres", databases, ()), blocked_statements=("drop",))
+    conn = await open_sql_connection(blocked, SqlPolicy.for_target(blocked, b"k" * 32))
+    try:
+        for sql in ("DO $$BEGIN EXECUTE 'DROP TABLE notes'; END$$",
+                    "CREATE FUNCTION rt_f() RETURNS void LANGUAGE plpgsql AS "
+                    "$$BEGIN EXECUTE 'DROP TABLE notes'; END$$"):
+            _, refusals = await run_all(conn, sql)
+            assert refusals[0] and "blocked" in refusals[0], (sql, refusals)
+        text, refusals = await run_all(conn, "SELECT count(*) FROM notes")
+        assert not any(refusals) and "ERROR" not in text
+    finally:
+        await conn.close()

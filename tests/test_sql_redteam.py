@@ -200,7 +200,7 @@ POSTGRES = [
     ("CREATE INDEX ON notes (body) WHERE body LIKE '1%'", "either"),
     ("CREATE TEMP VIEW rt_temp AS SELECT * FROM customers", "either"),
     ("SELECT * FROM rt_temp", "either"),
-    ("SET client_encoding = 'LATIN1'; SELECT ssn, email FROM customers; RESET client_encoding", "runs"),
+    ("SET client_encoding = 'LATIN1'; SELECT ssn, email FROM customers; RESET client_encoding", "either"),
     ("SET search_path = pg_temp, public; SELECT * FROM customers; RESET search_path", "runs"),
 ]
 MYSQL = [
@@ -294,8 +294,8 @@ MYSQL = [
     ("ANALYZE FORMAT=JSON SELECT * FROM customers WHERE ssn = '123-45-6789'", "runs"),
     ("SELECT name FROM customers WHERE ssn = '1'; SHOW WARNINGS", "runs"),
     ("SET character_set_results = utf32; SELECT ssn, email, card_number FROM customers; "
-     "SET character_set_results = utf8mb4", "runs"),
-    ("SET NAMES latin1; SELECT ssn, email FROM customers; SET NAMES utf8mb4", "runs"),
+     "SET character_set_results = utf8mb4", "either"),
+    ("SET NAMES latin1; SELECT ssn, email FROM customers; SET NAMES utf8mb4", "either"),
 ]
 
 
@@ -468,7 +468,7 @@ ROUND2_MYSQL = [
     ("SELECT * FROM mysql.column_stats WHERE table_name = 'customers'", "either"),
     ("SELECT * FROM information_schema.statistics WHERE table_name = 'customers'", "either"),
     ("SET SESSION group_concat_max_len = 4; SELECT id FROM customers WHERE ssn = 'x'", "runs"),
-    ("SET NAMES binary; SELECT ssn, email, card_number FROM customers; SET NAMES utf8mb4", "runs"),
+    ("SET NAMES binary; SELECT ssn, email, card_number FROM customers; SET NAMES utf8mb4", "either"),
     ("SELECT ssn FROM customers UNION DISTINCT SELECT ssn FROM customers", "refused"),
     ("SELECT ssn FROM customers INTERSECT SELECT ssn FROM customers", "refused"),
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import unicodedata
 from collections.abc import Sequence
 from datetime import date, datetime, time
@@ -16,7 +17,7 @@ from decimal import Decimal
 from itertools import chain
 from typing import Any
 
-__all__ = ["FORMATS", "ResultWriter", "cell"]
+__all__ = ["FORMATS", "ResultWriter", "cell", "safe_text"]
 
 FORMATS = ("table", "expanded", "csv", "tsv", "json")
 MAX_CELL = 60
@@ -69,6 +70,19 @@ def _texts(rows: Sequence[Sequence[Any]]) -> list[list[str]]:
     return [[_safe(c) for c in row] for row in texts]
 
 
+_UNSAFE_IN_JSON = re.compile(r"[\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def _json_safe(text: str) -> str:
+    """JSON text without C1 controls (CSI) or bidi overrides: json.dumps escapes only C0."""
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def safe_text(text: str) -> str:
+    """Text a terminal shows as it is: control and format characters escaped."""
+    return _safe(text)
+
+
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(1, width - 1)] + "…"
 
@@ -91,7 +105,7 @@ class ResultWriter:
     def header(self) -> str:
         """Text before the first row (JSON opens its array)."""
         if self.fmt in ("csv", "tsv"):
-            return self._delimited([self.columns])
+            return self._delimited([[_safe(c) for c in self.columns]])
         if self.fmt == "json":
             return "["
         return ""
@@ -105,7 +119,7 @@ class ResultWriter:
             for row in rows:
                 obj = {c: _json_value(v) for c, v in zip(self.columns, row, strict=False)}
                 out.append(("" if self._json_first else ",") + self.newline
-                           + json.dumps(obj, ensure_ascii=False))
+                           + _json_safe(json.dumps(obj, ensure_ascii=False)))
                 self._json_first = False
             return "".join(out)
         if self.fmt == "expanded":

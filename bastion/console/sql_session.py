@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from bastion.console.lineedit import EOF, INTERRUPT, LineEditor
-from bastion.console.render import FORMATS, ResultWriter, cell
+from bastion.console.render import FORMATS, ResultWriter, cell, safe_text
 from bastion.models import QueryRecord, SessionStatus, utcnow
 from bastion.shell import CLIENT_GONE
 from bastion.sql import SqlConnection, SqlPolicy, StatementResult, open_sql_connection
-from recorder import RecordingWriter
+from recorder import RecordingError, RecordingWriter
 
 if TYPE_CHECKING:
     from bastion.config import Target
@@ -84,6 +84,11 @@ def statement_complete(text: str) -> bool:
     return quote is None and last == ";"
 
 
+def _shown(text: str) -> str:
+    """Server and bastion messages line by line, control characters escaped."""
+    return "\n".join(safe_text(line) for line in text.split("\n"))
+
+
 _STOPPED = object()  # the session was ended from outside (window over, revoked, killed)
 
 
@@ -140,6 +145,11 @@ class SqlConsole:
         if self._pending_size >= 65536:
             self.flush()
 
+    def _stderr(self, text: str) -> None:
+        self.flush()
+        with contextlib.suppress(BrokenPipeError, ConnectionError):
+            self.process.stderr.write(text.encode())
+
     def flush(self) -> None:
         """Send what `show` and `echo` gathered."""
         if self._pending:
@@ -151,6 +161,13 @@ class SqlConsole:
 
     def _exit(self, status: int) -> None:
         self._exiting = True
+        if self.live.end_reason and self.live.end_reason != CLIENT_GONE:
+            # Window over, revoked, user removed, killed: say why, as shell sessions do.
+            message = f"{self.newline}bastion: session ended: {self.live.end_reason}{self.newline}"
+            if self.pty:
+                self._buffer(message.encode())
+            else:
+                self._stderr(message)
         self.flush()
         self.process.exit(status)
 
@@ -230,7 +247,7 @@ class SqlConsole:
         recorded_rows: list[list[str]] = []
         if result.blocked:
             self.outcome.errors += 1
-            await self.show(f"bastion: refused: {result.blocked}\n", stderr=True)
+            await self.show(f"bastion: refused: {_shown(result.blocked)}\n", stderr=True)
         else:
             writer = ResultWriter(self.fmt, [c.name for c in result.columns], width=self.width)
             if result.columns:
@@ -242,12 +259,12 @@ class SqlConsole:
                     await self.show(writer.batch(batch))
             if result.error:
                 self.outcome.errors += 1
-                await self.show(f"ERROR: {result.error}\n", stderr=True)
+                await self.show(f"ERROR: {_shown(result.error)}\n", stderr=True)
             else:
                 await self.show(writer.footer(result.status, result.rowcount, result.truncated,
                                               self.target.max_rows))
             for notice in result.notices:
-                await self.show(f"NOTICE: {notice}\n", stderr=True)
+                await self.show(f"NOTICE: {_shown(notice)}\n", stderr=True)
         await self._log(result, started, recorded_rows)
 
     async def _log(self, result: StatementResult, started: Any, rows: list[list[str]]) -> None:
@@ -384,5 +401,7 @@ async def run_sql_session(bastion: Bastion, process: asyncssh.SSHServerProcess[b
     console = SqlConsole(bastion, process, live, target, recording)
     status, reason = await console.run()
     if live.end_reason is not None:
+        with contextlib.suppress(RecordingError):
+            await recording.marker(f"ended by the bastion: {live.end_reason}")
         return SessionStatus.ENDED, live.end_reason
     return status, reason

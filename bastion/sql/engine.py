@@ -127,6 +127,9 @@ class SqlConnection:
         redacted = analysis.lexed.redacted
         kind = analysis.kind
         blocked = check_guardrails(analysis, self.policy, self.catalog.functions, self._prepared)
+        if "\x00" in analysis.lexed.text:
+            # libpq ends the text at a NUL: the server would run less than the bastion checked.
+            blocked = "The statement contains a NUL byte."
         if blocked is None and self.policy.masking_active:
             blocked = await self._unknown_tables(analysis)
         ctx = self._context(analysis) if blocked is None else None
@@ -140,7 +143,9 @@ class SqlConnection:
             else:
                 self.lookups += ctx.lookups
         if blocked is not None or ctx is None:
-            return StatementResult.refused(redacted, kind, blocked or "refused")
+            # Reasons may quote the user's names; never a value (they reach the query log).
+            why = scrub_message(blocked or "refused", self._names(analysis))
+            return StatementResult.refused(redacted, kind, why)
         started = time.perf_counter()
         result = StatementResult(redacted=redacted, kind=kind)
         try:

@@ -62,12 +62,16 @@ READ_ONLY_SETTINGS = frozenset({
     "bytea_output", "client_min_messages", "work_mem", "jit", "enable_seqscan",
     "enable_indexscan", "enable_bitmapscan", "enable_hashjoin", "enable_mergejoin",
     "enable_nestloop", "random_page_cost", "max_parallel_workers_per_gather", "transaction",
-    "names", "character", "character_set_client", "character_set_results",
-    "character_set_connection", "collation_connection", "time_zone", "max_statement_time",
+    "collation_connection", "time_zone", "max_statement_time",
     "max_execution_time", "sql_select_limit", "group_concat_max_len", "net_read_timeout",
     "net_write_timeout", "lc_time_names", "div_precision_increment",
 })
-LEXING_SETTINGS = frozenset({"sql_mode", "standard_conforming_strings", "backslash_quote"})
+# Settings that change how the server reads statement text: quotes, backslashes, and the client
+# character set (in GBK or SJIS a multi-byte character can end in 0x5C, a backslash).
+LEXING_SETTINGS = frozenset({"sql_mode", "standard_conforming_strings", "backslash_quote", "names",
+                             "character", "charset", "character_set_client",
+                             "character_set_connection", "character_set_results",
+                             "client_encoding"})
 
 
 def check_guardrails(
@@ -86,8 +90,12 @@ def check_guardrails(
                 "the bastion would read them as comments.")
     for a in _chain(analysis):
         if a.kind == "set" and LEXING_SETTINGS & set(a.set_names):
-            return ("Changing sql_mode or standard_conforming_strings is not allowed through the "
-                    "bastion: it reads your statements with the settings of the session's start.")
+            return ("Changing sql_mode, standard_conforming_strings or the client character set "
+                    "is not allowed through the bastion: it reads your statements with the "
+                    "settings of the session's start.")
+    if policy.blocked_statements and any(a.kind == "do" or a.code for a in _chain(analysis)):
+        return ("DO blocks and function, procedure or trigger definitions run statements the "
+                "bastion cannot check against this target's blocked statements.")
     if refusal := _always_refused(analysis):
         return refusal
     kinds = set(analysis.kinds)
