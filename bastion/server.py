@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncssh
 
@@ -20,6 +21,9 @@ from bastion.models import AccessRequest, SessionRecord, utcnow
 from bastion.notify import WebhookNotifier
 from bastion.recording import RecordingSetup
 from bastion.store import Store, open_store
+
+if TYPE_CHECKING:
+    from bastion.sql import LookupBudget
 
 __all__ = ["Bastion", "serve"]
 
@@ -45,6 +49,8 @@ class Bastion:
         # Keys the deterministic "hash" masking strategy: stable across restarts and bastions
         # that share the data dir, never shown.
         self.masking_key = load_or_create_secret(data_dir / "masking_key")
+        # Masked-column lookups per approved request (bastion.sql.LookupBudget), across sessions.
+        self.lookup_budgets: dict[int, LookupBudget] = {}
         self.notifier = WebhookNotifier(config.webhooks, logger=logging.getLogger("bastion.notify"))
         self.audit = AuditTrail(store, config.server.audit_log, self.notifier)
         self.workflow = AccessWorkflow(lambda: self.config, store, self.audit, self.user_ca)

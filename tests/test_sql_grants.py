@@ -214,3 +214,17 @@ async def test_revoking_stops_new_sessions_on_an_open_connection(bastion: Bastio
         assert "refused" in str(after.stderr) and "revoked" in str(after.stderr)
     events = control_json(bastion, "carol", "audit", "--kind", "session.refused")
     assert any(e["target"] == "pgdb" for e in events)
+
+
+def test_the_lookup_budget_belongs_to_the_grant_not_the_session(bastion: BastionProcess) -> None:
+    """New sessions are cheap; guesses against masked columns are counted per approved request."""
+    cert = approved_cert(bastion, "alice", "mydb")
+    guesses = ", ".join(f"'{i:03d}-45-6789'" for i in range(50))
+    for session in range(10):  # ten sessions of 50 guesses: the grant's 500
+        done = sql(bastion, "alice", "mydb", cert, f"SELECT id FROM customers WHERE ssn IN ({guesses})")
+        assert done.returncode == 0, (session, done.stderr)
+    refused = sql(bastion, "alice", "mydb", cert, "SELECT id FROM customers WHERE ssn = '999-99-9999'")
+    assert refused.returncode == 1 and "limit is 500 per grant" in refused.stderr
+    other = approved_cert(bastion, "alice", "mydb")  # a new approved request starts afresh
+    assert sql(bastion, "alice", "mydb", other,
+               "SELECT id FROM customers WHERE ssn = '999-99-9999'").returncode == 0

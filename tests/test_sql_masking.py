@@ -500,7 +500,7 @@ async def test_lookup_budget_stops_guessing_masked_values(databases: dict[str, s
             _, refusals = await run_all(conn, f"SELECT id FROM customers WHERE ssn IN ({guesses})")
             assert not any(refusals), refusals
         _, refusals = await run_all(conn, "SELECT id FROM customers WHERE ssn = '999-99-9999'")
-        assert refusals[0] and "limit is 500 per session" in refusals[0]
+        assert refusals[0] and "limit is 500 per grant" in refusals[0]
         text, refusals = await run_all(conn, "SELECT name FROM customers WHERE id = 1")
         assert not any(refusals) and "Ada Lovelace" in text
 
@@ -548,7 +548,7 @@ async def test_prepared_parameters_count_against_the_lookup_budget(databases: di
             _, refusals = await run_all(conn, execute)
             assert not any(refusals), refusals
         _, refusals = await run_all(conn, execute)
-        assert refusals[0] and "limit is 500 per session" in refusals[0], refusals
+        assert refusals[0] and "limit is 500 per grant" in refusals[0], refusals
 
 
 async def test_quoted_prepared_and_cursor_names_are_distinct(databases: dict[str, str]) -> None:

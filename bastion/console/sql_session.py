@@ -19,7 +19,13 @@ from bastion.console.lineedit import EOF, INTERRUPT, LineEditor
 from bastion.console.render import FORMATS, ResultWriter, cell, safe_text
 from bastion.models import QueryRecord, SessionStatus, utcnow
 from bastion.shell import CLIENT_GONE
-from bastion.sql import SqlConnection, SqlPolicy, StatementResult, open_sql_connection
+from bastion.sql import (
+    LookupBudget,
+    SqlConnection,
+    SqlPolicy,
+    StatementResult,
+    open_sql_connection,
+)
 from recorder import RecordingError, RecordingWriter
 
 if TYPE_CHECKING:
@@ -176,7 +182,9 @@ class SqlConsole:
         policy = SqlPolicy.for_target(self.target, self.bastion.masking_key,
                                       unmasked=self.live.unmasked)
         try:
-            self.conn = await open_sql_connection(self.target, policy)
+            budget = self.bastion.lookup_budgets.setdefault(self.live.record.request_id,
+                                                            LookupBudget())
+            self.conn = await open_sql_connection(self.target, policy, budget)
         except Exception as exc:  # open_sql_connection raises BastionError with a clean message
             await self.show(f"bastion: cannot open {self.target.name}: {exc}{self.newline}",
                             stderr=True)

@@ -33,7 +33,7 @@ from bastion.sql.policy import SqlPolicy
 from bastion.sql.results import Column, RowBatches, StatementResult
 from bastion.sql.scrub import scrub_message
 
-__all__ = ["SqlConnection", "open_sql_connection"]
+__all__ = ["LookupBudget", "SqlConnection", "open_sql_connection"]
 
 # Literal values a session may compare masked columns with (WHERE ssn = '…', IN lists): enough
 # for looking people up, far too few to enumerate the values the masks leave open.
@@ -42,7 +42,17 @@ _DDL = frozenset({"create", "alter", "drop", "rename", "truncate"})
 _TEXT_KINDS = frozenset({"show", "explain", "describe"})  # results that are server text, not table data
 
 
-async def open_sql_connection(target: Target, policy: SqlPolicy) -> SqlConnection:
+class LookupBudget:
+    """Literal values compared with masked columns, counted for one access grant: every session
+    opened with the same approved request draws on it, so a new session does not reset it."""
+
+    def __init__(self, limit: int = LOOKUP_BUDGET) -> None:
+        self.limit = limit
+        self.used = 0
+
+
+async def open_sql_connection(target: Target, policy: SqlPolicy,
+                              budget: LookupBudget | None = None) -> SqlConnection:
     """Log in to a database target and read its catalog."""
     driver: Driver
     if target.kind == "postgres":
@@ -60,24 +70,30 @@ async def open_sql_connection(target: Target, policy: SqlPolicy) -> SqlConnectio
     except BaseException:
         await driver.close()
         raise
-    return SqlConnection(driver, policy, catalog)
+    return SqlConnection(driver, policy, catalog, budget)
 
 
 class SqlConnection:
     """A user's database session as the bastion runs it."""
 
-    def __init__(self, driver: Driver, policy: SqlPolicy, catalog: Catalog) -> None:
+    def __init__(self, driver: Driver, policy: SqlPolicy, catalog: Catalog,
+                 budget: LookupBudget | None = None) -> None:
         self.driver = driver
         self.policy = policy
         self.catalog = catalog
         self.dialect = driver.dialect
         self.prepared: dict[str, Analysis] = {}  # by prepared_key: what EXECUTE/FETCH will run
-        self.lookups = 0
+        self.budget = budget or LookupBudget()
         self.own_tables: set[str] = set()  # created by this session (temporary ones included)
         self._contexts: dict[str, MaskingContext] = {}
         self._contexts_for: Catalog | None = None
         self._catalog_names: frozenset[str] = frozenset()
         self._names_for: Catalog | None = None
+
+    @property
+    def lookups(self) -> int:
+        """Values compared with masked columns so far under this grant."""
+        return self.budget.used
 
     @property
     def in_transaction(self) -> bool:
@@ -136,12 +152,13 @@ class SqlConnection:
         if ctx is not None and ctx.refusal:
             blocked = ctx.refusal
         if ctx is not None and blocked is None and ctx.lookups:
-            if self.lookups + ctx.lookups > LOOKUP_BUDGET:
-                blocked = (f"masked data: this session has compared masked columns with "
-                           f"{self.lookups} values, and the limit is {LOOKUP_BUDGET} per session "
-                           "(a guard against guessing values); open a new session to go on.")
+            budget = self.budget
+            if budget.used + ctx.lookups > budget.limit:
+                blocked = (f"masked data: this access grant has compared masked columns with "
+                           f"{budget.used} values, and the limit is {budget.limit} per grant "
+                           "(a guard against guessing values); ask for a new grant to go on.")
             else:
-                self.lookups += ctx.lookups
+                budget.used += ctx.lookups
         if blocked is not None or ctx is None:
             # Reasons may quote the user's names; never a value (they reach the query log).
             why = scrub_message(blocked or "refused", self._names(analysis))
