@@ -574,15 +574,7 @@ async def test_a_case_variant_table_cannot_unmask_the_real_one(databases: dict[s
                                                                 kind: str) -> None:
     """A relation whose name differs only in case used to replace the real table's rules."""
     variant = '"CUSTOMERS"' if kind == "postgres" else "cuStomers"
-    admin_sql = f"CREATE TABLE {variant} (id int, email varchar(200))"
-    if kind == "postgres":
-        with psycopg.connect(f"{PG_ADMIN.rpartition('/')[0]}/{databases['name']}",
-                             autocommit=True) as admin:
-            admin.execute(admin_sql)
-    else:
-        with pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", database=databases["name"],
-                             autocommit=True) as admin, admin.cursor() as cur:
-            cur.execute(admin_sql)
+    _admin(kind, databases, f"CREATE TABLE {variant} (id int, email varchar(200))")
     try:
         async with connected(kind, databases) as conn:
             text, refusals = await run_all(conn, "SELECT id, ssn, card_number FROM customers")
@@ -592,16 +584,7 @@ async def test_a_case_variant_table_cannot_unmask_the_real_one(databases: dict[s
             _, refusals = await run_all(conn, "SELECT reverse(ssn) FROM customers")
             assert refusals[0]
     finally:
-        drop = f"DROP TABLE {variant}"
-        if kind == "postgres":
-            with psycopg.connect(f"{PG_ADMIN.rpartition('/')[0]}/{databases['name']}",
-                                 autocommit=True) as admin:
-                admin.execute(drop)
-        else:
-            with pymysql.connect(host=MY_HOST, port=MY_PORT, user="root",
-                                 database=databases["name"], autocommit=True) as admin, \
-                    admin.cursor() as cur:
-                cur.execute(drop)
+        _admin(kind, databases, f"DROP TABLE {variant}")
 
 
 def _admin(kind: str, db: dict[str, str], *statements: str) -> None:
