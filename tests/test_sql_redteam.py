@@ -1120,6 +1120,132 @@ ROUND6_MYSQL = [
 ]
 
 
+# Round 8: the lookup budget (IN lists with duplicates, OR chains, negations, comparisons inside
+# EXISTS, CTEs, FILTER, prepared statements and cursors), odd but valid syntax (TABLE ONLY, column
+# alias lists, ROWS FROM, LATERAL … WITH ORDINALITY, GROUPING SETS, WITH TIES, named windows,
+# ARRAY(SELECT …)), MySQL session-state functions (LAST_INSERT_ID(expr), FOUND_ROWS, ROW_COUNT,
+# SET STATEMENT, sql_select_limit), join hints, literal forms and parameters of EXECUTE.
+ROUND8_BOTH = [
+    ("SELECT name FROM customers WHERE ssn IN ('1', '1', '1')", "runs"),
+    ("SELECT name FROM customers WHERE ssn NOT IN ('1', '2') AND ssn <> '3'", "runs"),
+    ("SELECT name FROM customers WHERE ssn IN ('1', '1') OR ssn = '2' OR ssn IN ('3')", "runs"),
+    ("SELECT name FROM customers WHERE EXISTS (SELECT 1 FROM notes n WHERE customers.ssn IN ('1', "
+     "'2'))", "runs"),
+    ("WITH q AS (SELECT id FROM customers WHERE ssn = '1') SELECT * FROM q", "runs"),
+    ("SELECT name FROM customers WHERE (ssn, name) IN (('1', 'a'))", "refused"),
+    ("SELECT name FROM customers WHERE ROW(ssn, 1) = ROW('1', 1)", "refused"),
+    ("SELECT name FROM customers WHERE ssn = NULL", "runs"),
+    ("SELECT name FROM customers WHERE ssn IN (NULL, NULL)", "runs"),
+    ("SELECT name FROM customers WHERE ssn = DATE '2020-01-01'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = TRUE", "refused"),
+    ("SELECT name FROM customers WHERE ssn = '1' '0'", "refused"),
+    ("SELECT name FROM customers GROUP BY GROUPING SETS ((name), (ssn))", "refused"),
+    ("SELECT name FROM customers GROUP BY ROLLUP (ssn, name)", "refused"),
+    ("SELECT name, row_number() OVER w FROM customers WINDOW w AS (PARTITION BY ssn)", "refused"),
+    ("SELECT (SELECT ssn) FROM customers", "refused"),
+    ("SELECT reverse((SELECT ssn)) FROM customers", "refused"),
+    ("SELECT name FROM customers c WHERE EXISTS (SELECT 1 FROM customers d WHERE d.ssn = c.ssn "
+     "AND d.id <> c.id)", "refused"),
+    ("SELECT name FROM customers WHERE id = 1 AND ssn IN (SELECT body FROM notes)", "refused"),
+    ("UPDATE customers SET name = name WHERE ssn LIKE '1%'", "refused"),
+    ("UPDATE customers SET name = name WHERE ssn = '1'", "runs"),
+    ("DELETE FROM customers WHERE ssn > '2' AND 1 = 0", "refused"),
+]
+
+ROUND8_POSTGRES = [
+    ("SELECT name FROM customers WHERE ssn = ANY('{123-45-6789,234-56-7890}')", "refused"),
+    ("SELECT name FROM customers WHERE ssn = ANY(ARRAY['1', '2'])", "refused"),
+    ("SELECT name FROM customers WHERE ssn = SOME('{1,2,3}')", "refused"),
+    ("PREPARE rt8_arr(text[]) AS SELECT name FROM customers WHERE ssn = ANY($1)", "refused"),
+    ("PREPARE rt8_p(text) AS SELECT name FROM customers WHERE ssn = $1 OR ssn = '1' OR ssn IN "
+     "('a', 'b')", "runs"),
+    ("EXECUTE rt8_p('1')", "runs"),
+    ("EXECUTE rt8_p(1)", "runs"),
+    ("EXECUTE rt8_p((SELECT ssn FROM customers WHERE id = 2))", "either"),
+    ("DECLARE rt8_cc CURSOR WITH HOLD FOR SELECT name FROM customers WHERE ssn IN ('1', '2')", "runs"),
+    ("FETCH ALL FROM rt8_cc", "runs"),
+    ("CLOSE rt8_cc", "runs"),
+    ("DEALLOCATE rt8_p", "runs"),
+    ("TABLE ONLY customers", "runs"),
+    ("SELECT * FROM ONLY customers", "runs"),
+    ("SELECT a, b, c, d FROM customers AS c(a, b, c, d)", "runs"),
+    ("SELECT reverse(d) FROM customers AS c(a, b, c, d)", "refused"),
+    ("SELECT reverse(e) FROM ONLY customers AS c(a, b, c, d, e)", "refused"),
+    ("SELECT reverse(x.e) FROM (TABLE customers) AS x(a, b, c, d, e)", "refused"),
+    ("SELECT c.name FROM ROWS FROM (generate_series(1, 2)) AS g(x), customers c WHERE g.x = c.id",
+     "either"),
+    ("SELECT reverse(t.s) FROM customers c, LATERAL unnest(ARRAY[c.ssn]) WITH ORDINALITY AS t(s, n)",
+     "refused"),
+    ("SELECT t.n FROM customers c, LATERAL unnest(ARRAY[c.ssn]) WITH ORDINALITY AS t(s, n) "
+     "WHERE t.s LIKE '1%'", "refused"),
+    ("SELECT count(*) FILTER (WHERE ssn LIKE '1%') FROM customers", "refused"),
+    ("SELECT count(*) FILTER (WHERE ssn = '123-45-6789') FROM customers", "runs"),
+    ("SELECT ARRAY(SELECT ssn FROM customers)", "refused"),
+    ("SELECT name FROM customers ORDER BY id FETCH FIRST 1 ROWS WITH TIES", "runs"),
+    ("SELECT name FROM customers ORDER BY ssn FETCH FIRST 1 ROWS WITH TIES", "refused"),
+    ("SELECT name FROM customers WHERE ssn = E'\\x31'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = $$123-45-6789$$", "refused"),
+    ("SELECT name FROM customers WHERE ssn = U&'\\0031'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = B'0101'", "refused"),
+    ("SELECT name FROM customers WHERE ssn IS DISTINCT FROM '1'", "runs"),
+    ("SELECT name FROM customers WHERE ssn IS NOT DISTINCT FROM '1'", "runs"),
+    ("SELECT name FROM customers WHERE ssn OPERATOR(pg_catalog.~~) '1%'", "refused"),
+    ("SELECT name FROM customers WHERE ssn OPERATOR(pg_catalog.=) '1'", "refused"),
+    ("SELECT name FROM customers WHERE ssn ^@ '1'", "refused"),
+    ("PREPARE rt8_px(text) AS SELECT $1 AS v", "runs"),
+    ("EXECUTE rt8_px(cursor_to_xml('c'::refcursor, 1, false, false, '')::text)", "refused"),
+    ("EXECUTE rt8_px(query_to_xml('select ssn from customers', true, true, '')::text)", "refused"),
+    ("EXECUTE rt8_px(pg_catalog.pg_read_file('/etc/hostname'))", "refused"),
+    ("DEALLOCATE rt8_px", "runs"),
+]
+
+ROUND8_MYSQL = [
+    ("SELECT LAST_INSERT_ID(ssn) FROM customers", "refused"),
+    ("SELECT name FROM customers WHERE id = LAST_INSERT_ID(CHAR_LENGTH(ssn))", "refused"),
+    ("SELECT LAST_INSERT_ID(id) FROM customers WHERE ssn = '123-45-6789'", "runs"),
+    ("SELECT LAST_INSERT_ID(), @@identity", "runs"),
+    ("INSERT INTO notes (id, body) SELECT id, name FROM customers WHERE ssn = '1' ON DUPLICATE KEY "
+     "UPDATE id = LAST_INSERT_ID(customers.ssn)", "refused"),
+    ("INSERT INTO notes (id, body) SELECT c.id, c.name FROM customers c ON DUPLICATE KEY UPDATE "
+     "body = c.ssn", "refused"),
+    ("INSERT INTO notes (id, body) VALUES (1, 'x') ON DUPLICATE KEY UPDATE body = (SELECT ssn FROM "
+     "customers WHERE id = 1)", "refused"),
+    ("SELECT SQL_CALC_FOUND_ROWS name FROM customers WHERE ssn IN ('123-45-6789', '1') LIMIT 0",
+     "runs"),
+    ("SELECT FOUND_ROWS()", "runs"),
+    ("SELECT SQL_CALC_FOUND_ROWS name FROM customers HAVING ssn LIKE '1%' LIMIT 0", "refused"),
+    ("SELECT ROW_COUNT()", "runs"),
+    ("SET STATEMENT max_statement_time=1 FOR SELECT reverse(ssn) FROM customers", "refused"),
+    ("SET STATEMENT sql_select_limit=1 FOR SELECT name FROM customers WHERE ssn <> ''", "either"),
+    ("SET sql_select_limit = 1", "runs"),
+    ("SELECT name FROM customers WHERE ssn IN ('1', '2')", "runs"),
+    ("SET sql_select_limit = DEFAULT", "runs"),
+    ("SELECT STRAIGHT_JOIN c.name FROM customers c JOIN notes n ON n.id = c.id WHERE c.ssn = '1'",
+     "runs"),
+    ("SELECT c.name FROM customers c STRAIGHT_JOIN notes n ON n.body = c.ssn", "refused"),
+    ("SELECT c.name FROM customers c STRAIGHT_JOIN customers d ON d.ssn = c.ssn", "refused"),
+    ("SELECT name FROM customers USE INDEX (ssn) WHERE ssn <> ''", "runs"),
+    ("SELECT name FROM customers IGNORE INDEX (PRIMARY) ORDER BY ssn", "refused"),
+    ("SELECT HIGH_PRIORITY SQL_NO_CACHE SQL_BIG_RESULT name, ssn FROM customers", "runs"),
+    ("SELECT ssn FROM customers PROCEDURE ANALYSE()", "refused"),
+    ("SELECT name FROM customers WHERE ssn IN ('1', '1') OR ssn <=> '3'", "runs"),
+    ("SELECT name FROM customers WHERE ssn = BINARY '1'", "refused"),
+    ("SELECT name FROM customers WHERE BINARY ssn = '1'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = x'313233'", "runs"),
+    ("SELECT name FROM customers WHERE ssn = b'110001'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = _binary'1'", "refused"),
+    ("SELECT name FROM customers WHERE ssn = {d '2020-01-01'}", "refused"),
+    ("PREPARE rt8_s FROM 'SELECT ? AS v'", "runs"),
+    ("EXECUTE rt8_s USING reverse(peek())", "either"),
+    ("EXECUTE rt8_s USING (SELECT reverse(ssn) FROM customers WHERE id = 1)", "either"),
+    ("PREPARE rt8_s2 FROM 'SELECT name FROM customers WHERE ssn IN (?, ?)'", "runs"),
+    ("EXECUTE rt8_s2 USING '1', '2'", "either"),
+    ("EXECUTE rt8_s2 USING '1', 2", "refused"),
+    ("DEALLOCATE PREPARE rt8_s", "runs"),
+    ("DEALLOCATE PREPARE rt8_s2", "runs"),
+]
+
+
 @pytest.fixture(scope="module")
 def seeded() -> Iterator[dict[str, str]]:
     os.environ[PASSWORD_ENV] = "unused"
@@ -1132,10 +1258,11 @@ def corpus(kind: str) -> list[tuple[str, str]]:
     if kind == "postgres":
         # round 3 ends shadowing customers (PostgreSQL) or in another database (MySQL): it runs last
         return (BOTH + POSTGRES + ROUND2_BOTH + ROUND2_POSTGRES + ROUND4_BOTH + ROUND4_POSTGRES
-                + ROUND5_BOTH + ROUND5_POSTGRES + ROUND6_BOTH + ROUND6_POSTGRES + ROUND3_BOTH
-                + ROUND3_POSTGRES)
+                + ROUND5_BOTH + ROUND5_POSTGRES + ROUND6_BOTH + ROUND6_POSTGRES + ROUND8_BOTH
+                + ROUND8_POSTGRES + ROUND3_BOTH + ROUND3_POSTGRES)
     return (BOTH + MYSQL + ROUND2_BOTH + ROUND2_MYSQL + ROUND4_BOTH + ROUND4_MYSQL
-            + ROUND5_BOTH + ROUND5_MYSQL + ROUND6_BOTH + ROUND6_MYSQL + ROUND3_BOTH + ROUND3_MYSQL)
+            + ROUND5_BOTH + ROUND5_MYSQL + ROUND6_BOTH + ROUND6_MYSQL + ROUND8_BOTH + ROUND8_MYSQL
+            + ROUND3_BOTH + ROUND3_MYSQL)
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
@@ -1181,3 +1308,39 @@ async def test_round5_rule_qualified_by_database(seeded: dict[str, str]) -> None
         with pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", autocommit=True) as admin, \
                 admin.cursor() as cur:
             cur.execute(f"DROP DATABASE {other}")
+
+
+async def test_round8_mysql_temporary_tables(seeded: dict[str, str]) -> None:
+    """MariaDB temporary tables (invisible to the catalog's second connection) shadowing a table
+    without masked columns, or copying customers' structure: masked values cannot get in, and the
+    user's own guesses in them cannot be joined with masked columns."""
+    name = seeded["name"]
+    with pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", autocommit=True) as admin, \
+            admin.cursor() as cur:
+        cur.execute(f"GRANT CREATE TEMPORARY TABLES ON {name}.* TO '{name}'@'127.0.0.1'")
+    async with connected("mysql", seeded) as conn:
+        await check_corpus(conn, "mysql", [
+            ("CREATE TEMPORARY TABLE notes (id int, body varchar(200), ssn varchar(20))", "runs"),
+            ("INSERT INTO notes (id, body, ssn) SELECT id, name, ssn FROM customers", "refused"),
+            ("INSERT INTO notes SELECT id, name, ssn FROM customers", "refused"),
+            ("INSERT INTO notes (id, body, ssn) VALUES (1, 'a', '999-99-9999')", "runs"),
+            ("SELECT n.id FROM notes n JOIN customers c ON c.ssn = n.ssn", "refused"),
+            ("SELECT c.name FROM customers c WHERE c.ssn IN (SELECT body FROM notes)", "refused"),
+            ("SELECT c.name FROM customers c WHERE EXISTS (SELECT 1 FROM notes n WHERE n.ssn = "
+             "c.ssn)", "refused"),
+            ("DROP TEMPORARY TABLE notes", "runs"),
+            ("CREATE TEMPORARY TABLE rt8_t LIKE customers", "runs"),
+            ("INSERT INTO rt8_t SELECT * FROM customers", "refused"),
+            ("INSERT INTO rt8_t (id, name) SELECT id, name FROM customers", "runs"),
+            ("SELECT c.name FROM customers c, rt8_t r WHERE c.ssn = r.ssn", "refused"),
+            ("SELECT count(*) FROM customers c, rt8_t r WHERE c.ssn <=> r.ssn", "refused"),
+            ("SELECT r.id FROM rt8_t r JOIN customers c USING (ssn)", "refused"),
+            ("SELECT r.id FROM rt8_t r NATURAL JOIN customers c", "refused"),
+            ("CREATE TEMPORARY TABLE rt8_v (id int, ssn varchar(20)) SELECT id, ssn FROM customers",
+             "refused"),
+            ("CREATE TEMPORARY TABLE rt8_u AS TABLE customers", "refused"),
+            ("CREATE TEMPORARY TABLE customer_view (id int)", "refused"),
+            ("CREATE TEMPORARY TABLE CUSTOMERS (id int)", "refused"),
+            ("ALTER TABLE rt8_t RENAME TO customers", "refused"),
+            ("RENAME TABLE rt8_t TO customers", "refused"),
+        ])
