@@ -194,6 +194,15 @@ FOUND_ROUND7_POSTGRES = [
     ("DELETE FROM notes \x00 WHERE id = 60", "refused"),  # libpq would stop at the NUL
     ('SELECT * FROM "123-45-6789"', "refused"),  # the refusal names the table: never a value
 ]
+FOUND_ROUND8_POSTGRES = [
+    ("PREPARE px(text) AS SELECT $1 AS v", "runs"),
+    ("EXECUTE px(reverse(peek()))", "refused"),
+    ("EXECUTE px(peek())", "refused"),
+    ("EXECUTE px('plain')", "runs"),
+    ("PREPARE py(text) AS SELECT name FROM customers WHERE ssn = $1", "runs"),
+    ("EXECUTE py(peek())", "refused"),
+    ("EXECUTE py('123-45-6789')", "runs"),
+]
 FOUND_ROUND7_MYSQL = [
     ("SET NAMES gbk", "refused"),
     ("SET CHARACTER SET gbk", "refused"),
@@ -389,7 +398,7 @@ def corpus(kind: str) -> list[tuple[str, str]]:
     if kind == "postgres":
         return (BOTH + FOUND_BOTH + POSTGRES + FOUND_POSTGRES + FOUND_ROUND2_POSTGRES
                 + FOUND_ROUND3_POSTGRES + OTHER_SESSIONS + FOUND_ROUND4_POSTGRES
-                + FOUND_ROUND5_POSTGRES + FOUND_ROUND7_POSTGRES)
+                + FOUND_ROUND5_POSTGRES + FOUND_ROUND7_POSTGRES + FOUND_ROUND8_POSTGRES)
     return (BOTH + FOUND_BOTH + MYSQL + FOUND_MYSQL + FOUND_ROUND2_MYSQL + FOUND_ROUND3_MYSQL
             + OTHER_SESSIONS_MYSQL + FOUND_ROUND4_MYSQL + FOUND_ROUND5_MYSQL + FOUND_ROUND6_MYSQL
             + FOUND_ROUND7_MYSQL)

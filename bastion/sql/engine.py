@@ -38,6 +38,7 @@ __all__ = ["LookupBudget", "SqlConnection", "open_sql_connection"]
 # Literal values a session may compare masked columns with (WHERE ssn = '…', IN lists): enough
 # for looking people up, far too few to enumerate the values the masks leave open.
 LOOKUP_BUDGET = 500
+REREAD_INTERVAL = 2.0  # seconds between catalog re-reads caused by unknown tables
 _DDL = frozenset({"create", "alter", "drop", "rename", "truncate"})
 _TEXT_KINDS = frozenset({"show", "explain", "describe"})  # results that are server text, not table data
 
@@ -84,7 +85,8 @@ class SqlConnection:
         self.dialect = driver.dialect
         self.prepared: dict[str, Analysis] = {}  # by prepared_key: what EXECUTE/FETCH will run
         self.budget = budget or LookupBudget()
-        self.own_tables: set[str] = set()  # created by this session (temporary ones included)
+        self.own_tables: set[str] = set()
+        self._last_reread = float("-inf")  # created by this session (temporary ones included)
         self._contexts: dict[str, MaskingContext] = {}
         self._contexts_for: Catalog | None = None
         self._catalog_names: frozenset[str] = frozenset()
@@ -207,7 +209,11 @@ class SqlConnection:
         created them since); still unknown, they are refused: their columns could hold copies of
         masked data under names no rule matches. Tables this session created are its own."""
         missing = self._missing(analysis)
-        if missing:
+        now = time.monotonic()
+        if missing and now - self._last_reread >= REREAD_INTERVAL:
+            # At most one re-read per interval: naming unknown tables must not become a way to
+            # keep the bastion reading catalogs.
+            self._last_reread = now
             self.catalog = await self.driver.load_catalog(self.policy)
             missing = self._missing(analysis)
         if missing:

@@ -148,6 +148,9 @@ def masking_context(analysis: Analysis, catalog: Catalog,
         if stored is None:
             return MaskingContext(None, True, None, True)  # fail closed: every computed column masked
         target = stored.innermost()
+        if not _literal_arguments(analysis):
+            return _refuse("EXECUTE arguments must be literal values while masking is on: "
+                           "expressions there are not checked like the statement's own")
     # MySQL compares a string column with a number as numbers ('123-45-6789' = 123).
     numeric_args = analysis.lexed.dialect == "mysql" and _numeric_arguments(analysis)
     vocabulary = catalog.vocabulary()
@@ -208,6 +211,25 @@ def masking_context(analysis: Analysis, catalog: Catalog,
     if _orders_by_masked_position(tree, projections):
         return _refuse("ordering by a masked column would reveal the order of its values")
     return MaskingContext(None, touches, projections, touches, lookups)
+
+
+_ARGUMENT_TOKENS = frozenset(getattr(TokenType, n) for n in (
+    "STRING", "NATIONAL_STRING", "NUMBER", "NULL", "TRUE", "FALSE", "COMMA", "L_PAREN", "R_PAREN",
+    "DASH", "PLUS") if hasattr(TokenType, n))
+
+
+def _literal_arguments(analysis: Analysis) -> bool:
+    """Whether an EXECUTE passes only literal values (PostgreSQL `EXECUTE p(…)`, MySQL
+    `EXECUTE p USING …`)."""
+    if analysis.kind != "execute":
+        return True
+    tokens = list(analysis.lexed.tokens or ())
+    words = [t.text.upper() for t in tokens]
+    if analysis.lexed.dialect == "mysql":
+        args = tokens[words.index("USING") + 1:] if "USING" in words else []
+    else:
+        args = tokens[2:]  # EXECUTE name ( … )
+    return all(t.token_type in _ARGUMENT_TOKENS for t in args)
 
 
 def _numeric_arguments(analysis: Analysis) -> bool:

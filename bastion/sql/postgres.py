@@ -8,6 +8,7 @@ package pins psycopg below 3.4 for that reason.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import psycopg
@@ -216,7 +217,8 @@ class PostgresDriver:
                 definitions[rel.key] = definition
         catalog = Catalog(relations=tuple(rels), functions=frozenset(f for (f,) in functions),
                           policy=policy)
-        resolve_views(catalog, definitions, self.dialect)
+        # Parsing view definitions is CPU work: off the event loop, other sessions go on.
+        await asyncio.to_thread(resolve_views, catalog, definitions, self.dialect)
         return catalog
 
     async def close(self) -> None:
