@@ -8,6 +8,7 @@ marked "runs"; "either" means refusing or masking are both acceptable.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
@@ -669,3 +670,24 @@ async def test_blocked_statements_cannot_hide_in_code(databases: dict[str, str])
         assert not any(refusals) and "ERROR" not in text
     finally:
         await conn.close()
+
+
+async def test_unknown_tables_reread_the_catalog_at_most_every_two_seconds(
+        databases: dict[str, str]) -> None:
+    """Naming unknown tables must not keep the bastion reading catalogs (a cheap DoS)."""
+    async with connected("postgres", databases) as conn:
+        user = databases["name"]
+        _admin("postgres", databases, "CREATE TABLE later1 (id int)", "CREATE TABLE later2 (id int)",
+               f"GRANT SELECT ON later1, later2 TO {user}")
+        try:
+            _, refusals = await run_all(conn, "SELECT id FROM later1")  # re-read: found
+            assert not any(refusals), refusals
+            _admin("postgres", databases, "CREATE TABLE later3 (id int)",
+                   f"GRANT SELECT ON later3 TO {user}")
+            _, refusals = await run_all(conn, "SELECT id FROM later3")  # too soon: fail closed
+            assert refusals[0] and "not in the catalog" in refusals[0]
+            await asyncio.sleep(2.1)
+            _, refusals = await run_all(conn, "SELECT id FROM later3")
+            assert not any(refusals), refusals
+        finally:
+            _admin("postgres", databases, "DROP TABLE later1, later2, later3")
