@@ -22,7 +22,7 @@ from bastion.access import key_fingerprint
 from bastion.ca import CertificateInfo, Forwarding, certificate_info
 from bastion.config import CONTROL_USER, BastionConfig, Target
 from bastion.control import HELP, ControlPlane
-from bastion.models import SessionRecord, SessionStatus, utcnow
+from bastion.models import AccessRequest, IssuedCertificate, SessionRecord, SessionStatus, utcnow
 from bastion.sessions import LiveSession, run_target_session
 from bastion.upstream import connect_upstream
 from recorder import RECORDING_SUFFIX
@@ -294,21 +294,24 @@ class FrontDoor:
         signed_here = self.bastion.user_ca.is_signer_of(cert.signing_key)
         return await self._facts(username, info, signed_here, key_fingerprint(cert.key))
 
+    async def _on_record(self, serial: int) -> tuple[
+            IssuedCertificate | None, AccessRequest | None, bool]:
+        """What the store says now of a certificate: as issued, its request, whether revoked."""
+        store = self.bastion.store
+        issued = await store.get_certificate(serial)
+        if issued is None:
+            return None, None, False
+        return issued, await store.get_request(issued.request_id), await store.is_revoked(serial)
+
     async def _refreshed(self, facts: policy.LoginFacts) -> policy.LoginFacts:
         """The same certificate's facts as the store has them now."""
-        store = self.bastion.store
-        issued = await store.get_certificate(facts.serial)
-        request = await store.get_request(issued.request_id) if issued else None
-        return dataclasses.replace(
-            facts, issued=issued, request=request,
-            serial_revoked=await store.is_revoked(facts.serial) if issued else False)
+        issued, request, revoked = await self._on_record(facts.serial)
+        return dataclasses.replace(facts, issued=issued, request=request, serial_revoked=revoked)
 
     async def _facts(
         self, username: str, info: CertificateInfo, signed_here: bool, fingerprint: str
     ) -> policy.LoginFacts:
-        store = self.bastion.store
-        issued = await store.get_certificate(info.serial)
-        request = await store.get_request(issued.request_id) if issued else None
+        issued, request, revoked = await self._on_record(info.serial)
         return policy.LoginFacts(
             username=username,
             key_id=info.key_id,
@@ -318,7 +321,7 @@ class FrontDoor:
             valid_before=info.valid_before,
             signed_by_user_ca=signed_here,
             issued=issued,
-            serial_revoked=await store.is_revoked(info.serial) if issued else False,
+            serial_revoked=revoked,
             request=request,
             key_fingerprint=fingerprint,
         )

@@ -16,7 +16,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.tokens import Token, TokenType
 
-from bastion.sql.lexing import DIALECTS, LITERALS, Lexed, lex
+from bastion.sql.lexing import DIALECTS, LITERALS, STRING_LITERALS, Lexed, lex
 
 __all__ = ["DATA_KINDS", "READ_KINDS", "Analysis", "TableRef", "analyse"]
 
@@ -46,8 +46,6 @@ _ANALYZE_STARTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "F
 _WRITE_NODES: tuple[tuple[type[exp.Expression], str], ...] = (
     (exp.Insert, "insert"), (exp.Update, "update"), (exp.Delete, "delete"), (exp.Merge, "merge"),
 )
-_PLAIN_STRINGS = frozenset(getattr(TokenType, n) for n in ("STRING", "NATIONAL_STRING")
-                           if hasattr(TokenType, n))
 _PARSEABLE = (exp.Query, exp.Values, exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create,
               exp.Alter, exp.Set)
 _SET_ITEM = re.compile(
@@ -106,6 +104,10 @@ class Analysis:
         """Every keyword and name in the statement, lower case (including wrapped statements)."""
         names = self.lexed.names
         return names | self.inner.words if self.inner else names
+
+    def chain(self) -> list[Analysis]:
+        """This statement and the ones it wraps (EXPLAIN, PREPARE, DECLARE), outermost first."""
+        return [self, *self.inner.chain()] if self.inner else [self]
 
     def innermost(self) -> Analysis:
         """The statement that actually runs (the inner statement of EXPLAIN/PREPARE/DECLARE)."""
@@ -397,7 +399,7 @@ def _prepare(lexed: Lexed, dialect: str, depth: int) -> Analysis:
                 raw = lexed.text[source.start : source.end + 1]
                 # Only a plain quoted string whose text needs no unescaping is read: the server
                 # unescapes \n, \Z… its own way, and a hex or bit literal is not text to sqlglot.
-                if (source.token_type in _PLAIN_STRINGS and i + 2 == len(tokens)
+                if (source.token_type in STRING_LITERALS and i + 2 == len(tokens)
                         and "\\" not in raw):
                     analysis.inner = _analyse(lex(source.text, dialect), dialect, depth + 1)
                 else:

@@ -93,6 +93,7 @@ class Catalog:
     views: dict[tuple[str, str], ViewInfo] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._vocabulary: frozenset[str] | None = None
         self._by_name: dict[str, list[Relation]] = {}
         self._by_oid: dict[int, Relation] = {}
         self._masked: dict[tuple[str, str], dict[str, str]] = {}
@@ -163,7 +164,9 @@ class Catalog:
 
     def vocabulary(self) -> frozenset[str]:
         """Names that show a statement may touch masked data: masked tables and columns, every
-        view, and every user-defined function."""
+        view, and every user-defined function. Computed once: every statement asks."""
+        if self._vocabulary is not None:
+            return self._vocabulary
         words: set[str] = set(self.functions)
         for rel in self.relations:
             if rel.kind == "view" and rel.schema.lower() not in SYSTEM_SCHEMAS:
@@ -172,7 +175,8 @@ class Catalog:
             if masked:
                 words.add(rel.name.lower())
                 words.update(masked)
-        return frozenset(words)
+        self._vocabulary = frozenset(words)
+        return self._vocabulary
 
 
 @dataclass(frozen=True)

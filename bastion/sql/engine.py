@@ -85,12 +85,11 @@ class SqlConnection:
         self.dialect = driver.dialect
         self.prepared: dict[str, Analysis] = {}  # by prepared_key: what EXECUTE/FETCH will run
         self.budget = budget or LookupBudget()
-        self.own_tables: set[str] = set()
-        self._last_reread = float("-inf")  # created by this session (temporary ones included)
+        self.own_tables: set[str] = set()  # created by this session (temporary ones included)
+        self._last_reread = float("-inf")
+        # Both depend on the catalog and are emptied whenever it is read again.
         self._contexts: dict[str, MaskingContext] = {}
-        self._contexts_for: Catalog | None = None
-        self._catalog_names: frozenset[str] = frozenset()
-        self._names_for: Catalog | None = None
+        self._catalog_names: frozenset[str] | None = None
 
     @property
     def lookups(self) -> int:
@@ -178,7 +177,7 @@ class SqlConnection:
         self.own_tables.update(ref.name.lower() for ref in analysis.innermost().tables
                                if ref.role == "create")
         if pending.origins and _unknown_relation(pending, self.catalog):
-            self.catalog = await self.driver.load_catalog(self.policy)
+            await self._reload_catalog()
         maskers = self._maskers(pending, ctx, analysis)
         # MySQL names a computed column after its own text (`ssn = '…'`): no literal in headers.
         names = self._names(analysis)
@@ -194,9 +193,6 @@ class SqlConnection:
         if analysis.innermost().kind in ("execute", "fetch"):
             return masking_context(analysis, self.catalog, self.prepared)
         key = analysis.lexed.text
-        if self._contexts_for is not self.catalog:
-            self._contexts.clear()
-            self._contexts_for = self.catalog
         ctx = self._contexts.get(key)
         if ctx is None:
             if len(self._contexts) > 1024:
@@ -214,12 +210,18 @@ class SqlConnection:
             # At most one re-read per interval: naming unknown tables must not become a way to
             # keep the bastion reading catalogs.
             self._last_reread = now
-            self.catalog = await self.driver.load_catalog(self.policy)
+            await self._reload_catalog()
             missing = self._missing(analysis)
         if missing:
             return (f"masked data: table {sorted(missing)[0]} is not in the catalog the bastion "
                     "reads, so it cannot tell which of its columns are masked.")
         return None
+
+    async def _reload_catalog(self) -> None:
+        """Read the catalog again; what was decided from the old one is forgotten."""
+        self.catalog = await self.driver.load_catalog(self.policy)
+        self._contexts.clear()
+        self._catalog_names = None
 
     def _missing(self, analysis: Analysis) -> set[str]:
         target = analysis.innermost()
@@ -305,7 +307,7 @@ class SqlConnection:
             if result.truncated:
                 result.rowcount = sent
             if analysis.kind in _DDL or analysis.code:
-                self.catalog = await self.driver.load_catalog(self.policy)
+                await self._reload_catalog()
 
     def _finish(self, result: StatementResult, pending: Pending, ctx: MaskingContext,
                 started: float) -> None:
@@ -326,12 +328,12 @@ class SqlConnection:
     def _names(self, analysis: Analysis) -> frozenset[str]:
         """Names a server message may quote without revealing a value: the catalog's relations,
         schemas and columns (built once per catalog), and the statement's own words."""
-        if self._names_for is not self.catalog:
+        if self._catalog_names is None:
             names = {r.name.lower() for r in self.catalog.relations}
             names.update(r.schema.lower() for r in self.catalog.relations)
             for rel in self.catalog.relations:
                 names.update(c.lower() for _, c in rel.columns)
-            self._catalog_names, self._names_for = frozenset(names), self.catalog
+            self._catalog_names = frozenset(names)
         return self._catalog_names | analysis.words
 
     def _scrub_error(self, exc: DriverError, analysis: Analysis) -> str:

@@ -85,15 +85,15 @@ def check_guardrails(
     if not analysis.lexed.ok and strict:
         return ("The bastion could not read this statement (is a quote or comment left open?), "
                 "so it cannot check it.")
-    if any(a.lexed.executable_comment for a in _chain(analysis)):
+    if any(a.lexed.executable_comment for a in analysis.chain()):
         return ("MySQL executable comments (/*! … */) are not allowed: the server runs them but "
                 "the bastion would read them as comments.")
-    for a in _chain(analysis):
+    for a in analysis.chain():
         if a.kind == "set" and LEXING_SETTINGS & set(a.set_names):
             return ("Changing sql_mode, standard_conforming_strings or the client character set "
                     "is not allowed through the bastion: it reads your statements with the "
                     "settings of the session's start.")
-    if policy.blocked_statements and any(a.kind == "do" or a.code for a in _chain(analysis)):
+    if policy.blocked_statements and any(a.kind == "do" or a.code for a in analysis.chain()):
         return ("DO blocks and function, procedure or trigger definitions run statements the "
                 "bastion cannot check against this target's blocked statements.")
     if refusal := _always_refused(analysis):
@@ -117,13 +117,6 @@ def check_guardrails(
     return None
 
 
-def _chain(analysis: Analysis) -> list[Analysis]:
-    chain = [analysis]
-    while chain[-1].inner is not None:
-        chain.append(chain[-1].inner)  # type: ignore[arg-type]
-    return chain
-
-
 def _executed(analysis: Analysis, prepared: Callable[[str], Analysis | None]) -> Analysis | None:
     if analysis.kind in ("execute", "fetch") and analysis.name:
         return prepared(prepared_key(analysis.kind, analysis.name))
@@ -131,7 +124,7 @@ def _executed(analysis: Analysis, prepared: Callable[[str], Analysis | None]) ->
 
 
 def _always_refused(analysis: Analysis) -> str | None:
-    for a in _chain(analysis):
+    for a in analysis.chain():
         if a.kind == "copy":
             return ("COPY is not available through the bastion: it moves data outside result "
                     "columns, where masking and recording do not apply. Use SELECT instead.")
@@ -152,7 +145,7 @@ def _always_refused(analysis: Analysis) -> str | None:
 
 
 def _missing_where(analysis: Analysis) -> str | None:
-    for a in _chain(analysis):
+    for a in analysis.chain():
         if a is not analysis and analysis.kind == "explain" and not analysis.explain_analyze:
             break
         if a.missing_where:
@@ -171,7 +164,7 @@ def _read_only(
         return f"This target is read-only: {writes[0].upper()} statements are not allowed."
     if analysis.kind == "execute" and (executed is None or executed.kinds - READ_KINDS):
         return "This target is read-only: the prepared statement is not known to be a read."
-    for a in _chain(analysis):
+    for a in analysis.chain():
         if a.locks:
             return "This target is read-only: SELECT … FOR UPDATE/SHARE takes row locks."
         if a.read_write:

@@ -16,7 +16,7 @@ from sqlglot.tokens import Token, Tokenizer, TokenType
 
 from bastion.sql.detectors import scrub_text
 
-__all__ = ["DIALECTS", "Lexed", "lex", "redact_fallback", "split_statements"]
+__all__ = ["DIALECTS", "STRING_LITERALS", "Lexed", "lex", "redact_fallback", "split_statements"]
 
 # sqlglot logs a warning for every statement it hands back as an opaque Command; the bastion
 # handles those itself.
@@ -30,6 +30,9 @@ LITERALS = frozenset(
                  "RAW_STRING", "HEREDOC_STRING", "UNICODE_STRING")
     if hasattr(TokenType, name)
 )
+# Plain quoted strings (no hex, bit or byte literals).
+STRING_LITERALS = frozenset(getattr(TokenType, name) for name in ("STRING", "NATIONAL_STRING")
+                            if hasattr(TokenType, name))
 _EXECUTABLE_COMMENT = re.compile(r"/\*M?!")
 _COMPOUND = frozenset({"PROCEDURE", "FUNCTION", "TRIGGER", "EVENT"})
 

@@ -4,13 +4,14 @@ The database says where each result column comes from (PostgreSQL: table OID and
 number; MySQL: org_table and org_name); `Source` carries that, resolved through the catalog.
 What the database cannot say is decided here from the statement's parse tree, failing closed:
 
-- Masked columns may be selected (and come back masked), compared for equality with a literal
-  or another column (`WHERE ssn = '…'`, joins), grouped on, counted, or written to. Any other use
-  (functions, casts, operators, CASE, JSON/XML builders, window ordering, LIKE, ranges, ORDER BY)
-  is refused: such expressions are how masked values leak, as computed columns or as oracles
-  (`WHERE ssn LIKE '1%'`, errors raised conditionally, orderings).
-- Statements that would copy masked values somewhere masking does not apply (INSERT … SELECT,
-  UPDATE … SET note = ssn, CREATE TABLE AS, SELECT … INTO, user variables, settings) are refused.
+- Masked columns may be selected (and come back masked), counted, tested with IS NULL, and
+  compared for equality with literal values or parameters (counted against a lookup budget).
+  Any other use (functions, casts, operators, CASE, JSON/XML builders, joins, GROUP BY,
+  DISTINCT, ORDER BY, LIKE, ranges) is refused: such expressions are how masked values leak, as
+  computed columns or as oracles (`WHERE ssn LIKE '1%'`, errors raised conditionally, orderings).
+- Masked columns are read-only, and statements that would copy masked values somewhere masking
+  does not apply (INSERT … SELECT, UPDATE … SET note = ssn, CREATE TABLE AS, SELECT … INTO, user
+  variables, settings) are refused.
 - Code the bastion cannot read (DO blocks, CREATE FUNCTION, calls of user-defined functions) and
   statements it cannot parse are refused when they might touch masked data.
 - A result column without a source (computed) is masked whenever its own expression, or the
@@ -26,16 +27,15 @@ import re
 from dataclasses import dataclass
 
 from sqlglot import exp
-from sqlglot.tokens import TokenType
+from sqlglot.tokens import Token, TokenType
 
 from bastion.sql.analysis import READ_KINDS, Analysis
 from bastion.sql.catalog import SYSTEM_SCHEMAS, Catalog, Resolution, Source, resolve
+from bastion.sql.lexing import STRING_LITERALS
 
 __all__ = ["ColumnOrigin", "MaskingContext", "column_strategy", "masking_context", "source_of"]
 
 MAX_IN_LIST = 50
-_STRING_TOKENS = frozenset(getattr(TokenType, n) for n in ("STRING", "NATIONAL_STRING")
-                           if hasattr(TokenType, n))
 _UNICODE_NAME = re.compile(r'(?i)\bU&"')
 # Functions that run SQL given as a string: the bastion cannot check what they read.
 _SQL_TEXT_FUNCTIONS = frozenset({
@@ -62,7 +62,6 @@ _OTHER_SESSIONS = frozenset({"pg_stat_activity", "pg_stat_statements", "pg_stat_
                              "pg_prepared_statements", "pg_cursors"})
 _COUNTS = (exp.Count,)
 _EQUALITY = (exp.EQ, exp.NEQ, exp.NullSafeEQ, exp.NullSafeNEQ, exp.Is, exp.In)
-_WRITE_TARGET_KEYS = frozenset({"this"})
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ def source_of(origin: ColumnOrigin, catalog: Catalog) -> Source:
             return Source("unknown")
         return _through_view(Source("column", rel.schema, rel.name, name), catalog, origin.attnum)
     if origin.table:
-        rels = [r for r in catalog.find(origin.schema, origin.table)]
+        rels = catalog.find(origin.schema, origin.table)
         if not rels:
             return Source("unknown")
         rel = rels[0]
@@ -154,7 +153,7 @@ def masking_context(analysis: Analysis, catalog: Catalog,
     # MySQL compares a string column with a number as numbers ('123-45-6789' = 123).
     numeric_args = analysis.lexed.dialect == "mysql" and _numeric_arguments(analysis)
     vocabulary = catalog.vocabulary()
-    if any(a.code or a.kind == "do" for a in _chain(analysis)) and (
+    if any(a.code or a.kind == "do" for a in analysis.chain()) and (
             analysis.words & vocabulary or analysis.kind == "do" or analysis.code):
         return _refuse("it defines or runs code (a function, procedure, trigger or DO block) that the "
                        "bastion cannot inspect, on a target with masked columns")
@@ -189,13 +188,13 @@ def masking_context(analysis: Analysis, catalog: Catalog,
     if masked:
         masked |= _unresolved_names(tree, resolution)
     uses = list(_masked_uses(tree, masked, resolution.row_names))
-    touches = bool(uses) or _star_reads_masked(tree, resolution) or resolution.unknown is not None
+    touches = bool(uses) or _star_reads_in(tree, resolution) or resolution.unknown is not None
     writes = bool(target.kinds - READ_KINDS) or bool(analysis.kinds - READ_KINDS) or bool(target.into)
     if written := _masked_write(tree, catalog):
         return _refuse(f"{written} is masked, so it is read-only here: a value written into it and "
                        "read back (masked or hashed, or as a duplicate-key error) would test a guess. "
                        "Request access with --unmasked to change it")
-    if writes and _star_reads_masked(tree, resolution):
+    if writes and _star_reads_in(tree, resolution):
         return _refuse("it would copy masked columns (through * or TABLE) where masking does not apply")
     if refusal := _implicit_join_refusal(tree, masked, resolution):
         return _refuse(refusal)
@@ -218,30 +217,26 @@ _ARGUMENT_TOKENS = frozenset(getattr(TokenType, n) for n in (
     "DASH", "PLUS") if hasattr(TokenType, n))
 
 
-def _literal_arguments(analysis: Analysis) -> bool:
-    """Whether an EXECUTE passes only literal values (PostgreSQL `EXECUTE p(…)`, MySQL
-    `EXECUTE p USING …`)."""
+def _execute_arguments(analysis: Analysis) -> list[Token]:
+    """The argument tokens of an EXECUTE (PostgreSQL `EXECUTE p(…)`, MySQL `EXECUTE p USING …`)."""
     if analysis.kind != "execute":
-        return True
+        return []
     tokens = list(analysis.lexed.tokens or ())
+    if analysis.lexed.dialect != "mysql":
+        return tokens[2:]  # EXECUTE name ( … )
     words = [t.text.upper() for t in tokens]
-    if analysis.lexed.dialect == "mysql":
-        args = tokens[words.index("USING") + 1:] if "USING" in words else []
-    else:
-        args = tokens[2:]  # EXECUTE name ( … )
-    return all(t.token_type in _ARGUMENT_TOKENS for t in args)
+    return tokens[words.index("USING") + 1:] if "USING" in words else []
+
+
+def _literal_arguments(analysis: Analysis) -> bool:
+    """Whether an EXECUTE passes only literal values."""
+    return all(t.token_type in _ARGUMENT_TOKENS for t in _execute_arguments(analysis))
 
 
 def _numeric_arguments(analysis: Analysis) -> bool:
-    """Whether a MySQL EXECUTE … USING passes anything but quoted strings."""
-    if analysis.kind != "execute":
-        return False
-    tokens = analysis.lexed.tokens or ()
-    words = [t.text.upper() for t in tokens]
-    if "USING" not in words:
-        return False
-    args = tokens[words.index("USING") + 1:]
-    return any(t.token_type not in _STRING_TOKENS and t.text != "," for t in args)
+    """Whether an EXECUTE … USING passes anything but quoted strings."""
+    return any(t.token_type not in STRING_LITERALS and t.text != ","
+               for t in _execute_arguments(analysis))
 
 
 def prepared_key(kind: str, name: str) -> str:
@@ -271,15 +266,6 @@ def column_strategy(src: Source, position: int, ctx: MaskingContext, catalog: Ca
 
 def _refuse(why: str) -> MaskingContext:
     return MaskingContext(f"masked data: {why}.", True, None, True)
-
-
-def _chain(analysis: Analysis) -> list[Analysis]:
-    chain = [analysis]
-    while chain[-1].inner is not None:
-        inner = chain[-1].inner
-        assert inner is not None
-        chain.append(inner)
-    return chain
 
 
 def _masked_names(tree: exp.Expression, resolution: Resolution, catalog: Catalog) -> frozenset[str]:
@@ -365,13 +351,6 @@ def _masked_uses(node: exp.Expression, names: frozenset[str], rows: frozenset[st
             continue
         if name in names or (not col.table and name in rows):
             yield col
-
-
-def _star_reads_masked(tree: exp.Expression, resolution: Resolution) -> bool:
-    for star in tree.find_all(exp.Star):
-        if not isinstance(star.parent, _COUNTS) and resolution.star_masked:
-            return True
-    return False
 
 
 def _use_refusal(target: Analysis, uses: list[exp.Column], analysis: Analysis) -> str | None:

@@ -237,6 +237,6 @@ def _origins(res: pq.abc.PGresult) -> list[ColumnOrigin]:
 
 def _error(exc: psycopg.Error) -> DriverError:
     diag = exc.diag
-    message = diag.message_primary or str(exc).strip().splitlines()[0] if str(exc).strip() else "error"
+    message = diag.message_primary or (str(exc).strip().splitlines() or ["error"])[0]
     return DriverError(message, hint=diag.message_hint,
                        cancelled=isinstance(exc, psycopg.errors.QueryCanceled))
