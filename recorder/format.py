@@ -73,14 +73,14 @@ class SessionKind(StrEnum):
 
 def frame_head(ftype: int, length: int) -> bytes:
     """Return the 9-byte frame header for a body of `length` bytes."""
+    if length > MAX_FRAME:
+        raise ValueError(f"frame body of {length} bytes exceeds {MAX_FRAME}")
     type_len = TYPE_LEN.pack(ftype, length)
     return type_len + struct.pack(">I", zlib.crc32(type_len))
 
 
 def encode_frame(ftype: FrameType, body: bytes) -> bytes:
     """Return a whole frame."""
-    if len(body) > MAX_FRAME:
-        raise ValueError(f"frame body of {len(body)} bytes exceeds {MAX_FRAME}")
     return frame_head(ftype, len(body)) + body
 
 

@@ -49,7 +49,6 @@ from recorder.format import (
     FILE_ID_SIZE,
     FLAG_FINAL,
     FLAG_KEYFRAME,
-    MAX_FRAME,
     PREAMBLE,
     ChunkPrefix,
     FrameType,
@@ -201,10 +200,7 @@ class _Sink:
         sealed = self._cipher.seal_chunk(
             self._index, job.final, b"".join(parts), chunk_aad(self._header_hash, prefix)
         )
-        length = len(prefix) + len(sealed)
-        if length > MAX_FRAME:
-            raise ValueError(f"frame body of {length} bytes exceeds {MAX_FRAME}")
-        head = frame_head(FrameType.CHUNK, length)
+        head = frame_head(FrameType.CHUNK, len(prefix) + len(sealed))
         digest = hashlib.sha256(head)
         digest.update(prefix)
         digest.update(sealed)
