@@ -132,9 +132,7 @@ class SqlConsole:
         data = text.encode()
         await self.recording.output(data)
         if stderr and not self.pty:
-            self.flush()
-            with contextlib.suppress(BrokenPipeError, ConnectionError):  # the user has gone
-                self.process.stderr.write(data)
+            self._stderr(data)
         else:
             self._buffer(data)
 
@@ -151,10 +149,11 @@ class SqlConsole:
         if self._pending_size >= 65536:
             self.flush()
 
-    def _stderr(self, text: str) -> None:
+    def _stderr(self, data: bytes) -> None:
+        """Write to stderr after what stdout gathered, so the two keep their order."""
         self.flush()
-        with contextlib.suppress(BrokenPipeError, ConnectionError):
-            self.process.stderr.write(text.encode())
+        with contextlib.suppress(BrokenPipeError, ConnectionError):  # the user has gone
+            self.process.stderr.write(data)
 
     def flush(self) -> None:
         """Send what `show` and `echo` gathered."""
@@ -173,7 +172,7 @@ class SqlConsole:
             if self.pty:
                 self._buffer(message.encode())
             else:
-                self._stderr(message)
+                self._stderr(message.encode())
         self.flush()
         self.process.exit(status)
 
