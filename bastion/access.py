@@ -58,7 +58,7 @@ class AccessWorkflow:
 
     async def request(
         self, user: str, target: str, reason: str, duration: timedelta | None,
-        unmasked: bool = False,
+        unmasked: bool = False, key: asyncssh.SSHKey | None = None,
     ) -> AccessRequest:
         """Create an access request (approved at once when the target needs no approval)."""
         now = utcnow()
@@ -74,6 +74,7 @@ class AccessWorkflow:
             pending_until=now + self.config.server.pending_request_ttl,
             now=now,
             unmasked=unmasked,
+            requester_key=key_fingerprint(key) if key is not None else "",
         )
         await self.audit.record(
             "request.created",
@@ -100,7 +101,8 @@ class AccessWorkflow:
         return req
 
     async def review(
-        self, reviewer: str, request_id: int, decision: Decision, comment: str
+        self, reviewer: str, request_id: int, decision: Decision, comment: str,
+        key: asyncssh.SSHKey | None = None,
     ) -> AccessRequest:
         """Approve or deny a request; a deny needs a reason."""
         now = utcnow()
@@ -110,7 +112,7 @@ class AccessWorkflow:
         if decision is Decision.DENY and not comment.strip():
             raise InvalidRequest('a denial needs a reason: deny ID --reason "why"')
         try:
-            policy.check_review(self.config, reviewer, req, now)
+            policy.check_review(self.config, reviewer, req, now, self._keys_of(reviewer, key))
         except (AccessDenied, InvalidRequest) as exc:
             await self.audit.record(
                 "review.refused", actor=reviewer, target=req.target, request_id=req.id,
@@ -118,7 +120,8 @@ class AccessWorkflow:
             )
             raise
         outcome = await self.store.add_review(
-            request_id, reviewer=reviewer, decision=decision, comment=comment.strip(), now=now
+            request_id, reviewer=reviewer, decision=decision, comment=comment.strip(), now=now,
+            reviewer_key=key_fingerprint(key) if key is not None else "",
         )
         req = outcome.request
         if outcome.recorded:
@@ -137,6 +140,12 @@ class AccessWorkflow:
                 reason=comment.strip(),
             )
         return req
+
+    def _keys_of(self, name: str, key: asyncssh.SSHKey | None) -> frozenset[str]:
+        """Fingerprints of the key in use and of every key registered to `name`."""
+        user = self.config.user(name)
+        registered = [asyncssh.import_public_key(text) for text in user.public_keys] if user else []
+        return frozenset(key_fingerprint(k) for k in [*registered, *([key] if key else [])])
 
     async def _approved(self, req: AccessRequest, *, by: str) -> None:
         assert req.expires_at is not None

@@ -19,6 +19,8 @@ from bastion.access import AccessWorkflow
 from bastion.durations import format_duration, parse_duration
 from bastion.errors import AccessDenied, BastionError, InvalidRequest, NotFound
 from bastion.models import AccessRequest, Decision, RequestStatus, SessionRecord, utcnow
+from bastion.text import control_characters, terminal_safe
+from bastion.wire.commands import native_client_commands
 
 __all__ = ["HELP", "CommandResult", "ControlPlane"]
 
@@ -47,6 +49,14 @@ Typical flow:
   ssh -p PORT access@HOST cert > ~/.ssh/id_ed25519-cert.pub
   ssh -p PORT prod@HOST
 """
+
+
+# A control command is one line a person types: bounded before anything parses it (argparse is
+# quadratic in repeated options), and parsed off the event loop.
+MAX_COMMAND_BYTES = 8192
+MAX_ARGUMENTS = 64
+MAX_TEXT = 2000  # characters of a reason or comment
+MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -85,35 +95,84 @@ def _parser() -> _Parser:
     p.add_argument("--unmasked", action="store_true")
     cmd("requests").add_argument("--all", action="store_true")
     p = cmd("approve")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=_request_id)
     p.add_argument("--comment", nargs="+", default=[])
     p = cmd("deny")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=_request_id)
     p.add_argument("--reason", required=True, nargs="+")
     p = cmd("revoke")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=_request_id)
     p.add_argument("--reason", nargs="+", default=[])
-    cmd("cert").add_argument("id", type=int, nargs="?")
+    cmd("cert").add_argument("id", type=_request_id, nargs="?")
     cmd("targets")
     cmd("whoami")
     p = cmd("sessions")
     p.add_argument("--live", action="store_true")
-    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--limit", type=_count, default=200)
     p = cmd("recording")
     p.add_argument("session")
-    p.add_argument("--from", dest="offset", type=int, default=0)
+    p.add_argument("--from", dest="offset", type=_offset, default=0)
     p = cmd("kill")
     p.add_argument("session")
     p.add_argument("--reason", nargs="+", default=[])
     p = cmd("queries")
     p.add_argument("--session")
-    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--limit", type=_count, default=200)
     p = cmd("audit")
     p.add_argument("--kind")
-    p.add_argument("--request", type=int)
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--request", type=_request_id)
+    p.add_argument("--limit", type=_count, default=100)
     cmd("help")
     return root
+
+
+def _number(text: str, what: str, low: int, high: int) -> int:
+    """An ASCII decimal number in [low, high]: no signs, underscores or other scripts' digits."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 40):
+        raise argparse.ArgumentTypeError(f"{what} must be a number made of the digits 0-9, "
+                                         f"not {text[:40]!r}")
+    value = int(text)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{what} must be between {low} and {high}, not {value}")
+    return value
+
+
+def _request_id(text: str) -> int:
+    return _number(text, "a request id", 1, MAX_ID)
+
+
+def _count(text: str) -> int:
+    return _number(text, "--limit", 1, MAX_LIST)
+
+
+def _offset(text: str) -> int:
+    return _number(text, "--from", 0, MAX_ID)
+
+
+def _parse(command_line: str) -> tuple[argparse.Namespace | None, bool]:
+    """Split and parse a command line (bounded, off the event loop); None for no command."""
+    argv = shlex.split(command_line)
+    want_json = "--json" in argv
+    if not argv:
+        return None, want_json
+    if len(argv) > MAX_ARGUMENTS:
+        raise InvalidRequest(f"the command has {len(argv)} arguments; at most {MAX_ARGUMENTS} "
+                             "are accepted (quote a long reason as one argument)")
+    args = _parser().parse_args(argv)
+    for name in ("reason", "comment"):
+        if isinstance(getattr(args, name, None), list):
+            setattr(args, name, " ".join(getattr(args, name)))
+    return args, want_json
+
+
+def _plain_text(name: str, value: str) -> None:
+    """Refuse control characters in text other people will read (reasons, comments)."""
+    bad = control_characters(value)
+    if bad:
+        raise InvalidRequest(f"{name} contains control or invisible characters ({', '.join(bad[:5])}); "
+                             "write plain text on one line")
+    if len(value) > MAX_TEXT:
+        raise InvalidRequest(f"{name} is {len(value)} characters long; at most {MAX_TEXT}")
 
 
 def _when(value: datetime | None) -> str:
@@ -158,7 +217,8 @@ def session_json(s: SessionRecord) -> dict[str, Any]:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    # Cells hold text users typed (reasons, comments, statements): shown escaped, one line each.
+    cells = [[str(c) for c in headers]] + [[terminal_safe(str(c)) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
              for row in cells]
@@ -185,32 +245,40 @@ class ControlPlane:
 
     async def run(self, command_line: str) -> CommandResult:
         """Parse and run a command; errors become a message on stderr and exit status."""
-        want_json = False
+        want_json = "--json" in command_line
         try:
-            argv = shlex.split(command_line)
-            want_json = "--json" in argv
-            if not argv:
+            size = len(command_line.encode())
+            if size > MAX_COMMAND_BYTES:
+                raise InvalidRequest(f"the command is {size} bytes long; at most "
+                                     f"{MAX_COMMAND_BYTES} are accepted")
+            args, want_json = await asyncio.to_thread(_parse, command_line)
+            if args is None:
                 return CommandResult(stdout=HELP)
-            args = _parser().parse_args(argv)
             for name in ("reason", "comment"):
-                if isinstance(getattr(args, name, None), list):
-                    setattr(args, name, " ".join(getattr(args, name)))
+                value = getattr(args, name, None)
+                if isinstance(value, str):
+                    _plain_text(f"--{name}", value)
             handler: Handler = getattr(self, "_" + args.command)
             out = await handler(args)
         except ValueError as exc:  # shlex: unbalanced quotes
             return self._failure(InvalidRequest(f"cannot parse the command: {exc}"), want_json)
         except BastionError as exc:
             return self._failure(exc, want_json)
-        if isinstance(out, str | bytes) or hasattr(out, "__aiter__"):
+        if isinstance(out, CommandResult):
+            return out
+        if isinstance(out, str):
+            return CommandResult(stdout=terminal_safe(out, keep_newlines=True))
+        if isinstance(out, bytes) or hasattr(out, "__aiter__"):
             return CommandResult(stdout=out)
-        return CommandResult(stdout=json.dumps(out, indent=2, sort_keys=True) + "\n")
+        text = await asyncio.to_thread(json.dumps, out, indent=2, sort_keys=True)
+        return CommandResult(stdout=text + "\n")
 
     def _failure(self, exc: BastionError, want_json: bool) -> CommandResult:
         status = 2 if isinstance(exc, InvalidRequest) else 1
         if want_json:
             err = {"error": str(exc), "kind": type(exc).__name__}
             return CommandResult(stderr=json.dumps(err) + "\n", exit_status=status)
-        return CommandResult(stderr=f"error: {exc}\n", exit_status=status)
+        return CommandResult(stderr=f"error: {terminal_safe(str(exc))}\n", exit_status=status)
 
     @property
     def _config(self):  # type: ignore[no-untyped-def]
@@ -227,7 +295,7 @@ class ControlPlane:
             except ValueError as exc:
                 raise InvalidRequest(f"--duration: {exc}") from None
         req = await self.workflow.request(self.user, args.target, args.reason, duration,
-                                          args.unmasked)
+                                          args.unmasked, key=self.key)
         if args.json:
             return request_json(req, utcnow())
         if req.status is RequestStatus.APPROVED:
@@ -261,7 +329,7 @@ class ControlPlane:
         return await self._review(args.id, Decision.DENY, args.reason, args.json)
 
     async def _review(self, request_id: int, decision: Decision, comment: str, as_json: bool) -> Any:
-        req = await self.workflow.review(self.user, request_id, decision, comment)
+        req = await self.workflow.review(self.user, request_id, decision, comment, key=self.key)
         now = utcnow()
         if as_json:
             return request_json(req, now)
@@ -280,6 +348,9 @@ class ControlPlane:
     async def _cert(self, args: argparse.Namespace) -> Any:
         cert, issued = await self.workflow.issue_certificate(self.user, self.key, args.id)
         line = cert.export_certificate().decode().strip()
+        target = self._config.target(issued.principals[0]) if issued.principals else None
+        request = await self.workflow.store.get_request(issued.request_id)
+        unmasked = request is not None and request.unmasked
         if args.json:
             return {
                 "certificate": line, "serial": str(issued.serial),
@@ -287,8 +358,14 @@ class ControlPlane:
                 "key_id": f"{issued.user}/{issued.request_id}",
                 "valid_after": issued.valid_after.isoformat(),
                 "valid_before": issued.valid_before.isoformat(),
+                "connect": native_client_commands(self._config, issued.request_id, target,
+                                                  unmasked=unmasked) if target else [],
             }
-        return line + "\n"
+        # The certificate alone on stdout (users redirect it to a file); how to use it on stderr.
+        hints = native_client_commands(self._config, issued.request_id, target,
+                                       unmasked=unmasked) if target else []
+        return CommandResult(stdout=line + "\n",
+                             stderr="".join(f"# {hint}\n" for hint in hints))
 
     async def _targets(self, args: argparse.Namespace) -> Any:
         config = self._config
@@ -305,9 +382,16 @@ class ControlPlane:
             return rows
         if not rows:
             return "no targets: none of your roles grants any\n"
-        return _table(("TARGET", "KIND", "APPROVALS", "YOU MAY", "DESCRIPTION"),
-                      [(r["name"], r["kind"], r["approvals_required"], ",".join(r["you_may"]),
-                        r["description"]) for r in rows])
+        table = _table(("TARGET", "KIND", "APPROVALS", "YOU MAY", "DESCRIPTION"),
+                       [(r["name"], r["kind"], r["approvals_required"], ",".join(r["you_may"]),
+                         r["description"]) for r in rows])
+        hints = [hint for t in config.targets if t.kind != "ssh" and
+                 any(r["name"] == t.name for r in rows)
+                 for hint in native_client_commands(config, None, t)]
+        if hints:
+            table += "\nNative database clients (with an approved certificate for the target):\n"
+            table += "".join(f"  {hint}\n" for hint in hints)
+        return table
 
     async def _whoami(self, args: argparse.Namespace) -> Any:
         user = self._config.user(self.user)

@@ -6,6 +6,9 @@ decide, and every refusal says what the user can do next.
 
 from __future__ import annotations
 
+import fnmatch
+import ipaddress
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,6 +25,8 @@ __all__ = [
     "check_login",
     "check_review",
     "check_revoke",
+    "forward_destination",
+    "forward_refusal",
     "forwarding_for",
     "may_see_request",
     "plan_request",
@@ -126,12 +131,22 @@ def may_see_request(config: BastionConfig, user_name: str, request: AccessReques
 
 
 def check_review(
-    config: BastionConfig, reviewer: str, request: AccessRequest, now: datetime
+    config: BastionConfig, reviewer: str, request: AccessRequest, now: datetime,
+    reviewer_keys: frozenset[str] = frozenset(),
 ) -> None:
-    """Raise unless `reviewer` may approve or deny `request` now."""
+    """Raise unless `reviewer` may approve or deny `request` now.
+
+    `reviewer_keys` are the fingerprints of the key the review is made with and of the
+    reviewer's registered keys: a person is their keys as much as their name, so a user renamed
+    in the config (same key) is still the requester, and one person under two names approves once.
+    """
     user = _known_user(config, reviewer, now)
-    if request.user == reviewer:
+    if request.user == reviewer or (request.requester_key and request.requester_key in reviewer_keys):
         raise AccessDenied("you cannot review your own request: another approver must do it")
+    if any(r.reviewer != reviewer and r.reviewer_key in reviewer_keys
+           for r in request.reviews if r.reviewer_key):
+        raise AccessDenied("this request was already reviewed with one of your keys (under another "
+                           "name): another approver must do it")
     if not _may(config, user, "approve", request.target):
         raise AccessDenied(
             f"none of your roles ({', '.join(user.roles) or 'none'}) may approve requests for "
@@ -160,7 +175,70 @@ def forwarding_for(config: BastionConfig, user_name: str, target: str) -> Forwar
     if user is None:
         return Forwarding()
     roles = [r for r in config.roles_of(user) if r.may("request", target)]
-    return Forwarding(port=any(r.port_forwarding for r in roles))
+    found = config.target(target)
+    # A database target's certificate carries the native-client channel (`ssh -L` to the
+    # target's own name, nothing else: policy.forward_refusal).
+    return Forwarding(port=any(r.port_forwarding for r in roles) or
+                      (found is not None and found.kind != "ssh"))
+
+
+_HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*$")
+
+
+def forward_destination(host: str, port: int) -> str:
+    """A forwarded channel's destination as `host:port` (`[v6]:port`), for patterns and logs."""
+    shown = host.lower()
+    try:
+        if ipaddress.ip_address(shown).version == 6:
+            shown = f"[{shown}]"
+    except ValueError:
+        if not _HOSTNAME.match(shown):
+            shown = repr(host[:100])
+    return f"{shown}:{port}"
+
+
+def _destination_matches(destination: str, pattern: str) -> bool:
+    """`host:port` against a pattern; a pattern of digits, dots and `*` matches IP addresses only
+    (so "10.0.*:5432" never matches the name "10.0.0.1.example.com")."""
+    host, _, port = destination.rpartition(":")
+    want_host, _, want_port = pattern.rpartition(":")
+    if want_port != "*" and want_port != port:
+        return False
+    if want_host != "*" and re.fullmatch(r"[0-9.*]+", want_host):
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return False
+    return fnmatch.fnmatchcase(host, want_host)
+
+
+def forward_refusal(config: BastionConfig, user_name: str, target: Target, host: str,
+                    port: int) -> str | None:
+    """Why a forwarded channel to `host:port` through `target` is refused, or None.
+
+    Only the roles that let the user request the target count, and only the destinations their
+    `forward_to` patterns name; a host that is neither a DNS name nor an IP address never matches.
+    """
+    user = config.user(user_name)
+    roles = [r for r in config.roles_of(user) if r.may("request", target.name)] if user else []
+    granting = [r for r in roles if r.port_forwarding]
+    if target.kind != "ssh":
+        # Native database clients: the destination is the database itself, named as the target.
+        if host.lower().rstrip(".") != target.name.lower():
+            return (f"{target.name} is a {target.kind} target: forward to {target.name} (e.g. "
+                    f"-L 15432:{target.name}:{5432 if target.kind == 'postgres' else 3306}), "
+                    f"not {forward_destination(host, port)}")
+        return None
+    if not granting:
+        return (f"none of your roles grants port forwarding through {target.name}; ask an "
+                "administrator for a role with port_forwarding and forward_to")
+    destination = forward_destination(host, port)
+    if destination.startswith("'") or not 0 < port < 65536:
+        return f"{destination} is not a host name or IP address and port"
+    if any(_destination_matches(destination, p) for r in granting for p in r.forward_to):
+        return None
+    allowed = ", ".join(sorted({p for r in granting for p in r.forward_to}))
+    return f"forwarding to {destination} is not allowed through {target.name}; allowed: {allowed}"
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ class RecordingSetup:
                 raise BastionError(f"recordings.auditor_keys: {exc}") from None
         self.signing_key = _signing_key(config.signing_key)
 
-    def open(self, session: SessionRecord, cols: int, rows: int, term: str) -> RecordingWriter:
+    def open(self, session: SessionRecord, cols: int, rows: int, term: str,
+             command: str | None = None) -> RecordingWriter:
         """Start the recording of a session, or raise RecordingUnavailable saying why."""
         if not self.recipients:
             raise RecordingUnavailable("no auditor key is configured (recordings.auditor_keys)")
@@ -57,7 +58,9 @@ class RecordingSetup:
                 cols=max(1, min(cols or 80, 0xFFFF)),
                 rows=max(1, min(rows or 24, 0xFFFF)),
                 metadata={"request_id": session.request_id, "client": session.client,
-                          "bastion_id": session.bastion_id, "term": term},
+                          "bastion_id": session.bastion_id, "term": term,
+                          # In the sealed, signed header: what the session ran (exec mode).
+                          "command": command},
                 start=session.started_at,
             )
         except (RecordingError, OSError) as exc:

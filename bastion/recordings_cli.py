@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import os
@@ -12,10 +13,12 @@ from typing import Any
 
 from bastion.config import load_config
 from bastion.errors import BastionError, InvalidRequest, NotFound
+from bastion.store import open_store
 from recorder import (
     RECORDING_SUFFIX,
     RecordingError,
     RecordingReader,
+    SessionFacts,
     VerifyStatus,
     export_asciicast,
     export_jsonl,
@@ -24,6 +27,7 @@ from recorder import (
     load_signing_key,
     public_key_line,
     read_header_unencrypted,
+    verify_for_session,
     verify_recording,
     write_key_pair,
 )
@@ -85,6 +89,38 @@ def _resolve(arg: str, config_path: Path) -> Path:
     return candidate
 
 
+def _session_of(path: Path, config_path: Path) -> tuple[SessionFacts | None, str]:
+    """What the state store says of the session this file names, to compare the file with it:
+    (facts, "") or (None, a note saying why the file was not compared)."""
+    try:
+        header = read_header_unencrypted(path)
+        config = load_config(config_path)
+    except (BastionError, RecordingError, OSError) as exc:
+        return None, f" (not compared with the state store: {exc})"
+    return asyncio.run(_stored_session(config.server.state_store, path, header.session_id))
+
+
+async def _stored_session(url: str, path: Path, header_id: str) -> tuple[SessionFacts | None, str]:
+    """The session whose recording lives at `path` (a file copied over it must be that session's),
+    else the session its header names."""
+    try:
+        store = await open_store(url)
+    except (BastionError, OSError) as exc:
+        return None, f" (not compared with the state store: {exc})"
+    here = await asyncio.to_thread(path.resolve)
+    try:
+        record = await store.get_session(path.stem)
+        if record is None or not record.recording or \
+                await asyncio.to_thread(Path(record.recording).resolve) != here:
+            record = await store.get_session(header_id)
+    finally:
+        await store.close()
+    if record is None:
+        return None, " (the state store has no such session)"
+    return SessionFacts(record.id, record.user, record.target, record.status.value,
+                        record.started_at, record.end_reason), ""
+
+
 def _signer(config_path: Path) -> Any:
     """The bastion's signing public key when its config is readable, to catch foreign signers."""
     try:
@@ -112,13 +148,16 @@ def run(args: argparse.Namespace) -> int:
         return _list(args)
     if command == "verify":
         path = _resolve(args.recording, args.config)
-        result = verify_recording(path, _signer(args.config))
+        session, note = _session_of(path, args.config)
+        signer = _signer(args.config)
+        result = (verify_for_session(path, signer, session) if session is not None
+                  else verify_recording(path, signer))
         if args.json:
             print(json.dumps({"path": str(path), "status": result.status.value,
                               "message": result.message, "chunks": result.chunks,
                               "chunk": result.chunk, "signer": result.signer}))
         else:
-            print(f"{path}: {result.status.value}: {result.message}")
+            print(f"{path}: {result.status.value}: {result.message}{note}")
         return {VerifyStatus.INTACT: EXIT_INTACT, VerifyStatus.CUT_OFF: EXIT_CUT_OFF}.get(
             result.status, EXIT_TAMPERED)
     path = _resolve(args.recording, args.config)

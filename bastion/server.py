@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import asyncssh
 
@@ -15,21 +14,20 @@ from bastion.access import AccessWorkflow
 from bastion.audit import AuditTrail
 from bastion.ca import CertificateAuthority, load_or_create_key, load_or_create_secret
 from bastion.config import BastionConfig, load_config
+from bastion.db.grants import DatabaseGrants, setup_target
 from bastion.errors import BastionError
-from bastion.frontdoor import FrontDoor
 from bastion.models import AccessRequest, SessionRecord, utcnow
 from bastion.notify import WebhookNotifier
 from bastion.recording import RecordingSetup
+from bastion.ssh.frontdoor import FrontDoor
 from bastion.store import Store, open_store
-
-if TYPE_CHECKING:
-    from bastion.sql import LookupBudget
 
 __all__ = ["Bastion", "serve"]
 
 log = logging.getLogger("bastion")
 
 SWEEP_INTERVAL = 5.0
+ACCOUNT_SWEEP_INTERVAL = 2.0
 
 
 class Bastion:
@@ -49,14 +47,16 @@ class Bastion:
         # Keys the deterministic "hash" masking strategy: stable across restarts and bastions
         # that share the data dir, never shown.
         self.masking_key = load_or_create_secret(data_dir / "masking_key")
-        # Masked-column lookups per approved request (bastion.sql.LookupBudget), across sessions.
-        self.lookup_budgets: dict[int, LookupBudget] = {}
         self.notifier = WebhookNotifier(config.webhooks, logger=logging.getLogger("bastion.notify"))
         self.audit = AuditTrail(store, config.server.audit_log, self.notifier)
         self.workflow = AccessWorkflow(lambda: self.config, store, self.audit, self.user_ca)
         self.workflow.revoke_listeners.append(self._on_revoked)
+        # One database account per approved grant on SQL targets, ended when the grant ends.
+        self.db_grants = DatabaseGrants(lambda: self.config, store, self.audit, self.masking_key)
+        self.workflow.revoke_listeners.append(self.db_grants.end_request)
         self.frontdoor = FrontDoor(self)
         self._sweeper: asyncio.Task[None] | None = None
+        self._account_sweeper: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, config: BastionConfig) -> Bastion:
@@ -82,13 +82,15 @@ class Bastion:
         await self.audit.record("bastion.started", port=self.frontdoor.port,
                                 bastion_id=self.config.server.bastion_id)
         self._sweeper = asyncio.create_task(self._sweep())
+        self._account_sweeper = asyncio.create_task(self._sweep_accounts())
 
     async def stop(self) -> None:
         """Stop accepting, end sessions, flush notifications, close the store."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._account_sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.frontdoor.stop()
         await self.notifier.stop()
         await self.store.close()
@@ -110,15 +112,35 @@ class Bastion:
             log.error("config reload failed, keeping the previous config: %s", exc)
             await self.audit.record("config.reload_failed", error=str(exc))
             return False
+        old = self.config
         self.config = new
         self.recordings = recordings
         self.notifier.replace(new.webhooks)
+        await self._reprovision(old, new)
         await self.audit.record(
             "config.reloaded", users=len(new.users), roles=len(new.roles), targets=len(new.targets)
         )
         log.info("config reloaded from %s", path)
         await self._end_disallowed_sessions()
         return True
+
+    async def _reprovision(self, old: BastionConfig, new: BastionConfig) -> None:
+        """Bring the masked views of SQL targets whose masking rules changed up to date; their
+        live sessions end (they were opened under the old rules)."""
+        for target in new.targets:
+            before = old.target(target.name)
+            if target.kind == "ssh" or (before is not None and before.masking == target.masking):
+                continue
+            try:
+                await asyncio.to_thread(setup_target, target, self.masking_key, apply=True)
+            except BastionError as exc:
+                log.error("config reload: masked views of %s not updated: %s", target.name, exc)
+                await self.audit.record("db.setup_failed", target=target.name, error=str(exc))
+            else:
+                await self.audit.record("db.setup", target=target.name, reason="config reload")
+            changed = target.name
+            self.frontdoor.end_sessions(lambda r: r.target == changed,  # noqa: B023 (used now)
+                                        "the target's masking rules changed; connect again")
 
     async def _end_disallowed_sessions(self) -> None:
         now = utcnow()
@@ -148,6 +170,12 @@ class Bastion:
                 await self._end_disallowed_sessions()
             except Exception:
                 log.exception("periodic sweep failed; will retry")
+
+    async def _sweep_accounts(self) -> None:
+        """End database accounts whose grant is over (a slow database delays only this loop)."""
+        while True:
+            await asyncio.sleep(ACCOUNT_SWEEP_INTERVAL)
+            await self.db_grants.sweep()
 
 
 async def serve(config_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -14,20 +15,30 @@ from bastion.config import Target
 from bastion.durations import format_duration
 from bastion.models import SessionRecord, SessionStatus, utcnow
 from bastion.recording import RecordingUnavailable
-from bastion.shell import CLIENT_GONE, SessionEnd, ShellRelay, transfer_refusal
-from bastion.upstream import UpstreamError, connect_upstream
+from bastion.ssh.shell import (
+    CLIENT_GONE,
+    SessionEnd,
+    ShellRelay,
+    TransferRefused,
+    size_notice,
+    terminal_size,
+    transfer_refusal,
+)
+from bastion.ssh.upstream import UpstreamError, connect_upstream
 from recorder import RecordingError, RecordingWriter
 
 if TYPE_CHECKING:
     from bastion.server import Bastion
 
-__all__ = ["LiveSession", "run_target_session"]
+__all__ = ["LiveSession", "run_target_session", "watch_window"]
 
 log = logging.getLogger("bastion.sessions")
 
 WARN_BEFORE_END = 300.0  # seconds before the window ends to warn the user
 REFUSED = 1
 ENDED_BY_BASTION = 255
+# How long an ended session waits for its recording to take the last events and close.
+RECORDING_GRACE = 5.0
 
 
 class LiveSession:
@@ -59,9 +70,9 @@ def _say(process: asyncssh.SSHServerProcess[bytes], text: str) -> None:
         process.stderr.write(f"{newline}bastion: {text}{newline}".encode())
 
 
-async def _watch(live: LiveSession, process: asyncssh.SSHServerProcess[bytes],
-                 idle_timeout: float | None) -> None:
-    """Warn before the window ends, then end it; end idle sessions."""
+async def watch_window(live: LiveSession, idle_timeout: float | None,
+                       say: Callable[[str], None]) -> None:
+    """Warn (through `say`) before the window ends, then end it; end idle sessions."""
     loop = asyncio.get_running_loop()
     total = (live.window_end - live.record.started_at).total_seconds()
     warn_before = min(WARN_BEFORE_END, total / 2)
@@ -72,7 +83,7 @@ async def _watch(live: LiveSession, process: asyncssh.SSHServerProcess[bytes],
             live.end("your access window has ended")
             return
         if not warned and left <= warn_before:
-            _say(process, f"your access ends in {_seconds(left)} ({live.window_end:%H:%M:%S} UTC); "
+            say(f"your access ends in {_seconds(left)} ({live.window_end:%H:%M:%S} UTC); "
                           "ask for more time with `request`")
             warned = True
         wake = [left] if warned else [left - warn_before, left]
@@ -100,22 +111,55 @@ async def run_target_session(
     refusal = transfer_refusal(process)
     if refusal:
         _say(process, refusal)
+        await bastion.audit.record("transfer.refused", actor=record.user, target=record.target,
+                                   session_id=record.id, reason=refusal, detected="command")
         process.exit(REFUSED)
         return SessionStatus.ENDED, f"refused: {refusal}"
-    cols, rows, _, _ = process.term_size
+    asked_cols, asked_rows, _, _ = process.term_size
+    cols, rows = terminal_size(asked_cols, asked_rows)
+    notice = size_notice(asked_cols, asked_rows) if process.term_type else None
+    if notice is not None:
+        _say(process, notice)
     try:
-        recording = bastion.recordings.open(record, cols, rows, process.term_type or "")
+        recording = bastion.recordings.open(record, cols, rows, process.term_type or "",
+                                            command=process.command)
     except RecordingUnavailable as exc:
         _say(process, f"session refused: {exc} (no recording, no session)")
         await bastion.audit.record("recording.failed", actor=record.user, target=record.target,
                                    session_id=record.id, error=str(exc))
         process.exit(REFUSED)
         return SessionStatus.ENDED, f"refused: {exc}"
+    closed = False
     try:
-        return await _connected(bastion, process, live, target, recording)
+        status, reason = await _connected(bastion, process, live, target, recording)
     finally:
-        with contextlib.suppress(RecordingError):
+        closed = await _close(recording)
+    if not closed and status is SessionStatus.ENDED:
+        # The file lacks its end: say so, so that `verify` reads "cut off", not "cut after the fact".
+        if recording.failed:  # already ended, audited and explained as a recording failure
+            return SessionStatus.ENDED_ABNORMALLY, reason
+        await bastion.audit.record("recording.failed", actor=record.user, target=record.target,
+                                   session_id=record.id, error="the recording could not be closed")
+        return SessionStatus.ENDED_ABNORMALLY, f"{reason}; the recording could not be closed"
+    return status, reason
+
+
+async def _close(recording: RecordingWriter) -> bool:
+    """Close a recording within RECORDING_GRACE; whether it was closed whole.
+
+    A session ends whatever its recorder is doing: a writer still busy after the grace period
+    is left to finish in its thread (its last events may be missing), never waited for.
+    """
+    try:
+        async with asyncio.timeout(RECORDING_GRACE):
             await recording.close()
+    except TimeoutError:
+        log.error("the recording %s did not close within %.0f s", recording.path, RECORDING_GRACE)
+        return False
+    except RecordingError as exc:
+        log.error("closing the recording %s failed: %s", recording.path, exc)
+        return False
+    return True
 
 
 async def _connected(
@@ -123,7 +167,8 @@ async def _connected(
     target: Target, recording: RecordingWriter,
 ) -> tuple[SessionStatus, str]:
     record = live.record
-    watcher = asyncio.create_task(_watch(live, process, bastion.config.server.idle_timeout))
+    watcher = asyncio.create_task(
+        watch_window(live, bastion.config.server.idle_timeout, lambda text: _say(process, text)))
     try:
         if target.kind != "ssh":
             from bastion.console.sql_session import run_sql_session
@@ -145,6 +190,14 @@ async def _connected(
             end = await relay.run(upstream, live.stop)
         except RecordingError as exc:
             return await _recording_failed(bastion, process, live, exc)
+        except TransferRefused as exc:
+            _say(process, str(exc))
+            with contextlib.suppress(RecordingError):
+                await recording.marker(f"bastion: refused a file transfer: {exc}")
+            await bastion.audit.record("transfer.refused", actor=record.user, target=record.target,
+                                       session_id=record.id, reason=str(exc), detected="protocol")
+            process.exit(REFUSED)
+            return SessionStatus.ENDED, f"refused: {exc}"
         except (asyncssh.Error, OSError) as exc:
             live.end(f"the connection to {target.name} failed: {exc}")
             end = SessionEnd(reason="upstream failed")
@@ -176,11 +229,14 @@ async def _finish(
             await recording.marker(CLIENT_GONE)
         return SessionStatus.ENDED, CLIENT_GONE
     if live.end_reason is not None:
+        # The user's channel closes first, whatever the recorder is doing; the marker follows,
+        # within a bounded wait (the recording is closed, or abandoned, by run_target_session).
         _say(process, f"session ended: {live.end_reason}")
-        with contextlib.suppress(RecordingError):
-            await recording.marker(f"ended by the bastion: {live.end_reason}")
-            await recording.exit(status=ENDED_BY_BASTION)
         process.exit(ENDED_BY_BASTION)
+        with contextlib.suppress(RecordingError, TimeoutError):
+            async with asyncio.timeout(RECORDING_GRACE):
+                await recording.marker(f"ended by the bastion: {live.end_reason}")
+                await recording.exit(status=ENDED_BY_BASTION)
         return SessionStatus.ENDED, live.end_reason
     with contextlib.suppress(RecordingError):
         if end.signal is not None:

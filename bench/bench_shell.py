@@ -66,8 +66,8 @@ sys.path.insert(0, str(REPO))
 
 import asyncssh  # noqa: E402
 
-from bastion.shell import READ_SIZE  # noqa: E402
-from bastion.upstream import CIPHERS  # noqa: E402
+from bastion.ssh.shell import READ_SIZE  # noqa: E402
+from bastion.ssh.upstream import CIPHERS  # noqa: E402
 
 MIB = 1024 * 1024
 CHACHA = "chacha20-poly1305@openssh.com"

@@ -31,7 +31,7 @@ from recorder.events import (
 )
 from recorder.export import event_to_json, export_asciicast, export_jsonl
 from recorder.format import FORMAT_VERSION, RecordingHeader, SessionKind
-from recorder.keyframes import Keyframe
+from recorder.keyframes import MAX_COLS, MAX_ROWS, Keyframe, emulated_size
 from recorder.keys import (
     fingerprint,
     generate_auditor_key,
@@ -45,11 +45,13 @@ from recorder.keys import (
     write_key_pair,
 )
 from recorder.reader import ChunkInfo, RecordingReader, SeekResult, read_header_unencrypted
-from recorder.verify import VerifyResult, VerifyStatus, verify_recording
+from recorder.verify import SessionFacts, VerifyResult, VerifyStatus, verify_for_session, verify_recording
 from recorder.writer import RECORDING_SUFFIX, RecordingWriter, WriterSettings
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_COLS",
+    "MAX_ROWS",
     "RECORDING_SUFFIX",
     "ChunkInfo",
     "CorruptRecording",
@@ -72,12 +74,14 @@ __all__ = [
     "RecordingWriter",
     "ResizeEvent",
     "SeekResult",
+    "SessionFacts",
     "SessionKind",
     "SqlResultEvent",
     "SqlStatementEvent",
     "VerifyResult",
     "VerifyStatus",
     "WriterSettings",
+    "emulated_size",
     "event_to_json",
     "export_asciicast",
     "export_jsonl",
@@ -92,6 +96,7 @@ __all__ = [
     "parse_public_key_line",
     "public_key_line",
     "read_header_unencrypted",
+    "verify_for_session",
     "verify_recording",
     "write_key_pair",
 ]

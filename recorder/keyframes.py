@@ -17,10 +17,21 @@ import pyte
 
 from recorder.errors import CorruptRecording
 
-__all__ = ["Keyframe", "TerminalEmulator", "default_tail_limit"]
+__all__ = ["MAX_COLS", "MAX_ROWS", "Keyframe", "Screen", "TerminalEmulator", "default_tail_limit",
+           "emulated_size"]
 
 MIN_TAIL: Final = 16 * 1024
 MAX_TAIL: Final = 64 * 1024
+# The emulated screen is at most this size, whatever size the recording says (a client can ask
+# for 65535x65535): a keyframe then stays far below the event size limit, and the emulator's
+# memory and work per keyframe stay bounded. Output and resize events keep the sizes asked for.
+MAX_COLS: Final = 1000
+MAX_ROWS: Final = 1000
+
+
+def emulated_size(cols: int, rows: int) -> tuple[int, int]:
+    """The screen size the emulator uses for a terminal of `cols` x `rows`."""
+    return max(1, min(cols, MAX_COLS)), max(1, min(rows, MAX_ROWS))
 
 
 def default_tail_limit(cols: int, rows: int) -> int:
@@ -50,7 +61,8 @@ class Keyframe:
         return {
             "cols": self.cols,
             "rows": self.rows,
-            "lines": list(self.lines),
+            # Trailing blanks are not stored: a wide, mostly empty screen costs what it shows.
+            "lines": [line.rstrip(" ") for line in self.lines],
             "cursor": [self.cursor_x, self.cursor_y],
             "cursor_hidden": self.cursor_hidden,
             "title": self.title,
@@ -77,11 +89,43 @@ class Keyframe:
         return ("\x1b[0m\x1b[H\x1b[2J" + body + cursor + hide).encode()
 
 
+class Screen(pyte.Screen):
+    """pyte's screen, keeping the text after a character it cannot draw.
+
+    pyte stops drawing a run of text at the first character of no width that is not a combining
+    mark (U+200B, U+2060, U+FEFF, U+202E, …): everything after it on that write was lost, while
+    the user's terminal showed it. Here such a character is attached to the cell before it (it
+    takes no column, as on the user's terminal) and drawing goes on.
+    """
+
+    def draw(self, data: str) -> None:
+        if data.isprintable():
+            super().draw(data)
+            return
+        start = 0
+        for i, char in enumerate(data):
+            if not char.isprintable():
+                if start < i:
+                    super().draw(data[start:i])
+                self._attach(char)
+                start = i + 1
+        if start < len(data):
+            super().draw(data[start:])
+
+    def _attach(self, char: str) -> None:
+        x, line = self.cursor.x, self.buffer[self.cursor.y]
+        if x > 0:
+            cell = line[x - 1]
+            line[x - 1] = cell._replace(data=cell.data + char)
+            self.dirty.add(self.cursor.y)
+
+
 class TerminalEmulator:
     """A pyte screen fed lazily: output is queued and processed (its tail) at snapshot time."""
 
     def __init__(self, cols: int, rows: int, tail_limit: int | None = None) -> None:
-        self._screen = pyte.Screen(max(cols, 1), max(rows, 1))
+        cols, rows = emulated_size(cols, rows)
+        self._screen = Screen(cols, rows)
         self._stream = pyte.ByteStream(self._screen)
         self._tail_limit = tail_limit or default_tail_limit(cols, rows)
         self._pending: deque[bytes | tuple[int, int]] = deque()
@@ -114,7 +158,7 @@ class TerminalEmulator:
             item = self._pending[0]
             if isinstance(item, tuple):
                 self._pending.popleft()
-                self._screen.resize(lines=max(item[1], 1), columns=max(item[0], 1))
+                self._resize(*item)
                 continue
             excess = self._pending_bytes - self._tail_limit
             if len(item) <= excess:
@@ -124,11 +168,15 @@ class TerminalEmulator:
                 self._pending[0] = item[excess:]
                 self._pending_bytes -= excess
 
+    def _resize(self, cols: int, rows: int) -> None:
+        cols, rows = emulated_size(cols, rows)
+        self._screen.resize(lines=rows, columns=cols)
+
     def _apply(self) -> None:
         while self._pending:
             item = self._pending.popleft()
             if isinstance(item, tuple):
-                self._screen.resize(lines=max(item[1], 1), columns=max(item[0], 1))
+                self._resize(*item)
             else:
                 self._stream.feed(item)
         self._pending_bytes = 0

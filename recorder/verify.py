@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -32,9 +33,10 @@ from recorder.format import (
     chain_start,
     parse_frame_head,
     parse_header,
+    read_header_frame,
 )
 
-__all__ = ["VerifyResult", "VerifyStatus", "verify_recording"]
+__all__ = ["SessionFacts", "VerifyResult", "VerifyStatus", "verify_for_session", "verify_recording"]
 
 
 class VerifyStatus(StrEnum):
@@ -282,3 +284,62 @@ def verify_recording(path: str | Path, signer_public_key: Ed25519PublicKey | Non
         "",
         walk.signer_fp,
     )
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """What the bastion's store says of the session a recording file should hold."""
+
+    session_id: str
+    user: str
+    target: str
+    status: str  # "live", "ended", "ended_abnormally"
+    started_at: datetime | None = None
+    end_reason: str | None = None
+
+
+# The header's start and the store's start are taken a few milliseconds apart.
+START_TOLERANCE = timedelta(seconds=5)
+
+
+def verify_for_session(path: str | Path, signer_public_key: Ed25519PublicKey | None,
+                       session: SessionFacts) -> VerifyResult:
+    """`verify_recording`, then the file compared with the session it stands for.
+
+    A recording copied over another session's file is signed and whole, yet it is not that
+    session's: the header's session id, user, target and start must be the store's. And a file
+    cut off while the store says the session ended normally was cut after the fact, not by a
+    crash: that is tampering, not "cut off".
+    """
+    result = verify_recording(path, signer_public_key)
+    if result.status is VerifyStatus.TAMPERED:
+        return result
+    try:
+        with open(path, "rb") as f:
+            header, _ = read_header_frame(f)
+    except (CorruptRecording, OSError) as exc:
+        return replace(result, status=VerifyStatus.TAMPERED, message=f"unreadable header: {exc}",
+                       where="header")
+    found = {"session": header.session_id, "user": header.user, "target": header.target}
+    wanted = {"session": session.session_id, "user": session.user, "target": session.target}
+    wrong = [f"{k} {found[k]!r} instead of {wanted[k]!r}" for k in found if found[k] != wanted[k]]
+    if session.started_at is not None and abs(header.start - session.started_at) > START_TOLERANCE:
+        wrong.append(f"start {header.start:%Y-%m-%d %H:%M:%S} instead of "
+                     f"{session.started_at:%Y-%m-%d %H:%M:%S}")
+    if wrong:
+        return replace(result, status=VerifyStatus.TAMPERED, where="header", message=(
+            "this recording belongs to another session (its header says " + "; ".join(wrong) +
+            "): a file was copied or renamed"))
+    if result.status is VerifyStatus.CUT_OFF:
+        if session.status == "live":
+            return replace(result, message=f"{result.message} (the session is live: still being "
+                                            "written)")
+        crashed = session.status == "ended_abnormally" or "recording failed" in (
+            session.end_reason or "")
+        if crashed:
+            return replace(result, message=f"{result.message} (the bastion stopped or the recording "
+                                            "failed while the session was live)")
+        return replace(result, status=VerifyStatus.TAMPERED, where="end of file", message=(
+            f"the session ended normally, but its recording lacks its end ({result.message}): "
+            "it was cut after the fact"))
+    return result

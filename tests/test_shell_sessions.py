@@ -237,8 +237,10 @@ def test_verify_and_list_recordings(bastion: BastionProcess, cert: Path, tmp_pat
     assert tampered.returncode == 1 and "tampered" in tampered.stdout
     cut = tmp_path / "cut.rec"
     cut.write_bytes(data[: len(data) - 40])
+    # The store says the session ended normally: a recording without its end was cut after the
+    # fact, which is tampering, not a crash.
     cut_off = cli("recordings", "verify", str(cut), "--config", config)
-    assert cut_off.returncode == 3 and "cut_off" in cut_off.stdout
+    assert cut_off.returncode == 1 and "it was cut after the fact" in cut_off.stdout
 
     stranger = tmp_path / "stranger"
     write_key_pair(stranger, generate_auditor_key())
@@ -254,7 +256,7 @@ def test_file_transfer_is_refused_clearly(bastion: BastionProcess, cert: Path, t
     sftp = subprocess.run(["sftp", *common, "-P", str(bastion.world.port), "prod@127.0.0.1"],
                           input="ls\n", capture_output=True, text=True, timeout=30)
     assert sftp.returncode != 0 and sftp.stdout == ""
-    assert "bastion: file transfer (sftp, scp) is disabled" in sftp.stderr
+    assert "bastion: file transfer (sftp, scp, rsync) is disabled" in sftp.stderr
     # scp speaks sftp since OpenSSH 9; `scp -O` runs the legacy scp command instead.
     local = tmp_path / "payload.txt"
     local.write_text("should not arrive\n")
@@ -263,11 +265,10 @@ def test_file_transfer_is_refused_clearly(bastion: BastionProcess, cert: Path, t
                                "prod@127.0.0.1:/tmp/bastion-scp-probe.txt"],
                               capture_output=True, text=True, timeout=30)
         assert copy.returncode != 0, mode
-        assert "file transfer is disabled" in copy.stderr or \
-            "file transfer (sftp, scp) is disabled" in copy.stderr, (mode, copy.stderr)
+        assert "file transfer (sftp, scp, rsync) is disabled" in copy.stderr, (mode, copy.stderr)
     assert not Path("/tmp/bastion-scp-probe.txt").exists()
     legacy = ssh(bastion, bastion.world.key("alice"), "prod", ["scp", "-t", "/tmp"], cert=cert)
-    assert legacy.returncode == 1 and "file transfer is disabled" in legacy.stderr
+    assert legacy.returncode == 1 and "file transfer (sftp, scp, rsync) is disabled" in legacy.stderr
     events = control_json(bastion, "carol", "audit", "--kind", "transfer.refused")
     assert events and events[0]["actor"] == "alice" and events[0]["target"] == "prod"
 
@@ -455,86 +456,6 @@ def test_auditor_fetches_the_encrypted_recording_over_ssh(bastion: BastionProces
     assert len(listed) == 1
 
 
-def _forward(bastion: BastionProcess, cert: Path, user: str, local: int,
-             remote: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        ssh_argv(bastion, bastion.world.key(user), "prod", cert=cert,
-                 options=["-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{remote}"]),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
-def _fetch(port: int, attempts: int = 25) -> str:
-    """GET / through a forwarded port, retrying while ssh sets the forward up."""
-    import urllib.request
-
-    for attempt in range(attempts):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                return str(response.read().decode())
-        except OSError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2)
-    raise AssertionError("unreachable")
-
-
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[int]:
-    """A small HTTP server on the target host (loopback), serving one page."""
-    import functools
-    import http.server
-    import threading
-
-    (tmp_path / "index.html").write_text("forwarded-page")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
-
-
-def test_port_forwarding_is_refused_by_default(bastion: BastionProcess, cert: Path, web: int) -> None:
-    local = free_port()
-    tunnel = _forward(bastion, cert, "alice", local, web)
-    try:
-        with pytest.raises(OSError):
-            _fetch(local, attempts=10)
-    finally:
-        tunnel.terminate()
-        tunnel.communicate(timeout=10)
-
-
-def test_port_forwarding_granted_by_a_role_is_tunnelled_and_audited(tmp_path: Path, web: int) -> None:
-    users = {**USERS, "frank": ["forwarder"]}
-    world = World(root=tmp_path / "fwd", port=free_port(), users=users)
-    world.extra = '[[roles]]\nname = "forwarder"\nrequest = ["prod"]\nport_forwarding = true\n'
-    target = start_target(world)
-    world.write_config()
-    bastion = BastionProcess(world)
-    bastion.start()
-    try:
-        req = control_json(bastion, "frank", "request", "prod", "--reason", "INC-5: admin UI")
-        control_json(bastion, "bob", "approve", str(req["id"]))
-        cert = tmp_path / "frank-cert.pub"
-        cert.write_text(control(bastion, "frank", "cert").stdout)
-        assert "permit-port-forwarding" in subprocess.run(
-            ["ssh-keygen", "-L", "-f", str(cert)], capture_output=True, text=True).stdout
-        local = free_port()
-        tunnel = _forward(bastion, cert, "frank", local, web)
-        try:
-            assert _fetch(local) == "forwarded-page"
-        finally:
-            tunnel.terminate()
-            tunnel.communicate(timeout=10)
-        events = control_json(bastion, "carol", "audit", "--kind", "forward.opened")
-        assert events[0]["actor"] == "frank" and events[0]["details"]["destination"] == f"127.0.0.1:{web}"
-    finally:
-        bastion.stop()
-        target.stop()
-
-
 async def open_exec(bastion: BastionProcess, cert: Path, command: str, *,
                     term: bool = False) -> tuple[asyncssh.SSHClientConnection,
                                                  asyncssh.SSHClientProcess[str]]:
@@ -575,7 +496,7 @@ async def test_signal_is_relayed_to_the_target(bastion: BastionProcess, cert: Pa
             while sshd_log.read_text().count("session_signal_req") == before:
                 await asyncio.sleep(0.1)
     recording = await _recording_showing(bastion, b"ready\n")
-    assert "signal USR1" in [e.label for e in recording if isinstance(e, MarkerEvent)]
+    assert "client sent signal USR1" in [e.label for e in recording if isinstance(e, MarkerEvent)]
 
 
 async def test_client_disconnect_ends_the_session(bastion: BastionProcess, cert: Path) -> None:
@@ -619,7 +540,7 @@ async def test_break_is_relayed_and_recorded(bastion: BastionProcess, cert: Path
         await term.expect("after-4")
         await proc.wait_closed()
     events = await _recording_showing(bastion, b"before-2")
-    assert "break 250 ms" in [e.label for e in events if isinstance(e, MarkerEvent)]
+    assert "client sent a break of 250 ms" in [e.label for e in events if isinstance(e, MarkerEvent)]
 
 
 def test_agent_forwarding_is_not_offered(bastion: BastionProcess, cert: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import asyncssh
 from bastion.ca import CertificateAuthority
 from bastion.config import Target
 from bastion.models import utcnow
-from bastion.upstream import upstream_credentials
+from bastion.ssh.upstream import upstream_credentials
 
 
 def test_upstream_certificate_fields(tmp_path: Path) -> None:

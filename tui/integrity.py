@@ -15,7 +15,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from recorder import VerifyResult, VerifyStatus, verify_recording
+from recorder import SessionFacts, VerifyResult, VerifyStatus, verify_for_session, verify_recording
+from tui.models import SessionInfo
 
 __all__ = ["Integrity", "IntegrityCache", "Verdict", "check_recording"]
 
@@ -109,10 +110,20 @@ class Integrity:
         return cls(verdict, result.message, result.signer, pinned, result.chunks, result.signed_chunks)
 
 
-def check_recording(path: str | Path, signer: Ed25519PublicKey | None, *, live: bool = False) -> Integrity:
-    """Verify a recording file (blocking: call it from a worker thread)."""
+def facts_of(session: SessionInfo, *, live: bool | None = None) -> SessionFacts:
+    """What the session list says of a session, to compare its recording with."""
+    status = "live" if live else session.status
+    return SessionFacts(session.id, session.user, session.target, status, session.started_at,
+                        session.end_reason)
+
+
+def check_recording(path: str | Path, signer: Ed25519PublicKey | None, *, live: bool = False,
+                    session: SessionFacts | None = None) -> Integrity:
+    """Verify a recording file (blocking: call it from a worker thread); with `session`, also
+    that the file is that session's and, if cut off, that the session did not end normally."""
     try:
-        result = verify_recording(path, signer)
+        result = (verify_for_session(path, signer, session) if session is not None
+                  else verify_recording(path, signer))
     except FileNotFoundError:
         return Integrity(Verdict.MISSING, f"no file {path}")
     except OSError as exc:

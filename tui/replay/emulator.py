@@ -18,8 +18,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Final
 
-import pyte
 from pyte.screens import Char, Cursor, Margins, Savepoint, StaticDefaultDict
+
+from recorder import emulated_size
+from recorder.keyframes import Screen
 
 __all__ = ["Buffer", "ScreenState", "TerminalScreen"]
 
@@ -59,14 +61,16 @@ def _copy_lines(buffer: dict[int, StaticDefaultDict[int, Char]]) -> dict[int, di
     return {y: dict(line) for y, line in buffer.items()}
 
 
-class TerminalScreen(pyte.Screen):
+class TerminalScreen(Screen):
     """pyte.Screen plus the alternate screen buffer; `alternate` says which buffer shows."""
 
     def __init__(self, columns: int, lines: int) -> None:
         self._other: Buffer | None = None  # the main buffer while the alternate one shows
         self._alt_kept: Buffer | None = None  # mode 47 keeps the alternate content
         self._alt_cursor: Cursor | None = None
-        super().__init__(max(columns, 1), max(lines, 1))
+        # As the recorder's keyframes: a recorded 65535x65535 terminal is shown at most 1000x1000.
+        columns, lines = emulated_size(columns, lines)
+        super().__init__(columns, lines)
         self.version = 0
 
     def _new_buffer(self) -> Buffer:
@@ -151,7 +155,7 @@ class TerminalScreen(pyte.Screen):
 
     def resize(self, lines: int | None = None, columns: int | None = None) -> None:
         """Resize both buffers the same way (pyte only knows the one that shows)."""
-        new_lines, new_columns = lines or self.lines, columns or self.columns
+        new_columns, new_lines = emulated_size(columns or self.columns, lines or self.lines)
         for hidden in (self._other, self._alt_kept):
             if hidden is not None:
                 _clip(hidden, self.lines, new_lines, new_columns)

@@ -18,7 +18,7 @@ from textual.strip import Strip
 from tui.replay.emulator import TerminalScreen
 from tui.safe import safe_char
 
-__all__ = ["HIGHLIGHT", "render_row", "row_text"]
+__all__ = ["HIGHLIGHT", "INVISIBLE", "invisible", "render_row", "row_text"]
 
 _NAMED: Final = {
     "black": "black", "red": "red", "green": "green", "brown": "yellow", "yellow": "yellow",
@@ -26,6 +26,9 @@ _NAMED: Final = {
 }
 _HEX: Final = re.compile(r"^[0-9a-fA-F]{6}$")
 HIGHLIGHT: Final = Style(color="black", bgcolor="yellow", bold=True)
+# A cell followed by characters that take no column (U+200B, U+202E, …): the user's terminal
+# showed nothing for them, the auditor sees the cell marked and the text names them.
+INVISIBLE: Final = Style(color="white", bgcolor="red", underline=True)
 _CURSOR: Final = Style(reverse=True)
 
 
@@ -57,10 +60,17 @@ def _char_style(char: Char) -> Style:
                   char.reverse, char.blink)
 
 
+def invisible(data: str) -> str:
+    """The characters of a cell that take no column and are not printable, named: ⟨U+200B⟩."""
+    return "".join(f"⟨U+{ord(c):04X}⟩" for c in data[1:] if not c.isprintable())
+
+
 def row_text(screen: TerminalScreen, y: int) -> str:
-    """Return one row's text as shown (wide characters once, control characters replaced)."""
+    """Return one row's text as shown (wide characters once, control characters replaced,
+    invisible ones named)."""
     line = screen.buffer[y]
-    return "".join(safe_char(line[x].data) for x in range(screen.columns) if line[x].data != "")
+    return "".join(safe_char(line[x].data) + invisible(line[x].data)
+                   for x in range(screen.columns) if line[x].data != "")
 
 
 def _highlighted(screen: TerminalScreen, y: int, needle: str) -> set[int]:
@@ -96,6 +106,8 @@ def render_row(screen: TerminalScreen, y: int, *, cursor: bool = True, highlight
         if char.data == "":
             continue  # the second cell of a wide character
         style = _char_style(char)
+        if len(char.data) > 1 and invisible(char.data):
+            style = style + INVISIBLE
         if x in marked:
             style = style + HIGHLIGHT
         if x == min(cursor_x, screen.columns - 1):

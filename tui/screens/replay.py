@@ -26,7 +26,7 @@ from textual.worker import get_current_worker
 from recorder import NotARecipient, RecordingError, RecordingReader
 from tui.context import context_of
 from tui.errors import TuiError
-from tui.integrity import Integrity, Verdict, check_recording
+from tui.integrity import Integrity, Verdict, check_recording, facts_of
 from tui.keys import key_fingerprint
 from tui.models import SessionInfo, format_time
 from tui.replay.index import RecordingIndex, build_index, search_output
@@ -216,7 +216,8 @@ class ReplayScreen(Screen[None]):
         self.path = path
         self._loading("Verifying signatures and completeness…")
         integrity = await asyncio.to_thread(check_recording, path, context.source.signer(),
-                                            live=self.session.live)
+                                            live=self.session.live,
+                                            session=facts_of(self.session))
         context.integrity.put(self.session.id, integrity, path)
         self._set_integrity(integrity)
         if integrity.verdict is Verdict.TAMPERED:
@@ -346,7 +347,7 @@ class ReplayScreen(Screen[None]):
             return
         self._followed_size = size
         integrity = await asyncio.to_thread(check_recording, path, context.source.signer(),
-                                            live=True)
+                                            live=True, session=facts_of(self.session, live=True))
         context.integrity.put(self.session.id, integrity, path)
         self._set_integrity(integrity)
         if integrity.verdict not in (Verdict.IN_PROGRESS, Verdict.INTACT):

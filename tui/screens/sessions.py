@@ -20,7 +20,7 @@ from textual.worker import get_current_worker
 from tui.context import context_of
 from tui.errors import TuiError
 from tui.filters import Query, parse_query
-from tui.integrity import Integrity, Verdict, check_recording
+from tui.integrity import Integrity, Verdict, check_recording, facts_of
 from tui.models import SessionInfo, format_duration, format_time
 from tui.safe import one_line
 
@@ -233,7 +233,7 @@ class SessionsScreen(Screen[None]):
             elif path is None:
                 integrity = Integrity(Verdict.MISSING, f"no file {s.recording}")
             else:
-                integrity = check_recording(path, signer, live=s.live)
+                integrity = check_recording(path, signer, live=s.live, session=facts_of(s))
             context.integrity.put(s.id, integrity, path)
             batch.append(s.id)
             if time.monotonic() - last > 0.25:
@@ -266,7 +266,7 @@ class SessionsScreen(Screen[None]):
             self.notify(str(exc), title="Verify", severity="error", timeout=10)
             return
         integrity = await asyncio.to_thread(check_recording, path, context.source.signer(),
-                                            live=session.live)
+                                            live=session.live, session=facts_of(session))
         context.integrity.put(session.id, integrity, path)
         self._show_verdicts([session.id])
         self.notify(one_line(integrity.banner(), 300), title=f"Recording {session.id}",

@@ -10,21 +10,25 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
-from asyncssh.public_key import SSHOpenSSHCertificate, decode_ssh_certificate
+from asyncssh.public_key import SSHOpenSSHCertificate
 
 from bastion import policy
 from bastion.access import key_fingerprint
-from bastion.ca import CertificateInfo, Forwarding, certificate_info
-from bastion.config import CONTROL_USER, BastionConfig, Target
+from bastion.ca import CertificateInfo, certificate_info
+from bastion.config import CONTROL_USER
 from bastion.control import HELP, ControlPlane
 from bastion.models import AccessRequest, IssuedCertificate, SessionRecord, SessionStatus, utcnow
 from bastion.sessions import LiveSession, run_target_session
-from bastion.upstream import connect_upstream
+from bastion.ssh.forwarding import Forwards
+from bastion.ssh.login import Login
+from bastion.ssh.transfer import REFUSAL
 from recorder import RECORDING_SUFFIX
 
 if TYPE_CHECKING:
@@ -32,187 +36,40 @@ if TYPE_CHECKING:
 
 __all__ = ["FrontDoor"]
 
-log = logging.getLogger("bastion.frontdoor")
+log = logging.getLogger("bastion.ssh.frontdoor")
 
-ValidateFn = Callable[[str, bytes, bytes, bytes], Awaitable[bool]]
-SFTP_REFUSAL = ("file transfer (sftp, scp) is disabled through the bastion: copy files by the "
-                "target's own deployment means")
-
-
-def wrong_key_reason(config: BastionConfig, target: str) -> str:
-    """Why a certificate offered with a key other than the one it was issued for is refused."""
-    return ("the certificate was not made with the key it was issued for; use that key, or get "
-            f"your own: {policy.request_command(config, target)}")
+# OpenSSH's MaxSessions is 10 per connection; a user's live sessions are bounded on each bastion.
+MAX_CHANNELS_PER_CONNECTION = 10
+MAX_LIVE_SESSIONS_PER_USER = 32
+# Refused logins audited per minute (bastion-wide, a token bucket); what is dropped past that is
+# reported as a count in the next event that gets through.
+REFUSALS_PER_MINUTE = 120
+MAX_REASON = 300
 
 
-class _Login(asyncssh.SSHServer):
-    """One client connection's authentication state."""
+class _AuditBudget:
+    """A token bucket of audit records (`per_minute`, refilled steadily); counts what it dropped."""
 
-    def __init__(self, door: FrontDoor) -> None:
-        self.door = door
-        self.conn: asyncssh.SSHServerConnection | None = None
-        self.peer = "?"
-        self.access_user: str | None = None
-        self.access_key: asyncssh.SSHKey | None = None
-        self.facts: policy.LoginFacts | None = None
-        self.checked: policy.LoginFacts | None = None
-        self.cert_refused = False
-        self.upstream: asyncssh.SSHClientConnection | None = None
-        self.refusals: set[str] = set()
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self._tokens = self.capacity
+        self._at = time.monotonic()
+        self._suppressed = 0
 
-    # asyncssh hooks ----------------------------------------------------------------------
+    def take(self) -> tuple[bool, int]:
+        """(whether to record this one, how many were dropped before it, to report now)."""
+        now = time.monotonic()
+        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            self._suppressed += 1
+            return False, 0
+        self._tokens -= 1
+        reported, self._suppressed = self._suppressed, 0
+        return True, reported
 
-    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-        self.conn = conn
-        peer = conn.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        # asyncssh checks a certificate's principal and window itself and, when they fail,
-        # refuses silently; checking the whole certificate first lets us say why.
-        original: ValidateFn = conn.validate_public_key
-        conn.validate_public_key = self._wrap_validate(original)  # type: ignore[method-assign,assignment]
 
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def public_key_auth_supported(self) -> bool:
-        return True
-
-    def password_auth_supported(self) -> bool:
-        return False
-
-    def kbdint_auth_supported(self) -> bool:
-        return False
-
-    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        # Only a certificate that just passed every check in the wrapper below gets this far.
-        facts = self.checked
-        return (
-            facts is not None
-            and facts.username == username
-            and self.door.bastion.user_ca.is_signer_of(key)
-        )
-
-    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        config = self.door.bastion.config
-        if username == CONTROL_USER:
-            user = config.user_for_key(key)
-            if user is None:
-                await self._refuse(username, None, "this SSH key is not registered on the bastion; "
-                                   "ask an administrator to add its public key to your user",
-                                   key=key_fingerprint(key))
-                return False
-            if user.expired(utcnow()):
-                await self._refuse(username, user.name, f"the account of {user.name} has expired")
-                return False
-            self.access_user, self.access_key = user.name, key
-            return True
-        user = config.user_for_key(key)
-        who = user.name if user else None
-        if self.cert_refused:
-            return False  # the refused certificate was already explained
-        if self.facts is not None:
-            await self._refuse(username, who, wrong_key_reason(config, username))
-        elif config.target(username) is None:
-            await self._refuse(username, who, f"there is no target named {username!r}; run: "
-                               f"ssh -p {config.server.listen_port} access@"
-                               f"{config.server.public_host} targets")
-        else:
-            # OpenSSH offers the plain key before its certificate: stay quiet when this key holds
-            # a certificate that would pass, and explain the newest one's problem otherwise.
-            reason = await self.door.stored_certificate_problem(username, key)
-            if reason is None:
-                return False
-            await self._refuse(username, who, reason, key=key_fingerprint(key))
-        return False
-
-    def connection_requested(
-        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
-    ) -> Awaitable[asyncssh.SSHTCPSession[bytes]] | bool:
-        """`ssh -L`: refused unless a role grants port forwarding; then tunnelled via the target."""
-        facts = self.facts
-        config = self.door.bastion.config
-        target = config.target(facts.username) if facts else None
-        if facts is None or facts.issued is None or target is None or target.kind != "ssh":
-            return False
-        if not policy.forwarding_for(config, facts.issued.user, target.name).port:
-            self.door.spawn(self.door.bastion.audit.record(
-                "forward.refused", actor=facts.issued.user, target=target.name,
-                destination=f"{dest_host}:{dest_port}",
-            ))
-            return False
-        return self._tunnel(target, facts, dest_host, dest_port)
-
-    async def _tunnel(self, target: Target, facts: policy.LoginFacts, host: str,
-                      port: int) -> asyncssh.SSHTCPSession[bytes]:
-        assert self.conn is not None and facts.issued is not None
-        bastion = self.door.bastion
-        if self.upstream is None:
-            self.upstream = await connect_upstream(
-                bastion.upstream_ca, target, facts.issued.user, f"fwd-{uuid.uuid4().hex[:12]}",
-                min(facts.valid_before, facts.issued.valid_before), Forwarding(port=True))
-        await bastion.audit.record(
-            "forward.opened", actor=facts.issued.user, target=target.name,
-            request_id=facts.issued.request_id, destination=f"{host}:{port}", client=self.peer,
-        )
-        forwarder = await self.conn.forward_tunneled_connection(self.upstream, host, port)
-        return cast(asyncssh.SSHTCPSession[bytes], forwarder)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.upstream is not None:
-            self.upstream.close()
-
-    def auth_completed(self) -> None:
-        facts = self.facts
-        if facts is not None and facts.issued is not None:
-            self.door.spawn(self.door.bastion.audit.record(
-                "login.success", actor=facts.issued.user, target=facts.username,
-                request_id=facts.issued.request_id, serial=str(facts.serial), client=self.peer,
-            ))
-
-    # certificate checks ------------------------------------------------------------------
-
-    def _wrap_validate(self, original: ValidateFn) -> ValidateFn:
-        async def validate(username: str, key_data: bytes, msg: bytes, signature: bytes) -> bool:
-            try:
-                cert = decode_ssh_certificate(key_data)
-            except (asyncssh.KeyImportError, ValueError):
-                cert = None
-            if isinstance(cert, SSHOpenSSHCertificate):
-                if username == CONTROL_USER:
-                    return False  # access@ takes the plain key that the client offers next
-                self.checked = None
-                facts = await self.door.login_facts(username, cert)
-                reason = policy.check_login(self.door.bastion.config, facts, utcnow())
-                if reason is not None:
-                    self.cert_refused = True
-                    actor = facts.issued.user if facts.issued else facts.key_id.partition("/")[0]
-                    await self._refuse(username, actor or None, reason, serial=str(facts.serial))
-                    return False
-                self.checked = facts
-            ok = await original(username, key_data, msg, signature)
-            if ok and isinstance(cert, SSHOpenSSHCertificate):
-                self.facts = facts
-            elif msg and isinstance(cert, SSHOpenSSHCertificate) and self.checked is not None:
-                # Every check passed but the signature did not: someone else's certificate.
-                holder = self.checked.issued.user if self.checked.issued else None
-                self.cert_refused = True
-                await self._refuse(username, holder, wrong_key_reason(self.door.bastion.config,
-                                                                      username))
-            return ok
-
-        return validate
-
-    async def _refuse(self, username: str, actor: str | None, reason: str, **details: Any) -> None:
-        if reason in self.refusals:
-            return
-        self.refusals.add(reason)
-        assert self.conn is not None
-        self.conn.send_auth_banner(f"bastion: access to {username} refused: {reason}\r\n")
-        target = None if username == CONTROL_USER else username
-        await self.door.bastion.audit.record(
-            "login.refused", actor=actor, target=target, reason=reason, client=self.peer,
-            username=username, **details,
-        )
 
 
 class FrontDoor:
@@ -221,8 +78,13 @@ class FrontDoor:
     def __init__(self, bastion: Bastion) -> None:
         self.bastion = bastion
         self.live: dict[str, LiveSession] = {}
+        self.forwards = Forwards(self)
+        self._channels: dict[Login, set[LiveSession]] = {}
+        self._opening: Counter[Login] = Counter()  # places held by sessions being opened
+        self._opening_by: Counter[str] = Counter()
         self._server: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._refusals = _AuditBudget(REFUSALS_PER_MINUTE)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a coroutine in the background, keeping a reference until it finishes."""
@@ -267,8 +129,9 @@ class FrontDoor:
             await self._server.wait_closed()
         for session in list(self.live.values()):
             session.end("the bastion is shutting down")
-        # Let ended sessions write their last records before the store closes.
-        for _ in range(100):
+        # Let ended sessions write their last records before the store closes (a recording gets
+        # RECORDING_GRACE to close, then is left behind).
+        for _ in range(160):
             if not self.live:
                 break
             await asyncio.sleep(0.05)
@@ -276,17 +139,89 @@ class FrontDoor:
     async def _refuse_sftp(self, chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
         """Tell an sftp or scp client that file transfer is disabled, audit it, close."""
         login = chan.get_connection().get_owner()
-        facts = login.facts if isinstance(login, _Login) else None
-        user = facts.issued.user if facts and facts.issued else getattr(login, "access_user", None)
-        target = facts.username if facts else None
-        chan.write_stderr(f"bastion: {SFTP_REFUSAL}\r\n".encode())
+        identity = login.identity if isinstance(login, Login) else None
+        user = identity.person if identity else None
+        target = identity.facts.username if identity and identity.facts else None
+        chan.write_stderr(f"bastion: {REFUSAL}\r\n".encode())
         chan.exit(1)
         await self.bastion.audit.record("transfer.refused", actor=user, target=target,
-                                        subsystem="sftp", reason=SFTP_REFUSAL)
+                                        subsystem="sftp", reason=REFUSAL)
         return asyncssh.SFTPServer(chan)  # its handler sees the closed channel and ends
 
-    def _new_login(self) -> _Login:
-        return _Login(self)
+    def _new_login(self) -> Login:
+        return Login(self)
+
+    # the lifecycle's bookkeeping per connection and per user ------------------------------
+
+    def channel_limit(self, login: Login, person: str | None) -> str | None:
+        """Why one more session or forwarded channel is refused, if it is (opening ones count)."""
+        server = self.bastion.config.server
+        on_connection = (len(self._channels.get(login, ())) + login.control_channels
+                         + self._opening[login])
+        if on_connection >= MAX_CHANNELS_PER_CONNECTION:
+            return (f"at most {MAX_CHANNELS_PER_CONNECTION} sessions and forwarded channels at once "
+                    "on one SSH connection; close one, or open another connection")
+        if person is not None:
+            mine = sum(1 for live in self.live.values() if live.record.user == person)
+            mine += self._opening_by[person]
+            if mine >= MAX_LIVE_SESSIONS_PER_USER:
+                return (f"{person} already has {mine} live sessions on bastion {server.bastion_id} "
+                        f"(the limit is {MAX_LIVE_SESSIONS_PER_USER}); end some first")
+        return None
+
+    def reserve(self, login: Login, person: str) -> str | None:
+        """Hold a place for a session being opened, or say why there is none. The check and the
+        hold happen together, so channels opened at once cannot all pass the same count."""
+        reason = self.channel_limit(login, person)
+        if reason is None:
+            self._opening[login] += 1
+            self._opening_by[person] += 1
+        return reason
+
+    def release(self, login: Login, person: str) -> None:
+        """Give back a place held by `reserve` (the session started, or failed to)."""
+        self._opening[login] -= 1
+        self._opening_by[person] -= 1
+        if self._opening[login] <= 0:
+            del self._opening[login]
+        if self._opening_by[person] <= 0:
+            del self._opening_by[person]
+
+    def track(self, login: Login, live: LiveSession) -> None:
+        """A session (or forwarded channel) of this connection started (its place was held)."""
+        self.release(login, live.record.user)
+        self.live[live.record.id] = live
+        self._channels.setdefault(login, set()).add(live)
+
+    def untrack(self, login: Login, live: LiveSession) -> None:
+        """It ended."""
+        self.live.pop(live.record.id, None)
+        mine = self._channels.get(login)
+        if mine is not None:
+            mine.discard(live)
+            if not mine:
+                del self._channels[login]
+
+    def ended_by_bastion(self, login: Login, reason: str) -> None:
+        """A forwarded channel was ended by the bastion: when nothing else is left on the
+        connection, disconnect it with the reason, which the OpenSSH client prints (a forwarded
+        channel has no stderr of its own)."""
+        if not self._channels.get(login) and login.conn is not None:
+            login.conn.disconnect(asyncssh.DISC_BY_APPLICATION, f"bastion: {reason}")
+
+    def connection_closed(self, login: Login) -> None:
+        """The client's connection is gone."""
+        self.forwards.forget(login)
+
+    async def login_refused(self, **details: Any) -> None:
+        """Audit a refused login, within a budget so a flood cannot grow the trail without bound."""
+        allowed, suppressed = self._refusals.take()
+        if suppressed:
+            await self.bastion.audit.record("login.refused_suppressed", count=suppressed,
+                                            reason="more refused logins than the audit budget")
+        if allowed:
+            details["reason"] = str(details.get("reason", ""))[:MAX_REASON]
+            await self.bastion.audit.record("login.refused", **details)
 
     async def login_facts(self, username: str, cert: SSHOpenSSHCertificate) -> policy.LoginFacts:
         """Gather what the store knows about a presented certificate."""
@@ -303,7 +238,7 @@ class FrontDoor:
             return None, None, False
         return issued, await store.get_request(issued.request_id), await store.is_revoked(serial)
 
-    async def _refreshed(self, facts: policy.LoginFacts) -> policy.LoginFacts:
+    async def refreshed(self, facts: policy.LoginFacts) -> policy.LoginFacts:
         """The same certificate's facts as the store has them now."""
         issued, request, revoked = await self._on_record(facts.serial)
         return dataclasses.replace(facts, issued=issued, request=request, serial_revoked=revoked)
@@ -352,10 +287,19 @@ class FrontDoor:
         conn = process.channel.get_connection()
         assert isinstance(conn, asyncssh.SSHServerConnection)
         login = conn.get_owner()
-        assert isinstance(login, _Login)
+        assert isinstance(login, Login)
         try:
             if process.get_extra_info("username") == CONTROL_USER:
-                await self._control(process, login)
+                limit = self.channel_limit(login, None)
+                if limit is not None:
+                    process.stderr.write(f"error: {limit}\n".encode())
+                    process.exit(1)
+                    return
+                login.control_channels += 1
+                try:
+                    await self._control(process, login)
+                finally:
+                    login.control_channels -= 1
             else:
                 await self._target_session(process, login, conn)
         except Exception:
@@ -364,13 +308,17 @@ class FrontDoor:
                 process.stderr.write(b"bastion: internal error; the session was ended\r\n")
                 process.exit(255)
 
-    async def _control(self, process: asyncssh.SSHServerProcess[bytes], login: _Login) -> None:
-        assert login.access_user is not None and login.access_key is not None
+    async def _control(self, process: asyncssh.SSHServerProcess[bytes], login: Login) -> None:
+        identity = login.identity
+        if identity is None or identity.user is None or identity.username != CONTROL_USER:
+            process.stderr.write(b"error: this connection did not sign in as access@\n")
+            process.exit(1)
+            return
         # Checked per command too: the connection may outlive the user's place in the config.
-        user = self.bastion.config.user(login.access_user)
+        user = self.bastion.config.user(identity.user)
         if user is None or user.expired(utcnow()) or self.bastion.config.user_for_key(
-                login.access_key) != user:
-            process.stderr.write(f"error: {login.access_user} may no longer use this bastion "
+                identity.key) != user:
+            process.stderr.write(f"error: {identity.user} may no longer use this bastion "
                                  "(removed, expired or key changed)\n".encode())
             process.exit(1)
             return
@@ -379,7 +327,7 @@ class FrontDoor:
             process.stdout.write(HELP.replace("\n", "\r\n").encode())
             process.exit(0)
             return
-        plane = ControlPlane(self.bastion.workflow, login.access_user, login.access_key,
+        plane = ControlPlane(self.bastion.workflow, identity.user, identity.key,
                              self.end_live_session)
         result = await plane.run(command)
         out = result.stdout
@@ -402,10 +350,11 @@ class FrontDoor:
         process.exit(result.exit_status)
 
     async def _target_session(
-        self, process: asyncssh.SSHServerProcess[bytes], login: _Login,
+        self, process: asyncssh.SSHServerProcess[bytes], login: Login,
         conn: asyncssh.SSHServerConnection,
     ) -> None:
-        facts = login.facts
+        identity = login.identity
+        facts = identity.facts if identity else None
         target = self.bastion.config.target(facts.username) if facts else None
         if facts is None or facts.issued is None or facts.request is None or target is None:
             # Fail closed: a target session exists only for a certificate that passed the checks.
@@ -414,9 +363,10 @@ class FrontDoor:
             return
         # Every session checks again: one SSH connection can open many channels (ControlMaster),
         # and the request may have been revoked or the user removed since the login.
-        facts = await self._refreshed(facts)
-        login.facts = facts
+        facts = await self.refreshed(facts)
         reason = policy.check_login(self.bastion.config, facts, utcnow())
+        if reason is None and facts.request is not None and facts.issued is not None:
+            reason = self.reserve(login, facts.issued.user)
         if reason is not None or facts.issued is None or facts.request is None:
             why = reason or "the certificate is no longer on record"
             await self.bastion.audit.record("session.refused", actor=facts.key_id.split("/")[0],
@@ -438,10 +388,14 @@ class FrontDoor:
             started_at=utcnow(),
             recording=str(self.bastion.config.recordings.dir / f"{session_id}{RECORDING_SUFFIX}"),
         )
-        await self.bastion.store.start_session(record)
+        try:
+            await self.bastion.store.start_session(record)
+        except BaseException:
+            self.release(login, record.user)
+            raise
         live = LiveSession(record, min(facts.valid_before, facts.issued.valid_before),
                            unmasked=facts.request.unmasked)
-        self.live[record.id] = live
+        self.track(login, live)
         await self.bastion.audit.record(
             "session.started", actor=record.user, target=record.target,
             request_id=record.request_id, session_id=record.id, client=record.client,
@@ -452,7 +406,7 @@ class FrontDoor:
         try:
             status, reason = await run_target_session(self.bastion, process, live, target)
         finally:
-            self.live.pop(record.id, None)
+            self.untrack(login, live)
             await self.bastion.store.end_session(record.id, status=status, reason=reason,
                                                  now=utcnow())
             await self.bastion.audit.record(

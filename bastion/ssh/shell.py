@@ -14,28 +14,43 @@ from typing import Any
 
 import asyncssh
 
-from recorder import RecordingWriter
+from bastion.ssh.transfer import command_refusal, wire_refusal
+from recorder import MAX_COLS, MAX_ROWS, RecordingWriter, emulated_size
 
-__all__ = ["CLIENT_GONE", "SessionEnd", "ShellRelay", "transfer_refusal"]
+__all__ = ["CLIENT_GONE", "SessionEnd", "ShellRelay", "TransferRefused", "size_notice",
+           "terminal_size", "transfer_refusal"]
 
 READ_SIZE = 256 * 1024
 CLIENT_GONE = "the client disconnected"
+# Signals a client may send (RFC 4254 §6.10); anything else is neither forwarded nor recorded.
+SIGNALS = frozenset({"ABRT", "ALRM", "FPE", "HUP", "ILL", "INT", "KILL", "PIPE", "QUIT", "SEGV",
+                     "TERM", "USR1", "USR2"})
+MAX_BREAK_MS = 10_000
+
+
+def terminal_size(cols: int, rows: int) -> tuple[int, int]:
+    """The terminal size a session uses: what the client asked for, within 1..1000 each way
+    (the recorder emulates at most that; a 65535x65535 terminal would cost a core); 0 (unknown,
+    or no terminal) means 80x24."""
+    return emulated_size(cols or 80, rows or 24)
+
+
+def size_notice(cols: int, rows: int) -> str | None:
+    """What to tell a user whose terminal size was clamped, or None."""
+    used = terminal_size(cols, rows)
+    if used == (cols or 80, rows or 24):
+        return None
+    return (f"your terminal is {cols}x{rows}; sessions through the bastion use at most "
+            f"{MAX_COLS}x{MAX_ROWS}, so the target sees {used[0]}x{used[1]}")
 
 
 def transfer_refusal(process: asyncssh.SSHServerProcess[bytes]) -> str | None:
-    """Why a file-transfer request (sftp or scp) is refused, or None for a shell or command.
+    """Why this session's command or subsystem is a file transfer (refused), or None."""
+    return command_refusal(process.command, process.subsystem)
 
-    File transfers through the bastion are refused: they would bypass the terminal recording's
-    meaning, and users who need files on a target get them there by the target's own means.
-    """
-    if process.subsystem:
-        return (f"the {process.subsystem} subsystem is not available through the bastion; file "
-                "transfer (sftp, scp) is disabled: copy files by the target's own deployment means")
-    command = (process.command or "").strip()
-    if command.split(" ", 1)[0] in ("scp", "/usr/bin/scp", "rsync", "sftp-server"):
-        return ("scp/rsync are not available through the bastion; file transfer is disabled: copy "
-                "files by the target's own deployment means")
-    return None
+
+class TransferRefused(Exception):
+    """The first bytes of a session without a terminal opened a file-transfer protocol."""
 
 
 @dataclass
@@ -59,11 +74,15 @@ class ShellRelay:
         self.process = process
         self.recording = recording
         self.on_input = on_input
+        self._size_told = False
 
     async def run(self, upstream: asyncssh.SSHClientConnection, stop: asyncio.Event) -> SessionEnd:
         """Relay until the target's process exits or `stop` is set."""
         front = self.process
-        cols, rows, pw, ph = front.term_size
+        asked_cols, asked_rows, pw, ph = front.term_size
+        cols, rows = terminal_size(asked_cols, asked_rows)
+        if (cols, rows) != (asked_cols, asked_rows):
+            pw = ph = 0
         remote = await upstream.create_process(
             front.command,
             term_type=front.term_type,
@@ -110,10 +129,17 @@ class ShellRelay:
     async def _pump_out(
         self, source: asyncssh.SSHReader[bytes], sink: asyncssh.SSHWriter[bytes]
     ) -> None:
+        # Without a terminal the first bytes are checked before they go anywhere (transfer.py).
+        first = not self.process.term_type and sink is self.process.stdout
         while True:
             data = await source.read(READ_SIZE)
             if not data:
                 return
+            if first:
+                first = False
+                refusal = wire_refusal(data, from_client=False)
+                if refusal is not None:
+                    raise TransferRefused(refusal)
             # Recorded before it is shown: nothing reaches the user that is not in the recording.
             await self.recording.output(data)
             sink.write(data)
@@ -121,25 +147,42 @@ class ShellRelay:
 
     async def _pump_in(self, remote: asyncssh.SSHClientProcess[bytes]) -> None:
         stdin = self.process.stdin
+        first = not self.process.term_type
         while True:
             try:
                 data = await stdin.read(READ_SIZE)
             except asyncssh.TerminalSizeChanged as change:
-                remote.change_terminal_size(change.width, change.height,
-                                            change.pixwidth, change.pixheight)
-                await self.recording.resize(change.width, change.height)
+                cols, rows = terminal_size(change.width, change.height)
+                notice = size_notice(change.width, change.height)
+                if notice is not None and not self._size_told:
+                    self._size_told = True
+                    await self.recording.marker(f"bastion: {notice}")
+                    self.process.stderr.write(f"\r\nbastion: {notice}\r\n".encode())
+                exact = (cols, rows) == (change.width, change.height)
+                remote.change_terminal_size(cols, rows, change.pixwidth if exact else 0,
+                                            change.pixheight if exact else 0)
+                await self.recording.resize(cols, rows)
                 continue
             except asyncssh.BreakReceived as brk:
-                remote.send_break(brk.msec)
-                await self.recording.marker(f"break {brk.msec} ms")
+                # Client-originated events are recorded in the bastion's words, never verbatim.
+                msec = max(0, min(int(brk.msec), MAX_BREAK_MS))
+                remote.send_break(msec)
+                await self.recording.marker(f"client sent a break of {msec} ms")
                 continue
             except asyncssh.SignalReceived as sig:
-                remote.send_signal(sig.signal)
-                await self.recording.marker(f"signal {sig.signal}")
+                name = str(sig.signal).upper().removeprefix("SIG")
+                if name in SIGNALS:
+                    remote.send_signal(name)
+                    await self.recording.marker(f"client sent signal {name}")
                 continue
             if not data:
                 remote.stdin.write_eof()
                 return
+            if first:
+                first = False
+                refusal = wire_refusal(data, from_client=True)
+                if refusal is not None:
+                    raise TransferRefused(refusal)
             self.on_input()
             await self.recording.input(data)
             remote.stdin.write(data)
