@@ -7,10 +7,10 @@ ever runs. See config.example.toml for every key with comments.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import re
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-from bastion.durations import parse_duration
+from bastion.config_table import ConfigTable
 from bastion.errors import ConfigError
 from bastion.notify import Webhook
 from bastion.secrets import SecretRef
@@ -37,6 +37,8 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
+
+log = logging.getLogger("bastion.config")
 
 CONTROL_USER = "access"
 TARGET_KINDS = ("ssh", "postgres", "mysql")
@@ -107,6 +109,7 @@ class Role:
     request_unmasked: tuple[str, ...] = ()
     max_duration: timedelta | None = None
     port_forwarding: bool = False
+    forward_to: tuple[str, ...] = ()  # "host:port" patterns a forwarded channel may reach
 
     def may(self, action: str, target: str) -> bool:
         """Whether this role grants `action` (request, approve, audit, request_unmasked) on `target`."""
@@ -197,94 +200,6 @@ class BastionConfig:
 Config = BastionConfig
 
 
-class _Table:
-    """A TOML table being read: tracks its dotted path and refuses keys nobody read."""
-
-    def __init__(self, file: str, path: str, data: Any) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(file, path, f"must be a table, not {_kind(data)}")
-        self.file = file
-        self.path = path
-        self.data: dict[str, Any] = data
-        self.seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        """Dotted name of a key in this table."""
-        return f"{self.path}.{name}" if self.path else name
-
-    def error(self, name: str, problem: str) -> ConfigError:
-        """Build an error about one key."""
-        return ConfigError(self.file, self.key(name), problem)
-
-    def get(self, name: str, kind: type[T] | tuple[type, ...], default: Any = ...) -> Any:
-        """Read a key of the given type; a missing key without default is an error."""
-        self.seen.add(name)
-        if name not in self.data:
-            if default is ...:
-                raise self.error(name, "is required")
-            return default
-        value = self.data[name]
-        if kind is int and isinstance(value, bool):
-            raise self.error(name, f"must be an integer, not {_kind(value)}")
-        if not isinstance(value, kind):
-            expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise self.error(name, f"must be {_article(expected)}, not {_kind(value)}")
-        return value
-
-    def text(self, name: str, default: Any = ...) -> Any:
-        """Read a non-empty string."""
-        value = self.get(name, str, default)
-        if isinstance(value, str) and not value.strip():
-            raise self.error(name, "must not be empty")
-        return value
-
-    def strings(self, name: str, default: Any = ...) -> tuple[str, ...]:
-        """Read a list of strings."""
-        value = self.get(name, list, default)
-        for i, item in enumerate(value):
-            if not isinstance(item, str) or not item.strip():
-                raise self.error(f"{name}[{i}]", "must be a non-empty string")
-        return tuple(value)
-
-    def duration(self, name: str, default: Any = ...) -> timedelta:
-        """Read a duration such as "1h"."""
-        value = self.get(name, str, default)
-        if isinstance(value, timedelta):
-            return value
-        try:
-            return parse_duration(value)
-        except ValueError as exc:
-            raise self.error(name, str(exc)) from None
-
-    def tables(self, name: str) -> Iterator[_Table]:
-        """Read an array of tables."""
-        items = self.get(name, list, [])
-        for i, item in enumerate(items):
-            yield _Table(self.file, f"{self.key(name)}[{i}]", item)
-
-    def table(self, name: str) -> _Table:
-        """Read a sub-table (empty if missing)."""
-        return _Table(self.file, self.key(name), self.get(name, dict, {}))
-
-    def done(self) -> None:
-        """Refuse keys that no reader asked for (typos must not silently do nothing)."""
-        for name in self.data:
-            if name not in self.seen:
-                raise self.error(name, "unknown key")
-
-
-def _kind(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
-
-
-def _article(noun: str) -> str:
-    noun = {"str": "string", "int": "integer", "list": "list", "dict": "table", "bool": "boolean"}.get(
-        noun, noun
-    )
-    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
-
-
 def load_config(path: str | os.PathLike[str]) -> BastionConfig:
     """Read and validate a config file."""
     file = str(path)
@@ -303,7 +218,7 @@ def parse_config(data: dict[str, Any], path: Path, *, now: datetime | None = Non
     """Validate parsed TOML into a BastionConfig."""
     now = now or datetime.now(UTC)
     file = str(path)
-    root = _Table(file, "", data)
+    root = ConfigTable(file, "", data)
     base = path.resolve().parent
     server = _server(root.table("server"), base)
     certificates = _certificates(root.table("certificates"), server.data_dir)
@@ -324,7 +239,7 @@ def _path(value: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def _server(t: _Table, base: Path) -> ServerConfig:
+def _server(t: ConfigTable, base: Path) -> ServerConfig:
     listen = t.text("listen", "127.0.0.1:2222")
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -356,7 +271,7 @@ def _server(t: _Table, base: Path) -> ServerConfig:
     return server
 
 
-def _optional_seconds(t: _Table, name: str) -> float | None:
+def _optional_seconds(t: ConfigTable, name: str) -> float | None:
     """A duration that may be "0" or absent for "never"."""
     if t.data.get(name) in (None, "0", 0):
         t.seen.add(name)
@@ -364,7 +279,7 @@ def _optional_seconds(t: _Table, name: str) -> float | None:
     return t.duration(name).total_seconds()
 
 
-def _certificates(t: _Table, data_dir: Path) -> CertificatesConfig:
+def _certificates(t: ConfigTable, data_dir: Path) -> CertificatesConfig:
     default_ttl = t.duration("default_ttl", "1h")
     max_ttl = t.duration("max_ttl", "8h")
     if default_ttl > max_ttl:
@@ -381,7 +296,7 @@ def _certificates(t: _Table, data_dir: Path) -> CertificatesConfig:
     return certs
 
 
-def _recordings(t: _Table, data_dir: Path, base: Path) -> RecordingsConfig:
+def _recordings(t: ConfigTable, data_dir: Path, base: Path) -> RecordingsConfig:
     on_failure = t.text("on_failure", "end-session")
     if on_failure not in ("end-session",):
         raise t.error("on_failure", "must be \"end-session\" (no recording, no session)")
@@ -395,7 +310,7 @@ def _recordings(t: _Table, data_dir: Path, base: Path) -> RecordingsConfig:
     return rec
 
 
-def _name(t: _Table, what: str) -> str:
+def _name(t: ConfigTable, what: str) -> str:
     name: str = t.text("name")
     if not _NAME.match(name):
         raise t.error("name", f"{what} name {name!r} must be lower-case letters, digits, '-', '_' "
@@ -403,7 +318,7 @@ def _name(t: _Table, what: str) -> str:
     return name
 
 
-def _role(t: _Table, max_ttl: timedelta) -> Role:
+def _role(t: ConfigTable, max_ttl: timedelta) -> Role:
     for name in ("agent_forwarding", "x11_forwarding"):
         if name in t.data:
             t.seen.add(name)
@@ -421,12 +336,27 @@ def _role(t: _Table, max_ttl: timedelta) -> Role:
         request_unmasked=t.strings("request_unmasked", []),
         max_duration=max_duration,
         port_forwarding=t.get("port_forwarding", bool, False),
+        forward_to=_forward_patterns(t),
     )
+    if role.port_forwarding and not role.forward_to:
+        raise t.error("port_forwarding", 'name the destinations a forwarded channel may reach: '
+                      'forward_to = ["127.0.0.1:8080", "db.internal:5432"] (host:port patterns, '
+                      "as the target host sees them)")
     t.done()
     return role
 
 
-def _user(t: _Table, roles: set[str], now: datetime) -> User:
+def _forward_patterns(t: ConfigTable) -> tuple[str, ...]:
+    patterns = t.strings("forward_to", [])
+    for pattern in patterns:
+        host, sep, port = pattern.rpartition(":")
+        if not sep or not host or not (port == "*" or (port.isascii() and port.isdigit())):
+            raise t.error("forward_to", f"{pattern!r} is not a host:port pattern (e.g. "
+                          '"127.0.0.1:8080", "*.db.internal:5432")')
+    return tuple(p.lower() for p in patterns)
+
+
+def _user(t: ConfigTable, roles: set[str], now: datetime) -> User:
     name = _name(t, "user")
     if name == CONTROL_USER:
         raise t.error("name", f"{CONTROL_USER!r} is reserved for the control commands")
@@ -449,7 +379,7 @@ def _user(t: _Table, roles: set[str], now: datetime) -> User:
     return User(name=name, roles=user_roles, public_keys=keys, expires=expires)
 
 
-def _expires(t: _Table, now: datetime) -> datetime | None:
+def _expires(t: ConfigTable, now: datetime) -> datetime | None:
     value = t.get("expires", (datetime, date, str), None)
     if value is None:
         return None
@@ -464,11 +394,15 @@ def _expires(t: _Table, now: datetime) -> datetime | None:
     elif value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     if value <= now:
-        raise t.error("expires", f"is in the past ({value.isoformat()}): remove the user instead")
+        # Not a config error: a date that passes would otherwise make every later reload (and a
+        # restart) fail, and a compromised user could then not be removed. Expired users load
+        # and cannot log in; say so.
+        log.warning("%s: %s %s is in the past: %s cannot log in (remove the user when "
+                    "convenient)", t.file, t.key("expires"), value.isoformat(), t.data.get("name"))
     return value
 
 
-def _target(t: _Table, base: Path) -> Target:
+def _target(t: ConfigTable, base: Path) -> Target:
     name = _name(t, "target")
     if name == CONTROL_USER:
         raise t.error("name", f"{CONTROL_USER!r} is reserved for the control commands")
@@ -520,7 +454,7 @@ STATEMENT_KINDS = (
 )
 
 
-def _statement_kinds(t: _Table) -> tuple[str, ...]:
+def _statement_kinds(t: ConfigTable) -> tuple[str, ...]:
     kinds = tuple(k.lower() for k in t.strings("blocked_statements", []))
     for i, kind in enumerate(kinds):
         if kind not in STATEMENT_KINDS:
@@ -529,14 +463,14 @@ def _statement_kinds(t: _Table) -> tuple[str, ...]:
     return kinds
 
 
-def _max_rows(t: _Table) -> int | None:
+def _max_rows(t: ConfigTable) -> int | None:
     value = t.get("max_rows", int, None)
     if value is not None and value < 1:
         raise t.error("max_rows", "must be at least 1")
     return int(value) if value is not None else None
 
 
-def _secret_ref(t: _Table, name: str, base: Path) -> SecretRef | None:
+def _secret_ref(t: ConfigTable, name: str, base: Path) -> SecretRef | None:
     """Read a credential reference: {env = "VAR"} or {file = "/path"}, never the value inline."""
     value = t.data.get(name)
     if isinstance(value, str):
@@ -546,7 +480,7 @@ def _secret_ref(t: _Table, name: str, base: Path) -> SecretRef | None:
     value = t.get(name, dict, None)
     if value is None:
         return None
-    ref = _Table(t.file, t.key(name), value)
+    ref = ConfigTable(t.file, t.key(name), value)
     env = ref.get("env", str, None)
     file = ref.get("file", str, None)
     ref.done()
@@ -555,7 +489,7 @@ def _secret_ref(t: _Table, name: str, base: Path) -> SecretRef | None:
     return SecretRef(env=env, file=_path(file, base) if file else None)
 
 
-def _masking(t: _Table) -> MaskingRule:
+def _masking(t: ConfigTable) -> MaskingRule:
     columns = t.strings("columns")
     for i, col in enumerate(columns):
         if col.count(".") != 2:
@@ -567,7 +501,7 @@ def _masking(t: _Table) -> MaskingRule:
     return MaskingRule(columns=columns, strategy=strategy)
 
 
-def _webhook(t: _Table) -> Webhook:
+def _webhook(t: ConfigTable) -> Webhook:
     url = t.text("url")
     if not url.startswith(("http://", "https://")):
         raise t.error("url", "must be an http:// or https:// URL")

@@ -63,6 +63,7 @@ class Review:
     decision: Decision
     comment: str
     at: datetime
+    reviewer_key: str = ""  # fingerprint of the key the review was made with
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class AccessRequest:
     closed_reason: str | None = None
     reviews: tuple[Review, ...] = ()
     unmasked: bool = False
+    requester_key: str = ""  # fingerprint of the key the request was made with
 
     def status_at(self, now: datetime) -> RequestStatus:
         """Return the status at `now`, counting a lapsed window or pending time as expired."""

@@ -41,13 +41,18 @@ class SecretRef:
 
     env: str | None = None
     file: Path | None = None
+    value: Secret | None = None  # held by the bastion itself (a grant account's password)
 
     def describe(self) -> str:
         """Where the secret comes from, safe to show."""
+        if self.value is not None:
+            return "a password held by the bastion"
         return f"environment variable {self.env}" if self.env else f"file {self.file}"
 
     def resolve(self) -> Secret:
         """Read the secret now; raise ConfigError naming where it was looked for."""
+        if self.value is not None:
+            return self.value
         if self.env is not None:
             if self.env not in os.environ:
                 raise ConfigError("", "", f"credential {self.describe()} is not set")

@@ -13,11 +13,12 @@ asserted; ratios are printed against the budgets of DESIGN.md §9:
    Median of `--repeats` runs of `--iterations` round trips each (direct: 4 times as many), after
    a warm-up. The bastion's CPU time (/proc) and this process's are divided by the round trips.
 2. A `--rows` result (table `big`: id, name, email, ssn, card_number, note) with email, ssn and
-   card_number masked (hash, partial, redact: the rules of tests/test_sql_sessions.py), fetched
-   through the bastion in exec mode with the stock `ssh` client, `--csv`, output to /dev/null (wall
-   time of the whole `ssh` run, login included), against the same query direct with fetchall,
-   unmasked, on an open connection (after one warm-up fetch). Runs are interleaved; medians of
-   `--bulk-runs`. The query log must show every row sent, and a few rows are checked masked.
+   card_number masked by the database's masked views (hash, partial, redact: the rules of
+   tests/test_sql_sessions.py), fetched through the bastion in exec mode with the stock `ssh`
+   client, `--csv`, output to /dev/null (wall time of the whole `ssh` run, login included),
+   against the same query direct with fetchall, unmasked, on an open connection (after one
+   warm-up fetch). Runs are interleaved; medians of `--bulk-runs`. The query log must show every
+   row sent, and a few rows are checked masked.
 
 The bastion's targets have no max_rows here (the tests' 1000 would cut the result).
 """
@@ -43,7 +44,15 @@ sys.path.insert(0, str(REPO))
 
 import psycopg  # noqa: E402
 import pymysql  # noqa: E402
-from harness import BastionProcess, World, control, control_json, free_port, ssh_argv  # noqa: E402
+from harness import (  # noqa: E402
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    setup_databases,
+    ssh_argv,
+)
 from sqldb import MY_HOST, MY_PORT, PG_ADMIN, seeded_databases  # noqa: E402
 from test_sql_sessions import USERS, Screen, _console, sql_targets  # noqa: E402
 
@@ -245,7 +254,7 @@ def main() -> None:
         # The tests' masking rules, applied to `big` as well as `customers`.
         world.extra = re.sub(r'\["\*\.customers\.(\w+)"\]', r'["*.customers.\1", "*.big.\1"]', targets)
         world.write_config()
-        os.environ["BASTION_TEST_DB_PASSWORD"] = db["password"]
+        setup_databases(world, "pgdb", "mydb")  # the masked views of customers and big
         bastion = BastionProcess(world)
         bastion.start()
         assert bastion.proc is not None

@@ -4,6 +4,7 @@ and the leak check every SQL test runs over what a user or an auditor could see.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -27,17 +28,31 @@ MY_FUNCTION = ("CREATE FUNCTION peek() RETURNS VARCHAR(20) READS SQL DATA "
                "RETURN (SELECT ssn FROM customers LIMIT 1)")
 
 
-def target_toml(name: str, kind: str, address: str, db: dict[str, str], password_env: str,
-                extra: str = "") -> str:
-    """A [[targets]] entry for a seeded database, logging in as its unprivileged account."""
+# The masking rules of the SQL tests: partial SSN, redacted card number, hashed e-mail.
+MASKING_RULES = """
+[[targets.masking]]
+columns = ["*.customers.ssn"]
+strategy = "partial"
+[[targets.masking]]
+columns = ["*.customers.card_number"]
+strategy = "redact"
+[[targets.masking]]
+columns = ["*.customers.email"]
+strategy = "hash"
+"""
+
+
+def target_toml(name: str, kind: str, address: str, db: dict[str, str], extra: str = "") -> str:
+    """A [[targets]] entry for a seeded database; the bastion's admin account is the server's
+    own (postgres, root: no password on the test servers), and sessions use grant accounts."""
+    login = "postgres" if kind == "postgres" else "root"
     return f"""
 [[targets]]
 name = "{name}"
 kind = "{kind}"
 address = "{address}"
 database = "{db['name']}"
-login = "{db['name']}"
-password = {{ env = "{password_env}" }}
+login = "{login}"
 approvals_required = 1
 {extra}
 """
@@ -93,8 +108,16 @@ def seeded_databases() -> Iterator[dict[str, str]]:
     finally:
         with my.cursor() as cur:
             cur.execute(f"DROP DATABASE {name}")
+            cur.execute(f"DROP DATABASE IF EXISTS {name}_masked")
             cur.execute(f"DROP USER '{name}'@'127.0.0.1'")
+            cur.execute("SELECT user FROM mysql.user WHERE user LIKE 'bx\\_%' AND host = '%'")
+            for (account,) in cur.fetchall():  # the grant accounts the bastion made
+                cur.execute(f"DROP USER '{account}'@'%'")
         my.close()
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.execute(f"DROP ROLE {name}")
+        for (account,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'bx\\_%'"
+                                        ).fetchall():
+            with contextlib.suppress(psycopg.Error):  # still holds privileges in another database
+                admin.execute(f'DROP ROLE "{account}"')
         admin.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,6 @@ def test_check_config_command(tmp_path: Path) -> None:
         (lambda d: d["users"][0].update(public_keys=[]), "users[0].public_keys", "at least one"),
         (lambda d: d["users"][1].update(public_keys=d["users"][0]["public_keys"]),
          "users[1].public_keys[0]", "registered for 'alice'"),
-        (lambda d: d["users"][0].update(expires="2020-01-01"), "users[0].expires", "in the past"),
         (lambda d: d["users"][0].update(expires="next week"), "users[0].expires", "must be a date"),
         (lambda d: d["users"][0].update(name="access"), "users[0].name", "reserved"),
         (lambda d: d["users"][0].update(name="Alice Smith"), "users[0].name", "lower-case"),
@@ -135,6 +135,19 @@ def test_bad_configs_are_refused(keys: dict[str, str], change: Any, key: str, pr
     error = refused(data)
     assert error.key == key
     assert problem in error.problem
+
+
+def test_a_past_expires_is_a_user_who_cannot_log_in_not_an_error(
+        keys: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    """A contractor's date passing must never stop reloads or restarts (the user could then not
+    be removed): the user loads, is expired, and the load warns."""
+    data = base(keys)
+    data["users"][0]["expires"] = "2020-01-01"
+    with caplog.at_level("WARNING", logger="bastion.config"):
+        config = parse_config(data, Path("/etc/bastion/test.toml"))
+    alice = config.user("alice")
+    assert alice is not None and alice.expired(datetime.now(UTC))
+    assert "users[0].expires" in caplog.text and "alice cannot log in" in caplog.text
 
 
 def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:

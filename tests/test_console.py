@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
 
 from bastion.console.lineedit import EOF, INTERRUPT, LineEditor
-from bastion.console.render import ResultWriter
+from bastion.console.render import ResultWriter, cell
 from bastion.console.sql_session import parse_exec_options, statement_complete
 
 
@@ -73,6 +75,25 @@ def test_csv_tsv_json_and_expanded() -> None:
     assert json.loads(out) == [{"id": 1, "name": "a,b", "n": None}, {"id": 2, "name": 'q"uote', "n": "z"}]
     ex = ResultWriter("expanded", ["id", "name"])
     assert "-[ RECORD 2 ]" in ex.batch([(1, "a"), (2, "b")])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_delimited_batches_match_the_csv_module_byte_for_byte(fmt: str) -> None:
+    """Batches with nothing to quote take a fast path: it must write what csv.writer writes."""
+    delimiter = "," if fmt == "csv" else "\t"
+    batches = [
+        [(1, "Ada", "h:0123456789abcdef"), (2, "", None), (3, "Grace Hopper", b"\x01")],
+        [(4, "a,b", "x"), (5, 'q"t', "y\tz")],  # something to quote: the csv module's path
+        [("",), ("x",)],  # one column: csv.writer writes "" for an empty field
+    ]
+    for rows in batches:
+        columns = [f"c{i}" for i in range(len(rows[0]))]
+        got = ResultWriter(fmt, columns, crlf=True).batch(rows)
+        buf = io.StringIO()
+        texts = [[cell(v) for v in row] for row in rows]
+        csv.writer(buf, delimiter=delimiter, lineterminator="\r\n").writerows(
+            [[c.replace("\t", "\\x09") for c in row] for row in texts])
+        assert got == buf.getvalue(), (rows, got)
 
 
 def test_escape_sequences_never_reach_the_terminal_in_any_format() -> None:

@@ -18,7 +18,7 @@ import asyncssh
 import psycopg
 import pymysql
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, ssh_argv
+from harness import BastionProcess, World, control, control_json, free_port, setup_databases, ssh_argv
 from sqldb import MY_HOST, MY_PORT, PG_ADMIN, assert_no_secrets, seeded_databases, target_toml
 from test_sql_grants import ENV, USERS, approved_cert, targets
 from test_sql_sessions import Screen
@@ -50,9 +50,10 @@ def bastion(tmp_path_factory: pytest.TempPathFactory, db: dict[str, str]) -> Ite
     users = {**USERS, "alice": [*USERS["alice"], "db-rt7"], "bob": [*USERS["bob"], "db-rt7-approver"]}
     world = World(root=tmp_path_factory.mktemp("rt7"), port=free_port(), users=users)
     world.extra = targets(db) + "".join(
-        target_toml(name, kind, f"127.0.0.1:{port}", db, ENV, BLOCKED)
+        target_toml(name, kind, f"127.0.0.1:{port}", db, BLOCKED)
         for name, kind, port in (("pgblk", "postgres", 5432), ("myblk", "mysql", MY_PORT))) + EXTRA
     world.write_config()
+    setup_databases(world, "pgdb", "mydb", "pgro", "myro", "pgblk", "myblk")
     proc = BastionProcess(world)
     proc.start()
     try:
@@ -214,8 +215,9 @@ def test_blocked_kinds_stay_blocked_in_prepare_execute_and_multi_statements(
     stripped = run(bastion, certs[target], target, "/*!DROP TABLE notes */ SELECT 1 AS a")
     assert stripped.returncode == 0
     table = "'notes'"
+    schema = "'public'" if target == "pgblk" else f"'{db['name']}'"
     assert admin_scalar(target, db, f"SELECT count(*) FROM information_schema.tables "
-                                    f"WHERE table_name = {table}") == 1
+                                    f"WHERE table_name = {table} AND table_schema = {schema}") == 1
 
 
 @pytest.mark.parametrize("target", ["pgblk", "myblk"])

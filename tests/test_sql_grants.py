@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncssh
 import psycopg
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, ssh_argv
+from harness import BastionProcess, World, control, control_json, free_port, setup_databases, ssh_argv
 from sqldb import MY_PORT, PG_ADMIN, seeded_databases, target_toml
 
 from bastion.demo_data import PEOPLE
@@ -32,11 +32,11 @@ columns = ["*.customers.ssn", "*.customers.card_number", "*.customers.email"]
 strategy = "redact"
 """
     read_only = "read_only = true\nmax_rows = 2\n"
-    out = [target_toml(name, kind, f"127.0.0.1:{port}", db, ENV, extra + masking)
+    out = [target_toml(name, kind, f"127.0.0.1:{port}", db, extra + masking)
            for name, kind, port, extra in (
                ("pgdb", "postgres", 5432, ""), ("mydb", "mysql", MY_PORT, ""),
                ("pgro", "postgres", 5432, read_only), ("myro", "mysql", MY_PORT, read_only))]
-    out.append(target_toml("pgdown", "postgres", "127.0.0.1:1", db, ENV))
+    out.append(target_toml("pgdown", "postgres", "127.0.0.1:1", db))
     return "".join(out) + """
 [[roles]]
 name = "db-dev"
@@ -60,6 +60,7 @@ def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess
         world = World(root=tmp_path_factory.mktemp("grants"), port=free_port(), users=dict(USERS))
         world.extra = targets(db)
         world.write_config()
+        setup_databases(world, "pgdb", "mydb", "pgro", "myro")
         proc = BastionProcess(world)
         proc.start()
         try:

@@ -13,8 +13,8 @@ from typing import Any
 
 import asyncssh
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, ssh_argv
-from sqldb import MY_PORT, assert_no_secrets, seeded_databases, target_toml
+from harness import BastionProcess, World, control, control_json, free_port, setup_databases, ssh_argv
+from sqldb import MASKING_RULES, MY_PORT, assert_no_secrets, seeded_databases, target_toml
 
 from bastion.demo_data import PEOPLE
 from recorder import RecordingReader, load_auditor_private_key
@@ -36,20 +36,8 @@ def databases() -> Iterator[dict[str, str]]:
 
 
 def sql_targets(db: dict[str, str], pg_port: int) -> str:
-    masking = """
-[[targets.masking]]
-columns = ["*.customers.ssn"]
-strategy = "partial"
-[[targets.masking]]
-columns = ["*.customers.card_number"]
-strategy = "redact"
-[[targets.masking]]
-columns = ["*.customers.email"]
-strategy = "hash"
-"""
     guardrails = 'blocked_statements = ["drop", "truncate", "alter", "grant"]\nmax_rows = 1000'
-    return "".join(target_toml(name, kind, f"127.0.0.1:{port}", db, "BASTION_TEST_DB_PASSWORD",
-                               guardrails + masking)
+    return "".join(target_toml(name, kind, f"127.0.0.1:{port}", db, guardrails + MASKING_RULES)
                    for name, kind, port in (("pgdb", "postgres", pg_port), ("mydb", "mysql", MY_PORT))
                    ) + DB_ROLES
 
@@ -60,6 +48,7 @@ def bastion(tmp_path_factory: pytest.TempPathFactory,
     world = World(root=tmp_path_factory.mktemp("sql"), port=free_port(), users=dict(USERS))
     world.extra = sql_targets(databases, 5432)
     world.write_config()
+    setup_databases(world, "pgdb", "mydb")
     os.environ["BASTION_TEST_DB_PASSWORD"] = databases["password"]
     proc = BastionProcess(world)
     proc.start()

@@ -1,14 +1,17 @@
-"""The SQL view on recordings of real SQL sessions: PostgreSQL through the bastion, masked."""
+"""The SQL view on recordings of real SQL sessions: PostgreSQL through the bastion, masked, from
+the console and from psql through `ssh -L`."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, ssh_argv
+from harness import BastionProcess, World, control, control_json, free_port, setup_databases, ssh_argv
 from sqldb import seeded_databases, target_toml
 from test_tui_screens import replay_ready, rows, static_text, terminal, until
 from textual.widgets import DataTable, Static
@@ -46,9 +49,9 @@ approve = ["pgdb"]
 def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess]:
     for db in seeded_databases():
         world = World(root=tmp_path_factory.mktemp("tui-sql"), port=free_port(), users=dict(USERS))
-        world.extra = target_toml("pgdb", "postgres", "127.0.0.1:5432", db,
-                                  "BASTION_TEST_TUI_DB_PASSWORD", TARGET)
+        world.extra = target_toml("pgdb", "postgres", "127.0.0.1:5432", db, TARGET)
         world.write_config()
+        setup_databases(world, "pgdb")
         os.environ["BASTION_TEST_TUI_DB_PASSWORD"] = db["password"]
         proc = BastionProcess(world)
         proc.start()
@@ -107,3 +110,35 @@ async def test_sql_view_of_real_postgres_sessions(bastion: BastionProcess) -> No
         assert "drop" in statements[0][3].lower()
         assert not app.screen.query_one("#result", DataTable).display
         assert "blocked:" in static_text(app.screen.query_one("#payload", Static))
+
+
+async def test_sql_view_of_a_native_psql_session(bastion: BastionProcess) -> None:
+    from native import approved, tunnel
+
+    _, cert = approved(bastion, "alice", "pgdb")
+    found = re.search(r'database = "([^"]+)"', bastion.world.extra)
+    assert found is not None
+    database = found.group(1)
+    with tunnel(bastion, "alice", "pgdb", cert) as port:
+        env = {**os.environ, "PGAPPNAME": "psql-in-tui-test"}
+        done = subprocess.run(["psql", "-X", "-h", "127.0.0.1", "-p", str(port), "-U", "alice",
+                               "-d", database, "-c", "SELECT id, name, ssn FROM customers ORDER BY id"],
+                              capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    started = control_json(bastion, "carol", "audit", "--kind", "session.started", "--limit", "500")
+    sid = next(e["session_id"] for e in reversed(started)
+               if e["details"].get("program") == "psql-in-tui-test")
+    await asyncio.sleep(1)  # the session ends (and its recording closes) after psql exits
+
+    app = BastionTUI(LocalSource(bastion.world.config), bastion.world.root / "keys" / "auditor",
+                     refresh_interval=3600)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await replay_ready(app, pilot, sid)
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, SqlScreen))
+        statements = rows(app.screen.query_one("#statements", DataTable))
+        assert any(s[4] == "SELECT id, name, ssn FROM customers ORDER BY id" and
+                   s[2] == str(len(PEOPLE)) for s in statements), statements
+        cells = rows(app.screen.query_one("#result", DataTable))
+        assert [c[1] for c in cells] == [p[1] for p in PEOPLE]
+        assert not any(p[3] in " ".join(c) for p in PEOPLE for c in cells)

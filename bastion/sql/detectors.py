@@ -2,21 +2,39 @@
 
 They find e-mail addresses, payment card numbers (Luhn-checked), US social security numbers,
 phone numbers, IBANs (mod-97-checked), and access tokens or keys (GitHub, AWS, Stripe, Slack,
-Google, OpenAI, JWTs, PEM private keys), and replace each with "****". They run on every value of
-a result column without a known non-sensitive source, on server notices and errors, on EXPLAIN
-output and on the query log's redacted statement text.
+Google, OpenAI, JWTs, PEM private keys), and replace each with "****". They run on computed
+result values (no table column behind them) of masked grants, on server notices and errors, on
+EXPLAIN output and on the query log's redacted statement text. The masking itself is the
+database's (bastion.db).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
 
-from bastion.sql.masking import REDACTED, to_text
+__all__ = ["REDACTED", "find_sensitive", "scrub_text", "scrub_value", "to_text"]
 
-__all__ = ["find_sensitive", "scrub_text", "scrub_value"]
+REDACTED = "****"
+
+
+def to_text(value: Any) -> str:
+    """The text form of a value, as the detectors see it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str, ensure_ascii=False)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
 
 
 def _luhn(digits: str) -> bool:

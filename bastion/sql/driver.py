@@ -12,13 +12,23 @@ from typing import Any, Protocol
 
 from bastion.sql.catalog import Catalog
 from bastion.sql.errors import SqlError
-from bastion.sql.plan import ColumnOrigin
-from bastion.sql.policy import SqlPolicy
 
-__all__ = ["BATCH_ROWS", "Driver", "DriverError", "Pending", "RawRows"]
+__all__ = ["BATCH_ROWS", "ColumnOrigin", "Driver", "DriverError", "Pending", "RawRows"]
 
 BATCH_ROWS = 1000
 RawRows = list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class ColumnOrigin:
+    """What the database reports about one result column's origin."""
+
+    name: str
+    oid: int | None = None  # PostgreSQL table OID (None or 0: none reported)
+    attnum: int | None = None
+    schema: str | None = None  # MySQL db
+    table: str | None = None  # MySQL org_table
+    column: str | None = None  # MySQL org_name
 
 
 class DriverError(SqlError):
@@ -66,8 +76,8 @@ class Driver(Protocol):
     def take_notices(self) -> list[str]:
         """Notices and warnings the server sent since the last call (unscrubbed)."""
 
-    async def load_catalog(self, policy: SqlPolicy) -> Catalog:
-        """Read the database's relations, views and functions on a separate connection."""
+    async def load_catalog(self) -> Catalog:
+        """Read the database's relations and functions on a separate connection."""
 
     async def close(self) -> None:
         """Close every connection the driver holds."""

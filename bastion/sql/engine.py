@@ -1,60 +1,78 @@
 """The SQL engine: every statement a user sends goes through `SqlConnection.execute`.
 
-For each statement: split, analyse (bastion.sql.analysis), check the guardrails and the masking
-rules (bastion.sql.plan), send the comment-free text the bastion analysed, then mask each result
-column by where the server says it comes from. Errors and notices are scrubbed of values. The
-catalog is read on a separate connection at the start, and again after DDL or when the server
-reports a relation the bastion does not know.
+For each statement: split, analyse (bastion.sql.analysis), check the guardrails, rewrite equality
+lookups on masked columns (bastion.sql.lookups, counted against the grant's budget), send the
+comment-free text the bastion analysed, and stream the rows. The database masks: a masked grant's
+account reads masked views (bastion.db). The engine adds what a database cannot: errors and
+notices scrubbed of values, content detectors on computed values of masked grants, literals kept
+out of column headers. The catalog (relations and functions, for names and origins) is read on a
+separate connection at the start, and again after DDL or when the server reports a relation the
+bastion does not know.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, Protocol
 
 from bastion.config import Target
 from bastion.sql.analysis import Analysis, analyse
-from bastion.sql.catalog import Catalog, Source
+from bastion.sql.catalog import Catalog
 from bastion.sql.detectors import scrub_value
-from bastion.sql.driver import Driver, DriverError, Pending, RawRows
+from bastion.sql.driver import ColumnOrigin, Driver, DriverError, Pending, RawRows
 from bastion.sql.errors import SqlError
-from bastion.sql.guardrails import check_guardrails
+from bastion.sql.guardrails import check_guardrails, prepared_key
 from bastion.sql.lexing import split_statements
-from bastion.sql.masking import mask_function
-from bastion.sql.plan import (
-    MaskingContext,
-    column_strategy,
-    masking_context,
-    prepared_key,
-    source_of,
-)
+from bastion.sql.lookups import Lookups
 from bastion.sql.policy import SqlPolicy
 from bastion.sql.results import Column, RowBatches, StatementResult
 from bastion.sql.scrub import scrub_message
 
-__all__ = ["LookupBudget", "SqlConnection", "open_sql_connection"]
+__all__ = ["Budget", "LookupBudget", "SqlConnection", "open_sql_connection"]
 
 # Literal values a session may compare masked columns with (WHERE ssn = '…', IN lists): enough
 # for looking people up, far too few to enumerate the values the masks leave open.
 LOOKUP_BUDGET = 500
-REREAD_INTERVAL = 2.0  # seconds between catalog re-reads caused by unknown tables
 _DDL = frozenset({"create", "alter", "drop", "rename", "truncate"})
 _TEXT_KINDS = frozenset({"show", "explain", "describe"})  # results that are server text, not table data
 
 
+class Budget(Protocol):
+    """Where a grant's lookups are counted."""
+
+    limit: int
+
+    async def spend(self, count: int) -> tuple[bool, int]:
+        """Count `count` more if the grant stays within `limit`; return whether it did and how
+        many were used before."""
+        ...
+
+
 class LookupBudget:
     """Literal values compared with masked columns, counted for one access grant: every session
-    opened with the same approved request draws on it, so a new session does not reset it."""
+    opened with the same approved request draws on it, so a new session does not reset it. This
+    one counts in memory; the bastion's sessions count in the state store (`StoreLookupBudget`)."""
 
     def __init__(self, limit: int = LOOKUP_BUDGET) -> None:
         self.limit = limit
         self.used = 0
 
+    async def spend(self, count: int) -> tuple[bool, int]:
+        """Count `count` more if the grant stays within its limit; return whether it did and
+        how many were used before."""
+        before = self.used
+        if before + count > self.limit:
+            return False, before
+        self.used += count
+        return True, before
+
 
 async def open_sql_connection(target: Target, policy: SqlPolicy,
-                              budget: LookupBudget | None = None) -> SqlConnection:
-    """Log in to a database target and read its catalog."""
+                              budget: Budget | None = None,
+                              lookups: Lookups | None = None) -> SqlConnection:
+    """Log in to a database target and read its catalog. With `lookups`, the database masks (the
+    session logs in with its grant's account) and equality on masked columns is rewritten."""
     driver: Driver
     if target.kind == "postgres":
         from bastion.sql.postgres import PostgresDriver
@@ -67,34 +85,26 @@ async def open_sql_connection(target: Target, policy: SqlPolicy,
     else:
         raise SqlError(f"target {target.name} is not a database (kind {target.kind})")
     try:
-        catalog = await driver.load_catalog(policy)
+        catalog = await driver.load_catalog()
     except BaseException:
         await driver.close()
         raise
-    return SqlConnection(driver, policy, catalog, budget)
+    return SqlConnection(driver, policy, catalog, budget, lookups)
 
 
 class SqlConnection:
     """A user's database session as the bastion runs it."""
 
     def __init__(self, driver: Driver, policy: SqlPolicy, catalog: Catalog,
-                 budget: LookupBudget | None = None) -> None:
+                 budget: Budget | None = None, lookups: Lookups | None = None) -> None:
         self.driver = driver
+        self.rewriter = lookups
         self.policy = policy
         self.catalog = catalog
         self.dialect = driver.dialect
         self.prepared: dict[str, Analysis] = {}  # by prepared_key: what EXECUTE/FETCH will run
-        self.budget = budget or LookupBudget()
-        self.own_tables: set[str] = set()  # created by this session (temporary ones included)
-        self._last_reread = float("-inf")
-        # Both depend on the catalog and are emptied whenever it is read again.
-        self._contexts: dict[str, MaskingContext] = {}
-        self._catalog_names: frozenset[str] | None = None
-
-    @property
-    def lookups(self) -> int:
-        """Values compared with masked columns so far under this grant."""
-        return self.budget.used
+        self.budget: Budget = budget or LookupBudget()
+        self._catalog_names: frozenset[str] | None = None  # emptied whenever the catalog is read
 
     @property
     def in_transaction(self) -> bool:
@@ -134,103 +144,69 @@ class SqlConnection:
             elif self.dialect == "mysql":
                 where += " AND table_schema = DATABASE()"
             else:
-                where += " AND table_schema = ANY (current_schemas(false))"
+                # The first schema of the search path that has it (a masked view before its table).
+                where += (" AND table_schema = (SELECT s FROM unnest(current_schemas(false)) "
+                          "WITH ORDINALITY AS u(s, i) WHERE EXISTS (SELECT 1 FROM "
+                          f"information_schema.columns c WHERE c.table_schema = u.s AND "
+                          f"c.table_name = {quoted}) ORDER BY u.i LIMIT 1)")
+            if self.rewriter is not None:
+                where += "".join(" AND column_name <> '" + c.replace("'", "''") + "'"
+                                 for c in sorted(self.rewriter.lookup_columns))
             sql = ("SELECT column_name AS name, data_type AS type, is_nullable AS nullable "
                    f"FROM information_schema.columns WHERE {where} ORDER BY ordinal_position")
         return await self.run(analyse(sql, self.dialect))
 
     async def run(self, analysis: Analysis) -> StatementResult:
-        """Run one analysed statement through the guardrails, the server and the masking."""
+        """Run one analysed statement through the guardrails, the lookups and the server."""
         redacted = analysis.lexed.redacted
         kind = analysis.kind
         blocked = check_guardrails(analysis, self.policy, self.catalog.functions, self._prepared)
         if "\x00" in analysis.lexed.text:
             # libpq ends the text at a NUL: the server would run less than the bastion checked.
             blocked = "The statement contains a NUL byte."
-        if blocked is None and self.policy.masking_active:
-            blocked = await self._unknown_tables(analysis)
-        ctx = self._context(analysis) if blocked is None else None
-        if ctx is not None and ctx.refusal:
-            blocked = ctx.refusal
-        if ctx is not None and blocked is None and ctx.lookups:
-            budget = self.budget
-            if budget.used + ctx.lookups > budget.limit:
+        text = analysis.lexed.clean
+        hashes: list[str] = []
+        if blocked is None and self.rewriter is not None:
+            text, hashes = self.rewriter.rewrite(text, self.dialect)
+        if blocked is None and hashes:
+            spent, used = await self.budget.spend(len(hashes))
+            if not spent:
                 blocked = (f"masked data: this access grant has compared masked columns with "
-                           f"{budget.used} values, and the limit is {budget.limit} per grant "
+                           f"{used} values, and the limit is {self.budget.limit} per grant "
                            "(a guard against guessing values); ask for a new grant to go on.")
-            else:
-                budget.used += ctx.lookups
-        if blocked is not None or ctx is None:
+        if blocked is not None:
             # Reasons may quote the user's names; never a value (they reach the query log).
-            why = scrub_message(blocked or "refused", self._names(analysis))
-            return StatementResult.refused(redacted, kind, why)
+            return StatementResult.refused(redacted, kind,
+                                           scrub_message(blocked, self._names(analysis)))
         started = time.perf_counter()
         result = StatementResult(redacted=redacted, kind=kind)
         try:
-            pending = await self.driver.start(analysis.lexed.clean)
+            if hashes:
+                await self._quietly(Lookups.naming(hashes, self.dialect))
+            pending = await self.driver.start(text)
         except DriverError as exc:
             result.error = self._scrub_error(exc, analysis)
             result.duration_ms = (time.perf_counter() - started) * 1000
-            result.notices = self._notices(ctx)
+            result.notices = self._notices()
             return result
         self._remember(analysis)
-        self.own_tables.update(ref.name.lower() for ref in analysis.innermost().tables
-                               if ref.role == "create")
         if pending.origins and _unknown_relation(pending, self.catalog):
             await self._reload_catalog()
-        maskers = self._maskers(pending, ctx, analysis)
+        scrubbers = self._scrubbers(pending, analysis)
         # MySQL names a computed column after its own text (`ssn = '…'`): no literal in headers.
         names = self._names(analysis)
-        result.columns = [Column(scrub_message(o.name, names), m[0])
-                          for o, m in zip(pending.origins, maskers, strict=True)]
-        result._batches = self._stream(result, pending, maskers, analysis, ctx, started)
+        shown = self._shown(pending)
+        result.columns = [Column(scrub_message(o.name, names), self._masked_by_database(o))
+                          for i, o in enumerate(pending.origins) if shown is None or i in shown]
+        result._batches = self._stream(result, pending, scrubbers, analysis, started, shown)
         if pending.done:
-            self._finish(result, pending, ctx, started)  # commands: status is final now
+            self._finish(result, pending, started)  # commands: status is final now
         return result
 
-    def _context(self, analysis: Analysis) -> MaskingContext:
-        """The masking decision, cached per statement text until the catalog is read again."""
-        if analysis.innermost().kind in ("execute", "fetch"):
-            return masking_context(analysis, self.catalog, self.prepared)
-        key = analysis.lexed.text
-        ctx = self._contexts.get(key)
-        if ctx is None:
-            if len(self._contexts) > 1024:
-                self._contexts.clear()
-            ctx = self._contexts[key] = masking_context(analysis, self.catalog, self.prepared)
-        return ctx
-
-    async def _unknown_tables(self, analysis: Analysis) -> str | None:
-        """Tables the catalog does not know are read again from the database (someone may have
-        created them since); still unknown, they are refused: their columns could hold copies of
-        masked data under names no rule matches. Tables this session created are its own."""
-        missing = self._missing(analysis)
-        now = time.monotonic()
-        if missing and now - self._last_reread >= REREAD_INTERVAL:
-            # At most one re-read per interval: naming unknown tables must not become a way to
-            # keep the bastion reading catalogs.
-            self._last_reread = now
-            await self._reload_catalog()
-            missing = self._missing(analysis)
-        if missing:
-            return (f"masked data: table {sorted(missing)[0]} is not in the catalog the bastion "
-                    "reads, so it cannot tell which of its columns are masked.")
-        return None
-
     async def _reload_catalog(self) -> None:
-        """Read the catalog again; what was decided from the old one is forgotten."""
-        self.catalog = await self.driver.load_catalog(self.policy)
-        self._contexts.clear()
+        """Read the catalog again (after DDL, or a relation the bastion did not know)."""
+        self.catalog = await self.driver.load_catalog()
         self._catalog_names = None
-
-    def _missing(self, analysis: Analysis) -> set[str]:
-        target = analysis.innermost()
-        # Names that are aliases (MySQL's `DELETE c FROM customers c`) or CTEs are not tables.
-        aliases = {ref.alias for ref in target.tables if ref.alias} | set(target.derived_names)
-        return {ref.name.lower() for ref in target.tables
-                if ref.role != "create" and ref.name.lower() not in aliases
-                and ref.name.lower() not in self.own_tables
-                and not self.catalog.find(ref.schema, ref.name)}
 
     def _prepared(self, name: str) -> Analysis | None:
         return self.prepared.get(name)
@@ -248,24 +224,51 @@ class SqlConnection:
                     del self.prepared[stale]
             self.prepared.pop(key, None)
 
-    def _maskers(self, pending: Pending, ctx: MaskingContext,
-                 analysis: Analysis) -> list[tuple[str | None, Any]]:
+    def _scrubbers(self, pending: Pending, analysis: Analysis) -> list[Any]:
+        """Per result column, what scrubs its values (None: shown as the database sent them).
+        Plans, warnings and SHOW output are server text about the statement: values quoted in
+        them go. Computed values of a masked grant pass the content detectors, a last net."""
         text_result = analysis.innermost().kind in _TEXT_KINDS or analysis.kind in _TEXT_KINDS
-        out: list[tuple[str | None, Any]] = []
-        for i, origin in enumerate(pending.origins):
-            src: Source = source_of(origin, self.catalog)
-            strategy = column_strategy(src, i, ctx, self.catalog)
-            if text_result and src.kind != "column":
-                # Plans, warnings, SHOW output: server text about the statement, not table data
-                # (the statement inside EXPLAIN passed the masking checks itself).
-                out.append(("scrub", self._text_scrubber(analysis)))
-            elif strategy is None:
-                out.append((None, None))
-            elif strategy == "scrub":
-                out.append((None, scrub_value))
+        out: list[Any] = []
+        for origin in pending.origins:
+            computed = not (origin.oid or origin.table)
+            if text_result and computed:
+                out.append(self._text_scrubber(analysis))
+            elif computed and self.rewriter is not None:
+                out.append(scrub_value)
             else:
-                out.append((strategy, mask_function(strategy, self.policy.hash_key)))
+                out.append(None)
         return out
+
+    async def _quietly(self, sql: str) -> None:
+        """Run a statement of the bastion's own and drop its result."""
+        pending = await self.driver.start(sql)
+        while not pending.done:
+            await self.driver.more(pending)
+        self.driver.take_notices()
+
+    def _masked_by_database(self, origin: ColumnOrigin) -> str | None:
+        """The strategy a masked view applied to a result column, for the recording and the TUI."""
+        if self.rewriter is None:
+            return None
+        if origin.oid:
+            rel = self.catalog.by_oid(origin.oid)
+            column = rel.column(origin.attnum or 0) if rel is not None else None
+            if rel is None or column is None:
+                return None
+            return self.rewriter.strategy(rel.schema, rel.name, column)
+        if origin.table:
+            return self.rewriter.strategy(origin.schema, origin.table, origin.column or origin.name)
+        return None
+
+    def _shown(self, pending: Pending) -> list[int] | None:
+        """Result columns to show: all (None) but the masked views' lookup columns, which hold
+        hashes for the bastion's lookups rather than anything a person reads."""
+        if self.rewriter is None:
+            return None
+        hidden = self.rewriter.lookup_columns
+        shown = [i for i, o in enumerate(pending.origins) if o.name.lower() not in hidden]
+        return None if len(shown) == len(pending.origins) else shown
 
     def _text_scrubber(self, analysis: Analysis) -> Any:
         names = self._names(analysis)
@@ -275,14 +278,14 @@ class SqlConnection:
 
         return scrub
 
-    async def _stream(self, result: StatementResult, pending: Pending,
-                      maskers: list[tuple[str | None, Any]], analysis: Analysis,
-                      ctx: MaskingContext, started: float) -> RowBatches:
+    async def _stream(self, result: StatementResult, pending: Pending, scrubbers: list[Any],
+                      analysis: Analysis, started: float,
+                      shown: list[int] | None = None) -> RowBatches:
         limit = self.policy.max_rows
         sent = 0
         batch: RawRows = pending.first
         pending.first = []
-        active = [(i, fn) for i, (_, fn) in enumerate(maskers) if fn is not None]
+        active = [(i, fn) for i, fn in enumerate(scrubbers) if fn is not None]
         try:
             while True:
                 if batch:
@@ -290,7 +293,9 @@ class SqlConnection:
                         batch = batch[: limit - sent]
                         result.truncated = True
                     if active:
-                        batch = _masked(batch, active)
+                        batch = _scrubbed(batch, active)
+                    if shown is not None:
+                        batch = [tuple(row[i] for i in shown) for row in batch]
                     sent += len(batch)
                     yield batch
                 if result.truncated or pending.done:
@@ -303,38 +308,37 @@ class SqlConnection:
         finally:
             if not pending.done:
                 await self.driver.stop(pending)
-            self._finish(result, pending, ctx, started)
+            self._finish(result, pending, started)
             if result.truncated:
                 result.rowcount = sent
             if analysis.kind in _DDL or analysis.code:
                 await self._reload_catalog()
 
-    def _finish(self, result: StatementResult, pending: Pending, ctx: MaskingContext,
-                started: float) -> None:
+    def _finish(self, result: StatementResult, pending: Pending, started: float) -> None:
         result.status = pending.status
         result.rowcount = pending.rowcount
         result.duration_ms = (time.perf_counter() - started) * 1000
-        result.notices.extend(self._notices(ctx))
+        result.notices.extend(self._notices())
 
-    def _notices(self, ctx: MaskingContext) -> list[str]:
+    def _notices(self) -> list[str]:
         notices = self.driver.take_notices()
-        if not notices:
-            return []
-        if ctx.quiet:
-            return [f"{len(notices)} server notice(s) withheld: the statement read masked data"]
-        names = self.catalog.vocabulary() | frozenset(r.name.lower() for r in self.catalog.relations)
+        names = self._catalog_words()
         return [scrub_message(n, names) for n in notices]
 
-    def _names(self, analysis: Analysis) -> frozenset[str]:
-        """Names a server message may quote without revealing a value: the catalog's relations,
-        schemas and columns (built once per catalog), and the statement's own words."""
+    def _catalog_words(self) -> frozenset[str]:
+        """The catalog's relations, schemas and columns (built once per catalog read)."""
         if self._catalog_names is None:
             names = {r.name.lower() for r in self.catalog.relations}
             names.update(r.schema.lower() for r in self.catalog.relations)
             for rel in self.catalog.relations:
                 names.update(c.lower() for _, c in rel.columns)
             self._catalog_names = frozenset(names)
-        return self._catalog_names | analysis.words
+        return self._catalog_names
+
+    def _names(self, analysis: Analysis) -> frozenset[str]:
+        """Names a server message may quote without revealing a value: the catalog's and the
+        statement's own words."""
+        return self._catalog_words() | analysis.words
 
     def _scrub_error(self, exc: DriverError, analysis: Analysis) -> str:
         if exc.cancelled:
@@ -353,8 +357,8 @@ def _unknown_relation(pending: Pending, catalog: Catalog) -> bool:
     return False
 
 
-def _masked(batch: RawRows, active: list[tuple[int, Any]]) -> RawRows:
-    """Mask a batch column by column (zip and map run in C)."""
+def _scrubbed(batch: RawRows, active: list[tuple[int, Any]]) -> RawRows:
+    """Scrub a batch column by column (zip and map run in C)."""
     columns = list(zip(*batch, strict=True))
     for i, fn in active:
         columns[i] = tuple(map(fn, columns[i]))

@@ -25,10 +25,10 @@ Decisions, in the order they are checked:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from bastion.sql.analysis import READ_KINDS, Analysis
-from bastion.sql.plan import prepared_key
 from bastion.sql.policy import SqlPolicy
 
 __all__ = ["ALWAYS_REFUSED_FUNCTIONS", "READ_ONLY_REFUSED_FUNCTIONS", "check_guardrails"]
@@ -65,13 +65,37 @@ READ_ONLY_SETTINGS = frozenset({
     "collation_connection", "time_zone", "max_statement_time",
     "max_execution_time", "sql_select_limit", "group_concat_max_len", "net_read_timeout",
     "net_write_timeout", "lc_time_names", "div_precision_increment",
+    # What drivers set on connect (lexing settings pass only with values that read the same).
+    "names", "character", "charset", "character_set_client", "character_set_connection",
+    "character_set_results", "client_encoding", "sql_mode",
+    "session_track_schema", "session_track_system_variables", "session_track_state_change",
+    "session_track_transaction_info",
 })
 # Settings that change how the server reads statement text: quotes, backslashes, and the client
 # character set (in GBK or SJIS a multi-byte character can end in 0x5C, a backslash).
+# Client character sets in which no multi-byte character holds a quote or backslash byte, so the
+# bastion reads a statement as the server does (GBK, SJIS, BIG5 and the like are not).
+SAFE_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "latin1", "ascii", "binary", "unicode"})
+# SQL modes that change how quotes and backslashes read (directly or as part of a combination).
+LEXING_MODES = frozenset({"ANSI_QUOTES", "NO_BACKSLASH_ESCAPES", "ANSI", "DB2", "MAXDB", "MSSQL",
+                          "ORACLE", "POSTGRESQL"})
+_SQL_MODE = re.compile(
+    r"(?i)(?:SESSION\s+|@@(?:SESSION\.)?)?sql_mode\s*=\s*(?:concat\s*\(\s*@@(?:SESSION\.)?sql_mode"
+    r"\s*,\s*'(?P<added>[A-Z_,]*)'\s*\)|'(?P<set>[A-Z_,]*)')")
+# Connector/J's `set autocommit=1, …`: autocommit stays on (every statement its own read).
+_AUTOCOMMIT_ON = re.compile(r"(?i)(?:SESSION\s+|@@(?:SESSION\.)?)?autocommit\s*=\s*(?:1|ON|TRUE),?")
+_CHARSET_ITEM = re.compile(
+    r"(?i)(?:NAMES|CHARSET|CHARACTER SET|(?:character_set_(?:client|connection|results)|"
+    r"client_encoding)\s*(?:=|TO))\s*['\"`]?([\w-]+)['\"`]?(?:\s+COLLATE\s+['\"`]?\w+['\"`]?)?")
 LEXING_SETTINGS = frozenset({"sql_mode", "standard_conforming_strings", "backslash_quote", "names",
                              "character", "charset", "character_set_client",
                              "character_set_connection", "character_set_results",
                              "client_encoding"})
+
+
+def prepared_key(kind: str, name: str) -> str:
+    """Prepared statements and cursors live in separate namespaces (as in PostgreSQL)."""
+    return ("cursor:" if kind in ("declare", "fetch", "close") else "prepared:") + name
 
 
 def check_guardrails(
@@ -81,21 +105,30 @@ def check_guardrails(
     prepared: Callable[[str], Analysis | None],
 ) -> str | None:
     """Return why the statement is refused by the target's guardrails, or None to let it run."""
-    strict = policy.read_only or bool(policy.blocked_statements) or policy.masking_active
-    if not analysis.lexed.ok and strict:
+    if not analysis.lexed.ok:
         return ("The bastion could not read this statement (is a quote or comment left open?), "
                 "so it cannot check it.")
     if any(a.lexed.executable_comment for a in analysis.chain()):
         return ("MySQL executable comments (/*! … */) are not allowed: the server runs them but "
                 "the bastion would read them as comments.")
     for a in analysis.chain():
-        if a.kind == "set" and LEXING_SETTINGS & set(a.set_names):
+        if a.kind == "set" and a.lexed.dialect == "mysql" and "statement" in a.set_names:
+            return ("MariaDB's SET STATEMENT … FOR is not available through the bastion (the "
+                    "bastion would not check the statement it runs); run SET and the statement "
+                    "one after the other.")
+        if a.kind == "set" and any(name in LEXING_SETTINGS and not _reads_the_same(item)
+                                   for name, item in zip(a.set_names, a.set_items, strict=False)):
             return ("Changing sql_mode, standard_conforming_strings or the client character set "
                     "is not allowed through the bastion: it reads your statements with the "
                     "settings of the session's start.")
-    if policy.blocked_statements and any(a.kind == "do" or a.code for a in analysis.chain()):
+    if any(a.kind == "do" or a.code for a in analysis.chain()):
+        if policy.blocked_statements:
+            return ("DO blocks and function, procedure or trigger definitions run statements the "
+                    "bastion cannot check against this target's blocked statements.")
         return ("DO blocks and function, procedure or trigger definitions run statements the "
-                "bastion cannot check against this target's blocked statements.")
+                "bastion can neither check nor log; run the statements themselves.")
+    if refusal := _setting_by_function(analysis):
+        return refusal
     if refusal := _always_refused(analysis):
         return refusal
     kinds = set(analysis.kinds)
@@ -105,15 +138,56 @@ def check_guardrails(
     blocked = sorted(kinds & policy.blocked_statements)
     if blocked:
         return f"{blocked[0].upper()} statements are blocked on this target."
-    if (analysis.kind == "execute" and executed is None and strict) or (
-        analysis.prepare_from_variable and strict
-    ):
+    if (analysis.kind == "execute" and executed is None) or analysis.prepare_from_variable:
         return ("This prepared statement's text is not known to the bastion (it was prepared from a "
                 "variable or outside this session), so it cannot be checked.")
     if refusal := _missing_where(analysis):
         return refusal
     if policy.read_only:
         return _read_only(analysis, kinds, user_functions, executed)
+    return None
+
+
+def _reads_the_same(item: str) -> bool:
+    """Whether a SET item that names a lexing setting leaves statements read as before: drivers
+    set a character set in which no character hides a quote or backslash byte (`SET NAMES
+    utf8mb4`), or add SQL modes that do not change quoting (Connector/J's
+    `sql_mode = concat(@@sql_mode, ',STRICT_TRANS_TABLES')`)."""
+    item = item.strip()
+    if found := _CHARSET_ITEM.fullmatch(item):
+        charset = found.group(1).lower().replace("-", "")
+        # Result text in no character set at all is still not statement text.
+        return charset in SAFE_CHARSETS or (
+            charset == "null" and item.lower().startswith("character_set_results"))
+    if found := _SQL_MODE.fullmatch(item):
+        modes = found.group("added") or found.group("set") or ""
+        return not {m.strip().upper() for m in modes.split(",")} & LEXING_MODES
+    return False
+
+
+_SET_CONFIG = re.compile(r"""(?i)"?set_config"?\s*\(\s*('(?:[^'\\]|'')*'|[^,)]*)""")
+
+
+def _setting_by_function(analysis: Analysis) -> str | None:
+    """set_config() of a setting that changes how statements read, a name the bastion cannot
+    read, or a write to pg_settings: refused on every target (the bastion would read the next
+    statements one way and the server another)."""
+    lexed = analysis.lexed
+    if "pg_settings" in {n.lower() for n in lexed.names} and \
+            analysis.kinds & {"update", "insert", "delete", "merge"}:
+        return "Changing settings through pg_settings is not allowed through the bastion; use SET."
+    if "set_config" not in analysis.functions:
+        return None
+    names = _SET_CONFIG.findall(lexed.clean)
+    if not names:
+        return "set_config() is allowed only with a setting's name as a plain string."
+    for name in names:
+        if not (name.startswith("'") and name.endswith("'") and "\\" not in name):
+            return "set_config() is allowed only with a setting's name as a plain string."
+        if name.strip("'").strip().lower() in LEXING_SETTINGS:
+            return ("Changing sql_mode, standard_conforming_strings or the client character set "
+                    "is not allowed through the bastion: it reads your statements with the "
+                    "settings of the session's start.")
     return None
 
 
@@ -170,8 +244,10 @@ def _read_only(
         if a.read_write:
             return "This target is read-only: read-write transactions are not allowed."
         if a.kind == "set":
-            names = [n for n in a.set_names if not n.startswith("@")]
-            bad = [n for n in names if n not in READ_ONLY_SETTINGS]
+            names = [(n, item) for n, item in zip(a.set_names, a.set_items, strict=False)
+                     if not n.startswith("@")]
+            bad = [n for n, item in names if n not in READ_ONLY_SETTINGS
+                   and not (n == "autocommit" and _AUTOCOMMIT_ON.fullmatch(item.strip()))]
             if bad or a.set_global:
                 return (f"This target is read-only: changing {bad[0] if bad else 'global settings'} "
                         "is not allowed.")

@@ -15,18 +15,15 @@ import pymysql.cursors
 
 from bastion.config import Target
 from bastion.sql.catalog import Catalog, Relation
-from bastion.sql.driver import BATCH_ROWS, DriverError, Pending, RawRows
+from bastion.sql.driver import BATCH_ROWS, ColumnOrigin, DriverError, Pending, RawRows
 from bastion.sql.errors import SqlConnectError
-from bastion.sql.plan import ColumnOrigin
 from bastion.sql.policy import SqlPolicy
-from bastion.sql.views import resolve_views
 
 __all__ = ["MysqlDriver"]
 
 _IN_TRANSACTION = 1  # SERVER_STATUS_IN_TRANS
 _CANCELLED = {1317, 1927, 3024, 1969}  # query interrupted / killed / max execution time
 _LEXICAL_MODES = frozenset({"NO_BACKSLASH_ESCAPES", "ANSI_QUOTES", "ANSI"})
-_SYSTEM = ("information_schema", "performance_schema", "mysql", "sys")
 
 
 def _connect(target: Target) -> pymysql.connections.Connection[Any]:
@@ -183,18 +180,16 @@ class MysqlDriver:
         finally:
             other.close()
 
-    async def load_catalog(self, policy: SqlPolicy) -> Catalog:
-        """Read tables, columns, view definitions and routines on a second connection."""
-        return await asyncio.to_thread(self._load_catalog, policy)
+    async def load_catalog(self) -> Catalog:
+        """Read tables, columns and routines on a second connection."""
+        return await asyncio.to_thread(self._load_catalog)
 
-    def _load_catalog(self, policy: SqlPolicy) -> Catalog:
+    def _load_catalog(self) -> Catalog:
         conn = _connect(self.target)
         try:
             tables = _rows(conn, "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES")
             columns = _rows(conn, "SELECT TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION, COLUMN_NAME "
                                   "FROM information_schema.COLUMNS ORDER BY 1, 2, 3")
-            views = _rows(conn, "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION "
-                                "FROM information_schema.VIEWS")
             routines = _rows(conn, "SELECT ROUTINE_NAME FROM information_schema.ROUTINES")
         except pymysql.err.MySQLError as exc:
             raise SqlConnectError(f"cannot read the database catalog: {_message(exc)}") from None
@@ -208,12 +203,8 @@ class MysqlDriver:
             rel_kind = "view" if "VIEW" in str(kind).upper() else "table"
             rels.append(Relation(schema=schema, name=name, kind=rel_kind,
                                  columns=tuple(by_table.get((schema, name), ()))))
-        catalog = Catalog(relations=tuple(rels), functions=frozenset(str(r[0]).lower() for r in routines),
-                          policy=policy)
-        definitions = {(str(s).lower(), str(n).lower()): str(d or "") for s, n, d in views
-                       if str(s).lower() not in _SYSTEM}
-        resolve_views(catalog, definitions, self.dialect)
-        return catalog
+        return Catalog(relations=tuple(rels),
+                       functions=frozenset(str(r[0]).lower() for r in routines))
 
     async def close(self) -> None:
         """Close the session."""

@@ -8,7 +8,6 @@ package pins psycopg below 3.4 for that reason.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import psycopg
@@ -17,11 +16,9 @@ from psycopg.generators import fetch
 
 from bastion.config import Target
 from bastion.sql.catalog import Catalog, Relation
-from bastion.sql.driver import BATCH_ROWS, DriverError, Pending, RawRows
+from bastion.sql.driver import BATCH_ROWS, ColumnOrigin, DriverError, Pending, RawRows
 from bastion.sql.errors import SqlConnectError
-from bastion.sql.plan import ColumnOrigin
 from bastion.sql.policy import SqlPolicy
-from bastion.sql.views import resolve_views
 
 __all__ = ["PostgresDriver"]
 
@@ -30,9 +27,7 @@ _DONE = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK, pq.ExecStatus.EMPTY_
 _RELATIONS = """
 SELECT c.oid, n.nspname, c.relname, c.relkind,
        coalesce(array_agg(a.attnum ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
-       coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
-       CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-            THEN pg_get_viewdef(c.oid) END
+       coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}')
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND NOT a.attisdropped
@@ -195,10 +190,9 @@ class PostgresDriver:
         except psycopg.Error:
             pass
 
-    async def load_catalog(self, policy: SqlPolicy) -> Catalog:
-        """Read relations, view definitions and functions on a second connection."""
-        # An empty search_path makes pg_get_viewdef name every table with its schema.
-        conn = await _connect(self.target, options="-c search_path=")
+    async def load_catalog(self) -> Catalog:
+        """Read relations and functions on a second connection."""
+        conn = await _connect(self.target)
         try:
             relations = await (await conn.execute(_RELATIONS)).fetchall()
             functions = await (await conn.execute(_FUNCTIONS)).fetchall()
@@ -206,20 +200,11 @@ class PostgresDriver:
             raise SqlConnectError(f"cannot read the database catalog: {exc.diag.message_primary}") from None
         finally:
             await conn.close()
-        rels: list[Relation] = []
-        definitions: dict[tuple[str, str], str] = {}
-        for oid, schema, name, relkind, nums, names, definition in relations:
-            kind = {"r": "table", "p": "table", "f": "table", "v": "view", "m": "view"}[relkind]
-            rel = Relation(schema=schema, name=name, kind=kind, oid=oid,
-                           columns=tuple(zip(nums, names, strict=True)))
-            rels.append(rel)
-            if kind == "view" and definition is not None:
-                definitions[rel.key] = definition
-        catalog = Catalog(relations=tuple(rels), functions=frozenset(f for (f,) in functions),
-                          policy=policy)
-        # Parsing view definitions is CPU work: off the event loop, other sessions go on.
-        await asyncio.to_thread(resolve_views, catalog, definitions, self.dialect)
-        return catalog
+        kinds = {"r": "table", "p": "table", "f": "table", "v": "view", "m": "view"}
+        return Catalog(relations=tuple(Relation(schema=schema, name=name, kind=kinds[relkind], oid=oid,
+                                                columns=tuple(zip(nums, names, strict=True)))
+                                       for oid, schema, name, relkind, nums, names in relations),
+                       functions=frozenset(f for (f,) in functions))
 
     async def close(self) -> None:
         """Close the session."""

@@ -67,6 +67,7 @@ class Store(ABC):
         pending_until: datetime,
         now: datetime,
         unmasked: bool = False,
+        requester_key: str = "",
     ) -> AccessRequest:
         """Create a request; with `approvals_required == 0` it is approved at once (window from now).
 
@@ -96,6 +97,7 @@ class Store(ABC):
         decision: Decision,
         comment: str,
         now: datetime,
+        reviewer_key: str = "",
     ) -> ReviewOutcome:
         """Record a review atomically, even against concurrent reviewers on other bastions.
 
@@ -184,6 +186,11 @@ class Store(ABC):
         self, *, session_id: str | None = None, user: str | None = None, limit: int = 500
     ) -> list[QueryRecord]:
         """Return logged statements, newest first."""
+
+    @abstractmethod
+    async def spend_lookups(self, request_id: int, count: int, limit: int) -> tuple[bool, int]:
+        """Count `count` more masked-column lookups against a grant if that keeps it within
+        `limit`; return whether it did and how many the grant had used before."""
 
     # audit ---------------------------------------------------------------------------------
 

@@ -129,6 +129,26 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "ALTER TABLE requests ADD COLUMN unmasked INTEGER NOT NULL DEFAULT 0",
         ),
     ),
+    (
+        # Separation of duties by key as well as by name: the key that asked, the key that
+        # reviewed (SHA-256 fingerprints; empty for rows written before).
+        3,
+        (
+            "ALTER TABLE requests ADD COLUMN requester_key TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE reviews ADD COLUMN reviewer_key TEXT NOT NULL DEFAULT ''",
+        ),
+    ),
+    (
+        # Values each grant compared with masked columns: a restart or another bastion must not
+        # give a grant its lookup budget back.
+        4,
+        (
+            """CREATE TABLE lookups (
+                request_id BIGINT PRIMARY KEY REFERENCES requests (id),
+                used BIGINT NOT NULL
+            )""",
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -38,7 +38,7 @@ _MAX_SERIAL = 2**63 - 1  # BIGINT on both backends
 
 _REQUEST_COLUMNS = (
     "id, username, target, reason, duration, status, created_at, pending_until, "
-    "approvals_required, approved_at, expires_at, closed_by, closed_reason, unmasked"
+    "approvals_required, approved_at, expires_at, closed_by, closed_reason, unmasked, requester_key"
 )
 _CERT_COLUMNS = (
     "serial, request_id, username, key_fingerprint, principals, valid_after, valid_before, "
@@ -114,6 +114,7 @@ def _request(row: Row, reviews: Sequence[Review]) -> AccessRequest:
         closed_reason=row[12],
         reviews=tuple(reviews),
         unmasked=bool(row[13]),
+        requester_key=row[14] or "",
     )
 
 
@@ -171,13 +172,13 @@ async def _load_requests(tx: Tx, where: str, params: Sequence[Any]) -> list[Acce
         return []
     ids = [row[0] for row in rows]
     review_rows = await tx.fetchall(
-        "SELECT request_id, reviewer, decision, comment, at FROM reviews "
+        "SELECT request_id, reviewer, decision, comment, at, reviewer_key FROM reviews "
         f"WHERE request_id IN ({_placeholders(len(ids))}) ORDER BY id",
         ids,
     )
     reviews: dict[int, list[Review]] = {request_id: [] for request_id in ids}
-    for rid, reviewer, decision, comment, at in review_rows:
-        reviews[rid].append(Review(rid, reviewer, Decision(decision), comment, _at(at)))
+    for rid, reviewer, decision, comment, at, key in review_rows:
+        reviews[rid].append(Review(rid, reviewer, Decision(decision), comment, _at(at), key or ""))
     return [_request(row, reviews[row[0]]) for row in rows]
 
 
@@ -223,6 +224,7 @@ class SqlStore(Store, ABC):
         pending_until: datetime,
         now: datetime,
         unmasked: bool = False,
+        requester_key: str = "",
     ) -> AccessRequest:
         """Create a request; with `approvals_required == 0` it is approved at once."""
         if approvals_required < 0:
@@ -236,11 +238,11 @@ class SqlStore(Store, ABC):
         async with self._transaction(write=True) as tx:
             row = await tx.fetchone(
                 "INSERT INTO requests (username, target, reason, duration, status, created_at, "
-                "pending_until, approvals_required, approved_at, expires_at, unmasked) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "pending_until, approvals_required, approved_at, expires_at, unmasked, "
+                "requester_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (user, target, reason, duration // _MICROSECOND, status.value, to_us(now),
                  to_us(pending_until), approvals_required, approved_at, expires_at,
-                 1 if unmasked else 0),
+                 1 if unmasked else 0, requester_key),
             )
             assert row is not None
             return await _one_request(tx, int(row[0]))
@@ -283,6 +285,7 @@ class SqlStore(Store, ABC):
         decision: Decision,
         comment: str,
         now: datetime,
+        reviewer_key: str = "",
     ) -> ReviewOutcome:
         """Record a review atomically, even against concurrent reviewers on other bastions."""
         decision = Decision(decision)
@@ -294,9 +297,9 @@ class SqlStore(Store, ABC):
             if any(r.reviewer == reviewer and r.decision is decision for r in request.reviews):
                 return ReviewOutcome(request, recorded=False, changed=False)
             await tx.execute(
-                "INSERT INTO reviews (request_id, reviewer, decision, comment, at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (request_id, reviewer, decision.value, comment, to_us(now)),
+                "INSERT INTO reviews (request_id, reviewer, decision, comment, at, reviewer_key) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (request_id, reviewer, decision.value, comment, to_us(now), reviewer_key),
             )
             changed = True
             if decision is Decision.DENY:
@@ -543,6 +546,20 @@ class SqlStore(Store, ABC):
             row = await tx.fetchone(INSERT_QUERY, query_params(query, to_us(query.started_at)))
         assert row is not None
         return dataclasses.replace(query, id=int(row[0]))
+
+    async def spend_lookups(self, request_id: int, count: int, limit: int) -> tuple[bool, int]:
+        """Count lookups against a grant within its limit, atomically across bastions."""
+        async with self._transaction(write=True) as tx:
+            await tx.execute("INSERT INTO lookups (request_id, used) VALUES (?, 0) "
+                             "ON CONFLICT (request_id) DO NOTHING", (request_id,))
+            row = await tx.fetchone(f"SELECT used FROM lookups WHERE request_id = ?{tx.for_update}",
+                                    (request_id,))
+            used = int(row[0]) if row is not None else 0
+            if used + count > limit:
+                return False, used
+            await tx.execute("UPDATE lookups SET used = ? WHERE request_id = ?",
+                             (used + count, request_id))
+        return True, used
 
     async def list_queries(
         self, *, session_id: str | None = None, user: str | None = None, limit: int = 500

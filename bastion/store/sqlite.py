@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -42,7 +43,7 @@ def _connect(path: str) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves.
     conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
+        _wal(conn)
         # With WAL, NORMAL loses no committed transaction when the bastion crashes (only on power
         # loss) and spares an fsync per commit: the query log writes one row per statement.
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -51,6 +52,20 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. SQLite answers "database is locked" at once, without its busy handler,
+    while another connection opening the same new file holds the lock to do the same: retry."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class _SQLiteTx(Tx):

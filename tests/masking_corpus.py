@@ -1,29 +1,326 @@
-"""Red-team corpus: more attempts to get masked values out of the SQL engine, on the real
-PostgreSQL and MariaDB, beyond those of test_sql_masking.
+"""The masking corpora: every attempt the red-team rounds made to read masked values, kept as data.
 
-Each attempt runs through `SqlConnection` exactly as a console statement would; whatever comes
-back (cells, errors, notices, refusals) must not hold a seeded sensitive value in any obvious
-encoding. "refused": the engine must refuse it; "runs": it must run (masked); "either": refusing
-or masking are both acceptable. Attempts run in order on one session per engine (some create
-views that later ones read).
+They were written against the bastion's former SQL-text masking (hence their "refused" / "runs"
+/ "either" labels, kept for the record); today `test_masking_differential.py` runs every one
+through the bastion against the database's masked views, and none may change its output when
+only the hidden part of the masked values changes. Rounds run in order on one session (some
+create objects later ones read).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import uuid
-from collections.abc import Iterator
-
-import pymysql
-import pytest
-from sqldb import MY_HOST, MY_PORT, seeded_databases
-from test_sql_masking import PASSWORD_ENV, check_corpus, connected, target
-
-from bastion.config import MaskingRule
-from bastion.sql import SqlPolicy, open_sql_connection
+__all__ = ["masking_corpus", "redteam_corpus"]
 
 BOTH = [
+    # plain and aliased selections come back masked
+    ("SELECT ssn FROM customers", "runs"),
+    ("SELECT ssn AS x, card_number AS y, email AS z FROM customers", "runs"),
+    ("SELECT c.ssn FROM customers c", "runs"),
+    ("SELECT * FROM customers", "runs"),
+    ("SELECT SSN FROM CUSTOMERS", "runs"),
+    ("SELECT x FROM (SELECT ssn AS x FROM customers) s", "runs"),
+    ("WITH t AS (SELECT ssn FROM customers) SELECT * FROM t", "runs"),
+    ("SELECT name -- comment\n, ssn FROM customers", "runs"),
+    ("SELECT * FROM customer_view", "runs"),
+    ("SELECT tax_id, mail FROM customer_view", "runs"),
+    # functions, casts, operators over masked columns
+    ("SELECT upper(ssn) FROM customers", "refused"),
+    ("SELECT lower(email) FROM customers", "refused"),
+    ("SELECT concat(ssn, '') FROM customers", "refused"),
+    ("SELECT reverse(ssn) FROM customers", "refused"),
+    ("SELECT substr(ssn, 1, 3) FROM customers", "refused"),
+    ("SELECT replace(ssn, '-', '') FROM customers", "refused"),
+    ("SELECT max(ssn), min(card_number) FROM customers", "refused"),
+    ("SELECT CASE WHEN ssn LIKE '1%' THEN 1 ELSE 0 END FROM customers", "refused"),
+    ("SELECT name, ssn = 'x' FROM customers", "either"),
+    ("SELECT x FROM (SELECT upper(ssn) AS x FROM customers) s", "refused"),
+    ("SELECT (SELECT ssn FROM customers LIMIT 1)", "either"),
+    ("SELECT name FROM customers UNION SELECT ssn FROM customers", "refused"),
+    ("SELECT ssn FROM customers UNION ALL SELECT 'x'", "refused"),
+    ("SELECT lag(ssn) OVER (ORDER BY id) FROM customers", "refused"),
+    ("SELECT name, row_number() OVER (ORDER BY ssn) FROM customers", "refused"),
+    ("SELECT peek()", "refused"),
+    # predicates that would make oracles of masked columns
+    ("SELECT name FROM customers WHERE ssn LIKE '1%'", "refused"),
+    ("SELECT name FROM customers WHERE substr(ssn, 1, 1) = '1'", "refused"),
+    ("SELECT name FROM customers WHERE ssn > '5'", "refused"),
+    ("SELECT name FROM customers WHERE ssn BETWEEN '1' AND '2'", "refused"),
+    ("SELECT name FROM customers WHERE length(ssn) = 11", "refused"),
+    ("SELECT name FROM customers ORDER BY ssn", "refused"),
+    ("SELECT ssn FROM customers ORDER BY 1", "refused"),
+    ("SELECT ssn AS s FROM customers ORDER BY s", "refused"),
+    ("SELECT * FROM customers ORDER BY 4", "refused"),
+    ("SELECT c1.name FROM customers c1 JOIN customers c2 ON c1.ssn < c2.ssn", "refused"),
+    ("SELECT name FROM customers WHERE id IN (SELECT id FROM customers WHERE ssn LIKE '1%')", "refused"),
+    ("SELECT name FROM customers WHERE (SELECT ssn FROM customers LIMIT 1) LIKE '1%'", "refused"),
+    ("SELECT name FROM (SELECT name, ssn AS x FROM customers) s WHERE x LIKE '1%'", "refused"),
+    # copying masked values where masking does not apply
+    ("INSERT INTO notes SELECT id, ssn FROM customers", "refused"),
+    ("UPDATE notes SET body = (SELECT ssn FROM customers WHERE id = 1) WHERE id = 1", "refused"),
+    ("UPDATE customers SET note = ssn WHERE id = 1", "refused"),
+    ("CREATE TABLE leak AS SELECT ssn FROM customers", "refused"),
+    ("CREATE VIEW leak_view AS SELECT ssn AS s FROM customers", "refused"),
+    ("ALTER TABLE customers RENAME COLUMN ssn TO tax_number", "refused"),
+    ("ALTER TABLE customers RENAME TO clients", "refused"),
+]
+# Found by red-teaming (bypasses before they were fixed), on both engines.
+FOUND_BOTH = [
+    ("WITH t(a,b,c,d,e,f) AS (SELECT * FROM customers) SELECT reverse(d) FROM t", "refused"),
+    ("WITH t(x) AS ((SELECT ssn FROM customers)) SELECT reverse(x) FROM t", "refused"),
+    ("CREATE TABLE leak1 AS SELECT * FROM customers", "refused"),
+    ("INSERT INTO notes SELECT id, name FROM customers", "runs"),
+    ("SELECT * FROM notes", "runs"),
+    ("SELECT name FROM customers WHERE ssn IN (123, 234, 345)", "either"),
+    ("SELECT name FROM customers WHERE ssn = true", "refused"),
+    ("SELECT name FROM customers WHERE ssn IS TRUE", "refused"),
+    ("SELECT name FROM customers WHERE ssn IS NOT NULL AND ssn IS NOT NULL", "runs"),
+    ("SELECT name FROM customers WHERE ssn IN (SELECT ssn FROM customers WHERE id = 1)", "refused"),
+    ("SELECT name FROM customers WHERE '123-45-6789' IN (SELECT ssn FROM customers)", "refused"),
+    ("SELECT id FROM customers GROUP BY ssn, id", "refused"),
+    ("SELECT DISTINCT ssn, id FROM customers", "refused"),
+    ("SELECT name FROM customers WHERE ssn IN (" + ", ".join(f"'{i}'" for i in range(51)) + ")",
+     "refused"),
+]
+FOUND_ROUND2_POSTGRES = [
+    ("CREATE TABLE rt_all (id int, ssn text)", "runs"),
+    ("INSERT INTO rt_all VALUES (1, '123-45-6789'), (2, '123-45-6780')", "runs"),
+    ("SELECT c.id, r.ssn FROM customers c JOIN rt_all r ON c.ssn = r.ssn", "refused"),
+    ("SELECT c.id FROM customers c JOIN rt_all r USING (ssn)", "refused"),
+    ("SELECT c.id FROM customers c NATURAL JOIN rt_all r", "refused"),
+    ("SELECT id FROM customers WHERE ssn IN (SELECT ssn FROM rt_all)", "refused"),
+    ("WITH RECURSIVE r(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM r WHERE n < 999), "
+     "x AS (SELECT n, lpad(n::text, 3, '0') || '-45-6789' AS ssn FROM r) "
+     "SELECT c.id, x.n FROM customers c JOIN x ON c.ssn = x.ssn", "refused"),
+    ("WITH x(ssn) AS (VALUES ('123-45-6789'), ('000-56-7890')) "
+     "SELECT c.id, x.ssn FROM customers c JOIN x ON c.ssn = x.ssn", "refused"),
+    ("SELECT c.id FROM customers c JOIN (VALUES ('123-45-6789')) x(ssn) ON c.ssn = x.ssn", "refused"),
+    ("PREPARE pi(int, text) AS INSERT INTO customers (id, name, ssn) VALUES ($1, 'p', $2)", "refused"),
+    ("PREPARE pu(text) AS UPDATE customers SET ssn = $1 WHERE id = 901", "refused"),
+    ("INSERT INTO customers (id, name, ssn) VALUES (0, 'probe', '300-00-0000')", "refused"),
+    ("SELECT c1.id FROM customers c1 JOIN customers c2 ON c1.email = c2.email", "refused"),
+]
+FOUND_ROUND2_MYSQL = [
+    ("SELECT id FROM customers WHERE ssn IN (SELECT ssn FROM (SELECT '123-45-6789' AS ssn) t)",
+     "refused"),
+    ("SELECT c.id FROM customers c JOIN (SELECT '345-67-8901' AS email UNION ALL "
+     "SELECT 'grace@example.net') x ON c.email = x.email", "refused"),
+    ("CREATE TABLE rt_cand (id int, ssn varchar(20))", "runs"),
+    ("SELECT c.id, r.ssn FROM customers c JOIN rt_cand r ON c.ssn = r.ssn", "refused"),
+    ("SELECT c.id FROM customers c JOIN rt_cand r USING (ssn)", "refused"),
+    ("REPLACE INTO customers (id, name, ssn) VALUES (1, 'x', '123-45-6789')", "refused"),
+]
+FOUND_ROUND3_POSTGRES = [
+    ("SELECT ts_rewrite('x'::tsquery, 'SELECT ''x''::tsquery, quote_literal(translate(ssn, "
+     "''0123456789'', ''abcdefghij''))::tsquery FROM customers WHERE id = 1')", "refused"),
+    ('PREPARE "P"(text) AS SELECT name FROM customers WHERE ssn = $1', "runs"),
+    ("PREPARE p AS SELECT 1", "runs"),
+    ("EXECUTE \"P\"('123-45-6789')", "runs"),  # counted: "P" is not p
+    ("BEGIN", "runs"),
+    ("DECLARE \"C\" CURSOR FOR SELECT ssn = '123-45-6789' AS hit, id FROM customers", "runs"),
+    ("DECLARE c CURSOR FOR SELECT 1", "runs"),
+    ('FETCH ALL FROM "C"', "runs"),  # the hit column comes back masked, as for "C"'s query
+    ("ROLLBACK", "runs"),
+]
+FOUND_ROUND4_POSTGRES = [
+    ('CREATE TABLE "CUSTOMERS" (id int, email text)', "refused"),
+    ('CREATE TABLE "Customers" (id int, email text)', "refused"),
+    ("SELECT id, ssn, card_number, email FROM customers", "runs"),
+    ('CREATE VIEW "CUSTOMER_VIEW" AS SELECT id, body AS tax_id FROM notes', "refused"),
+    ("CREATE TEMP TABLE rt4_h (id int, email text)", "runs"),
+    ("INSERT INTO rt4_h VALUES (1, 'ada@example.com')", "runs"),
+    ("ALTER TABLE rt4_h RENAME TO customers", "refused"),
+    ('ALTER TABLE rt4_h RENAME TO "cUstomers"', "refused"),
+    ("CREATE TABLE other_customers_copy (id int)", "runs"),
+]
+FOUND_ROUND4_MYSQL = [
+    ("CREATE TABLE cuStomers (id int, email varchar(200))", "refused"),
+    ("CREATE TABLE CUstomers AS SELECT 1 AS id, 'edsger@example.com' AS email", "refused"),
+    ("CREATE TABLE CUSTomers (id int, g varchar(200), email varchar(200) AS (g) VIRTUAL)", "refused"),
+    ("CREATE TABLE CUSTOmers (id int, email varchar(200) DEFAULT 'ada@example.com')", "refused"),
+    ("CREATE VIEW cusTomer_view AS SELECT id, body AS tax_id FROM notes", "refused"),
+    ("SELECT id, ssn, card_number FROM customers", "runs"),
+]
+FOUND_ROUND5_POSTGRES = [
+    ("CREATE TABLE rt5_u (id int, x text)", "runs"),
+    ("WITH w AS (INSERT INTO rt5_u SELECT id, email FROM customers RETURNING id) SELECT 1", "refused"),
+    ("WITH w AS (INSERT INTO rt5_u SELECT id, ssn FROM customers RETURNING id) SELECT 1", "refused"),
+    ("WITH w AS (UPDATE customers SET email = 'guess@example.com' WHERE id = 1 RETURNING id) "
+     "SELECT * FROM w", "refused"),
+    ("WITH w AS (INSERT INTO customers (id, name, ssn) VALUES (100000, 'g', '123-45-6789') "
+     "ON CONFLICT DO NOTHING RETURNING id) SELECT * FROM w", "refused"),
+    ("UPDATE customer_view SET tax_id = NULL WHERE id = 5", "refused"),
+    ("INSERT INTO customer_view (id, name, tax_id) VALUES (100001, 'g', '1')", "refused"),
+    ("SELECT x FROM rt5_u", "runs"),
+]
+FOUND_ROUND5_MYSQL = [
+    ("CREATE TABLE rt5_g (id int, e varchar(200), s varchar(20))", "runs"),
+    ("UPDATE rt5_g g JOIN customers c ON c.id = g.id SET c.email = g.e WHERE g.id > 0", "refused"),
+    ("UPDATE rt5_g g JOIN customers c ON c.id = 2 SET c.ssn = g.s WHERE g.id = 2", "refused"),
+    ("UPDATE customer_view SET tax_id = NULL WHERE id = 5", "refused"),
+    ("UPDATE rt5_g g JOIN customers c ON c.id = g.id SET g.e = 'x' WHERE c.id = 1", "runs"),
+]
+FOUND_ROUND6_MYSQL = [
+    ("EXPLAIN EXTENDED SELECT id, ssn, email, card_number FROM customers WHERE id = 2", "either"),
+    ("GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT", "refused"),
+    ("GET DIAGNOSTICS @n = NUMBER", "refused"),
+    ("SELECT hex(@m)", "either"),
+    ("PREPARE rt6_s6 FROM 'SELECT id, name FROM customers WHERE ssn = ?'", "runs"),
+    ("EXECUTE rt6_s6 USING 123", "refused"),
+    ("EXECUTE rt6_s6 USING 1.23e2", "refused"),
+    ("EXECUTE rt6_s6 USING TRUE", "refused"),
+    ("EXECUTE rt6_s6 USING '123-45-6789'", "runs"),
+]
+FOUND_ROUND7_POSTGRES = [
+    ("SET NAMES 'GBK'", "refused"),
+    ("SET client_encoding TO 'SJIS'", "refused"),
+    ("DELETE FROM notes \x00 WHERE id = 60", "refused"),  # libpq would stop at the NUL
+    ('SELECT * FROM "123-45-6789"', "refused"),  # the refusal names the table: never a value
+]
+FOUND_ROUND8_POSTGRES = [
+    ("PREPARE px(text) AS SELECT $1 AS v", "runs"),
+    ("EXECUTE px(reverse(peek()))", "refused"),
+    ("EXECUTE px(peek())", "refused"),
+    ("EXECUTE px('plain')", "runs"),
+    ("PREPARE py(text) AS SELECT name FROM customers WHERE ssn = $1", "runs"),
+    ("EXECUTE py(peek())", "refused"),
+    ("EXECUTE py('123-45-6789')", "runs"),
+]
+FOUND_ROUND7_MYSQL = [
+    ("SET NAMES gbk", "refused"),
+    ("SET CHARACTER SET gbk", "refused"),
+    ("SET character_set_client = gbk", "refused"),
+    ("SELECT * FROM `123-45-6789`", "refused"),
+]
+OTHER_SESSIONS = [  # every bastion session logs in with the same account
+    ("SELECT query FROM pg_stat_activity", "refused"),
+    ("SELECT * FROM pg_catalog.pg_stat_activity", "refused"),
+    ("SELECT * FROM pg_prepared_statements", "refused"),
+]
+OTHER_SESSIONS_MYSQL = [
+    ("SHOW PROCESSLIST", "refused"),
+    ("SHOW FULL PROCESSLIST", "refused"),
+    ("SELECT info FROM information_schema.processlist", "refused"),
+    ("SELECT sql_text FROM performance_schema.events_statements_history", "refused"),
+]
+FOUND_ROUND3_MYSQL = [
+    ("PREPARE rx FROM X'53454c4543542069642c205245504c414345285245504c4143452873736e2c2731272c"
+     "276127292c2732272c2762272920415320732046524f4d20637573746f6d657273'", "refused"),
+    ("PREPARE ry FROM 0x53454c454354207373"
+     "6e2046524f4d20637573746f6d657273", "refused"),
+    ("PREPARE rz FROM 'SELECT 1 #\\n, REPLACE(ssn,''1'',''a'') FROM customers'", "refused"),
+    ("PREPARE rw FROM 'SELECT 1 -- \\n, reverse(ssn) FROM customers'", "refused"),
+]
+FOUND_POSTGRES = [
+    ("SELECT reverse(x.d) FROM customers AS x(a,b,c,d)", "refused"),
+    ("SELECT reverse(b) FROM customer_view v(a, n, b)", "refused"),
+    ("SELECT reverse(d) FROM (SELECT * FROM customers) s(a,b,c,d)", "refused"),
+    ("SELECT reverse(d) FROM (TABLE customers) s(a,b,c,d)", "refused"),
+    ("SELECT reverse(x) FROM ((SELECT ssn FROM customers)) s(x)", "refused"),
+    ("SELECT reverse(x) FROM customers c, LATERAL (SELECT c.ssn) l(x)", "refused"),
+    ("INSERT INTO notes SELECT a, d FROM customers x(a,b,c,d)", "refused"),
+    ("UPDATE notes SET body = x.d FROM customers x(a,b,c,d) WHERE notes.id = x.a", "refused"),
+    ("MERGE INTO notes n USING (SELECT * FROM customers) c(a,b,c2,d) ON n.id = c.a "
+     "WHEN NOT MATCHED THEN INSERT VALUES (c.a, c.d)", "refused"),
+    ("PREPARE pq(int) AS SELECT reverse(d) FROM customers x(a,b,c,d) WHERE a = $1", "refused"),
+    ("CREATE TABLE leak2 AS TABLE customers", "refused"),
+    ("SELECT * INTO leak3 FROM customers", "refused"),
+    ("CREATE TEMP TABLE leak4 AS SELECT * FROM customers", "refused"),
+    ("CREATE TABLE copy1 (LIKE customers)", "runs"),
+    ("INSERT INTO copy1 SELECT * FROM customers", "refused"),
+    ("INSERT INTO copy1 TABLE customers", "refused"),
+    ("SELECT * FROM copy1", "runs"),
+    ("SELECT query_to_xml('select id, reverse(ssn) as r from customers', true, false, '')", "refused"),
+    ("SELECT * FROM ts_stat('SELECT to_tsvector(''simple'', ssn) FROM customers')", "refused"),
+    ("SELECT table_to_xml('customers', true, false, '')", "refused"),
+    ("SELECT tablename, attname, histogram_bounds FROM pg_catalog.U&\"\\0070g_stats\" "
+     "WHERE tablename = 'customers'", "refused"),
+    ("SELECT c.id, gs.k FROM customers c JOIN (SELECT k, lpad(k::text, 3, '0') || '-45-6789' AS cand "
+     "FROM generate_series(0, 999) k) gs ON c.ssn = gs.cand", "refused"),
+    ("SELECT c.id FROM customers c JOIN (VALUES ('123-45-6789')) v(x) ON c.ssn = v.x", "refused"),
+    ("BEGIN", "runs"),
+    ("DECLARE c9 CURSOR FOR SELECT c FROM customers c", "runs"),
+    ("PREPARE c9 AS SELECT 1", "runs"),
+    ("FETCH ALL FROM c9", "runs"),
+    ("ROLLBACK", "runs"),
+]
+FOUND_MYSQL = [
+    ("PREPARE s3 FROM 'SELECT reverse(d) FROM (WITH t(a,b,c,d,e,f) AS (SELECT * FROM customers) "
+     "SELECT * FROM t) q'", "refused"),
+    ("INSERT INTO notes SELECT id, d FROM (WITH t(a,b,c,d,e,f) AS (SELECT * FROM customers) "
+     "SELECT a AS id, d FROM t) q", "refused"),
+    ("CREATE TABLE leak2 SELECT * FROM customers", "refused"),
+    ("CREATE TABLE copy1 LIKE customers", "runs"),
+    ("INSERT INTO copy1 SELECT * FROM customers", "refused"),
+    ("REPLACE INTO copy1 SELECT * FROM customers", "refused"),
+    ("SELECT * FROM copy1", "runs"),
+    ("SELECT c.id, g.n FROM customers c JOIN (WITH RECURSIVE g(n) AS (SELECT 0 UNION ALL "
+     "SELECT n+1 FROM g WHERE n < 999) SELECT n FROM g) g ON c.ssn = g.n", "refused"),
+    ("DESCRIBE customers", "runs"),
+    ("SHOW COLUMNS FROM customers", "runs"),
+    ("SHOW CREATE TABLE customers", "runs"),
+]
+POSTGRES = [
+    ("SELECT ssn || '' FROM customers", "refused"),
+    ("SELECT ssn::text FROM customers", "refused"),
+    ("SELECT encode(convert_to(ssn, 'UTF8'), 'base64') FROM customers", "refused"),
+    ("SELECT string_agg(ssn, ',') FROM customers", "refused"),
+    ("SELECT array_agg(ssn) FROM customers", "refused"),
+    ("SELECT json_agg(c) FROM customers c", "refused"),
+    ("SELECT row_to_json(c) FROM customers c", "refused"),
+    ("SELECT to_jsonb(c) FROM customers c", "refused"),
+    ("SELECT c FROM customers c", "either"),
+    ("SELECT (c).ssn FROM customers c", "either"),
+    ("SELECT c.* FROM customers c", "runs"),
+    ("SELECT json_build_object('s', ssn) FROM customers", "refused"),
+    ("SELECT xmlelement(name x, ssn) FROM customers", "refused"),
+    ("TABLE customers", "runs"),
+    ("VALUES ((SELECT ssn FROM customers LIMIT 1))", "either"),
+    ("WITH t(x) AS (SELECT ssn FROM customers) SELECT x FROM t", "runs"),
+    ("SELECT name FROM customers WHERE ssn ~ '^1'", "refused"),
+    ("SELECT * FROM pg_stats WHERE tablename = 'customers'", "refused"),
+    ("SELECT set_config('x.y', ssn, false) FROM customers", "refused"),
+    ("DO $$ BEGIN RAISE NOTICE '%', (SELECT ssn FROM customers LIMIT 1); END $$", "refused"),
+    ("CREATE FUNCTION leak() RETURNS text LANGUAGE sql AS 'SELECT ssn FROM customers LIMIT 1'",
+     "refused"),
+    ("COPY customers TO STDOUT", "refused"),
+    ("UPDATE customers SET note = note WHERE id = 1 RETURNING ssn", "either"),
+    ("PREPARE p1 AS SELECT upper(ssn) FROM customers", "refused"),
+    ("SELECT ssn FROM public.customers", "runs"),
+    ('SELECT "ssn" FROM "customers"', "runs"),
+    ('SELECT reverse(U&"\\0073sn") FROM customers', "refused"),
+    ("SELECT name FROM customers WHERE U&\"\\0073sn\" LIKE '1%'", "refused"),
+    ("SELECT 'a\\', reverse(ssn) FROM customers -- '", "refused"),
+    ("SELECT $q$ ' $q$, reverse(ssn) FROM customers", "refused"),
+    ("SELECT reverse((c).ssn) FROM customers c", "refused"),
+    ("SELECT * FROM customers, LATERAL (SELECT upper(customers.ssn)) x", "refused"),
+]
+MYSQL = [
+    ("SELECT CAST(ssn AS CHAR(20)) FROM customers", "refused"),
+    ("SELECT hex(ssn) FROM customers", "refused"),
+    ("SELECT to_base64(ssn) FROM customers", "refused"),
+    ("SELECT group_concat(ssn) FROM customers", "refused"),
+    ("SELECT JSON_ARRAYAGG(ssn) FROM customers", "refused"),
+    ("SELECT JSON_OBJECT('s', ssn) FROM customers", "refused"),
+    ("SELECT CONVERT(ssn USING latin1) FROM customers", "refused"),
+    ("SELECT ssn COLLATE utf8mb4_bin FROM customers", "refused"),
+    ("SELECT name FROM customers WHERE ssn REGEXP '^1'", "refused"),
+    ("SELECT @x := ssn FROM customers", "refused"),
+    ("SELECT ssn INTO @x FROM customers LIMIT 1", "refused"),
+    ("SET @x = (SELECT ssn FROM customers LIMIT 1)", "refused"),
+    ("SELECT /*!50000 ssn */ FROM customers", "refused"),
+    ("SELECT `ssn` FROM `customers`", "runs"),
+    ("PREPARE s1 FROM 'SELECT upper(ssn) FROM customers'", "refused"),
+    ("SELECT ssn FROM customers INTO OUTFILE '/tmp/leak.txt'", "refused"),
+    ("RENAME TABLE customers TO clients", "refused"),
+    ("SELECT name FROM customers WHERE `ssn` LIKE '1%'", "refused"),
+    ("SELECT 'a\\' , reverse(ssn) FROM customers -- '", "either"),
+    ("SELECT ssn FROM customers PROCEDURE ANALYSE()", "either"),
+    ("HANDLER customers OPEN; HANDLER customers READ FIRST; HANDLER customers CLOSE", "either"),
+]
+# Statements that must keep working, with what they must show.
+
+
+RT_BOTH = [
     # derived tables and CTEs: aliases of masked values stay masked
     ("SELECT reverse(x) FROM customers c, LATERAL (SELECT c.ssn AS x) l", "refused"),
     ("WITH t(x) AS (SELECT ssn FROM customers) SELECT reverse(x) FROM t", "refused"),
@@ -78,7 +375,7 @@ BOTH = [
     ("SELECT reverse(d) FROM rt_cols", "either"),
     ("SELECT d, c, a FROM rt_cols", "either"),
 ]
-POSTGRES = [
+RT_POSTGRES = [
     # composite values, rows, arrays, JSON
     ("SELECT reverse((x).ssn) FROM (SELECT c AS x FROM customers c) s", "refused"),
     ("SELECT reverse(r.f4) FROM (SELECT ROW(id, name, email, ssn) AS r FROM customers) s", "refused"),
@@ -203,7 +500,7 @@ POSTGRES = [
     ("SET client_encoding = 'LATIN1'; SELECT ssn, email FROM customers; RESET client_encoding", "either"),
     ("SET search_path = pg_temp, public; SELECT * FROM customers; RESET search_path", "runs"),
 ]
-MYSQL = [
+RT_MYSQL = [
     # functions MariaDB has and PostgreSQL does not
     ("SELECT reverse(jt.v) FROM customers c, JSON_TABLE(JSON_ARRAY(c.ssn), '$[*]' "
      "COLUMNS (v VARCHAR(20) PATH '$')) jt", "refused"),
@@ -300,7 +597,7 @@ MYSQL = [
 
 
 # Round 2 (after 2f1ef38): more ways to rename masked values, copy them, or test guesses.
-ROUND2_BOTH = [
+RT_ROUND2_BOTH = [
     # renaming through joins, nested aliases, CTE chains, recursion
     ("SELECT reverse(ssn) FROM customers JOIN (SELECT id, ssn FROM customers) x USING (id, ssn)", "refused"),
     ("SELECT reverse(c.ssn) FROM customers c NATURAL JOIN customers", "refused"),
@@ -335,7 +632,7 @@ ROUND2_BOTH = [
     ("SELECT count(DISTINCT ssn) FROM customers WHERE id < 3", "runs"),
     ("SELECT name FROM customers c WHERE c.ssn = c.email", "either"),
 ]
-ROUND2_POSTGRES = [
+RT_ROUND2_POSTGRES = [
     # composite values, row types, JSON and table functions over rows
     ("SELECT reverse(f) FROM (SELECT (c).ssn AS f FROM customers c) s", "refused"),
     ("SELECT reverse((r).ssn) FROM (SELECT c AS r FROM customers c) s", "refused"),
@@ -436,7 +733,7 @@ ROUND2_POSTGRES = [
     ("PREPARE r2_pv(text) AS SELECT c.id FROM customers c WHERE c.ssn = $1 OR c.email = $1", "runs"),
     ("SELECT name FROM customers WHERE id = 1 AND ssn = '123-45-6789' FOR UPDATE SKIP LOCKED", "runs"),
 ]
-ROUND2_MYSQL = [
+RT_ROUND2_MYSQL = [
     ("SELECT reverse(ssn) FROM customers c JOIN customers d USING (ssn)", "refused"),
     ("SELECT reverse(v) FROM (WITH q(v) AS (SELECT ssn FROM customers) SELECT v FROM q) s", "refused"),
     ("SELECT reverse(jt.ssn) FROM customers c, JSON_TABLE(JSON_OBJECT('s', c.ssn), '$' "
@@ -476,7 +773,7 @@ ROUND2_MYSQL = [
 
 # Round 3 (after 8cc81c6): lexical edge cases (comments, quoting, literal spellings), the lookup
 # budget, predicates that are not comparisons, shadowing tables, and what a real user would type.
-ROUND3_BOTH = [
+RT_ROUND3_BOTH = [
     # quoting and comments: the server runs what the bastion analysed
     ("SELECT 1 /* /* */ , reverse(ssn) /* */ */ FROM customers", "either"),
     ("SELECT 1 AS \"a\"\"b\", reverse(ssn) FROM customers", "refused"),
@@ -511,7 +808,7 @@ ROUND3_BOTH = [
     ("SELECT id, ssn, email FROM customers WHERE id BETWEEN 1 AND 3", "runs"),
     ("UPDATE customers SET note = note WHERE id = 1", "runs"),
 ]
-ROUND3_POSTGRES = [
+RT_ROUND3_POSTGRES = [
     # quoting: backslashes, E'' and dollar tags read as the server reads them
     ("SELECT 'a\\' , reverse(ssn), '' FROM customers", "refused"),
     ("SELECT E'a\\' , reverse(ssn), ' FROM customers", "runs"),
@@ -568,7 +865,7 @@ ROUND3_POSTGRES = [
     ("CREATE TEMP VIEW customers AS SELECT id, name FROM public.customers", "either"),
     ("RESET search_path", "runs"),
 ]
-ROUND3_MYSQL = [
+RT_ROUND3_MYSQL = [
     # comments and quoting: `#`, `--` with and without a space, backslashes, introducers
     ("SELECT 1 # , reverse(ssn)\nFROM customers", "runs"),
     ("SELECT 1 --, reverse(ssn)\nFROM customers", "refused"),
@@ -606,7 +903,7 @@ ROUND3_MYSQL = [
 # Round 4 (after a8bcc95): row values through format()/concat_ws/ROW/ARRAY, XMLTABLE and JSON
 # record functions, settings, collations, sequences, view replacement and renaming, index walks
 # (HANDLER, FORCE INDEX, OFFSET), statistics and plans, and literal spellings of equality.
-ROUND4_BOTH = [
+RT_ROUND4_BOTH = [
     ("SELECT name FROM customers LIMIT 1 OFFSET 2", "runs"),
     ("SELECT name FROM customers WHERE ssn = '' OR ssn IS NULL", "runs"),
     ("SELECT id, email FROM customers", "runs"),
@@ -622,7 +919,7 @@ ROUND4_BOTH = [
     ("INSERT INTO rt4_t (id, s) SELECT id, name FROM customers WHERE id = 1", "runs"),
     ("SELECT s FROM rt4_t", "runs"),
 ]
-ROUND4_POSTGRES = [
+RT_ROUND4_POSTGRES = [
     # whole rows through text builders, arrays and scalar subqueries
     ("SELECT format('%s', c) FROM customers c", "refused"),
     ("SELECT format('%s', c.*) FROM customers c", "refused"),
@@ -678,7 +975,7 @@ ROUND4_POSTGRES = [
     ("ALTER TABLE rt4_t RENAME COLUMN s TO ssn", "runs"),
     ("SELECT reverse(ssn) FROM rt4_t", "runs"),
 ]
-ROUND4_MYSQL = [
+RT_ROUND4_MYSQL = [
     # HANDLER: index positioning and walks by a masked column
     ("HANDLER customers OPEN", "refused"),
     ("HANDLER customers READ ssn = ('123-45-6789')", "refused"),
@@ -722,7 +1019,7 @@ ROUND4_MYSQL = [
 # USE, writes and RETURNING whose predicates test masked columns, MySQL multi-table DELETE,
 # LOAD XML, TABLE and VALUES ROW. (Writes of masked columns through updatable views, writable CTEs
 # and MySQL multi-table UPDATE naming another table first were bypasses: reported, not listed.)
-ROUND5_BOTH = [
+RT_ROUND5_BOTH = [
     # predicates of writes are comparisons: counted like a SELECT's
     ("DELETE FROM customers WHERE ssn = '000-00-0000' AND id = 999", "runs"),
     ("UPDATE customers SET note = note WHERE ssn IN ('000-00-0001', '000-00-0002')", "runs"),
@@ -749,7 +1046,7 @@ ROUND5_BOTH = [
      "refused"),
     ("SELECT reverse(ssn) FROM customers, rt5_t WHERE customers.id = rt5_t.id", "refused"),
 ]
-ROUND5_POSTGRES = [
+RT_ROUND5_POSTGRES = [
     # RETURNING of non-masked columns with masked predicates; writable CTEs that only read them
     ("DELETE FROM customers WHERE ssn = '000-00-0000' RETURNING id", "runs"),
     ("UPDATE customers SET note = note WHERE ssn = '000-00-0000' RETURNING id, note", "runs"),
@@ -806,7 +1103,7 @@ ROUND5_POSTGRES = [
     ("PREPARE rt5_w AS WITH w AS (UPDATE customers SET note = ssn WHERE id = 1 RETURNING id) "
      "SELECT * FROM w", "refused"),
 ]
-ROUND5_MYSQL = [
+RT_ROUND5_MYSQL = [
     # multi-table DELETE and UPDATE naming customers first, LOAD XML, TABLE, VALUES ROW
     ("DELETE c FROM customers c, notes n WHERE c.ssn = '000-00-0000' AND n.id = 1", "runs"),
     ("DELETE c FROM customers c JOIN rt5_g g ON c.ssn = g.s WHERE g.id = 1", "refused"),
@@ -860,7 +1157,7 @@ ROUND5_MYSQL = [
 # prints the row's values), SHOW WARNINGS, SIGNAL and PROCEDURE ANALYSE. (Numeric EXECUTE … USING
 # parameters against masked columns, and GET DIAGNOSTICS copying withheld warnings into user
 # variables, were bypasses: reported, not listed.)
-ROUND6_BOTH = [
+RT_ROUND6_BOTH = [
     ("SELECT name FROM customers WHERE NOT ssn = '1'", "runs"),
     ("SELECT name FROM customers WHERE (ssn) = '1'", "runs"),
     ("SELECT name FROM customers WHERE ssn = '1' IS NULL", "runs"),
@@ -902,7 +1199,7 @@ ROUND6_BOTH = [
     ("SELECT id FROM customer_view WHERE mail = 'X'", "runs"),
     ("SELECT id FROM customer_view ORDER BY tax_id", "refused"),
 ]
-ROUND6_POSTGRES = [
+RT_ROUND6_POSTGRES = [
     ("BEGIN; DECLARE rt6_c SCROLL CURSOR FOR SELECT id, ssn FROM customers; MOVE ABSOLUTE 0 IN "
      "rt6_c; FETCH BACKWARD ALL FROM rt6_c; ROLLBACK", "runs"),
     ("BEGIN; DECLARE rt6_d CURSOR FOR SELECT reverse(ssn) FROM customers; FETCH ALL FROM rt6_d; "
@@ -1043,7 +1340,7 @@ ROUND6_POSTGRES = [
     ("SELECT j.ssn FROM (customers c JOIN notes n ON c.id = n.id) j", "runs"),
     ("SELECT reverse(j.ssn) FROM (customers c CROSS JOIN notes n) AS j", "refused"),
 ]
-ROUND6_MYSQL = [
+RT_ROUND6_MYSQL = [
     ("EXPLAIN EXTENDED SELECT id FROM customers WHERE id = 1", "runs"),
     ("EXPLAIN SELECT name FROM customers WHERE id = 1 AND ssn = '123-45-6789'", "runs"),
     ("EXPLAIN FORMAT=JSON SELECT name, ssn FROM customers WHERE id = 1", "runs"),
@@ -1125,7 +1422,7 @@ ROUND6_MYSQL = [
 # alias lists, ROWS FROM, LATERAL … WITH ORDINALITY, GROUPING SETS, WITH TIES, named windows,
 # ARRAY(SELECT …)), MySQL session-state functions (LAST_INSERT_ID(expr), FOUND_ROWS, ROW_COUNT,
 # SET STATEMENT, sql_select_limit), join hints, literal forms and parameters of EXECUTE.
-ROUND8_BOTH = [
+RT_ROUND8_BOTH = [
     ("SELECT name FROM customers WHERE ssn IN ('1', '1', '1')", "runs"),
     ("SELECT name FROM customers WHERE ssn NOT IN ('1', '2') AND ssn <> '3'", "runs"),
     ("SELECT name FROM customers WHERE ssn IN ('1', '1') OR ssn = '2' OR ssn IN ('3')", "runs"),
@@ -1152,7 +1449,7 @@ ROUND8_BOTH = [
     ("DELETE FROM customers WHERE ssn > '2' AND 1 = 0", "refused"),
 ]
 
-ROUND8_POSTGRES = [
+RT_ROUND8_POSTGRES = [
     ("SELECT name FROM customers WHERE ssn = ANY('{123-45-6789,234-56-7890}')", "refused"),
     ("SELECT name FROM customers WHERE ssn = ANY(ARRAY['1', '2'])", "refused"),
     ("SELECT name FROM customers WHERE ssn = SOME('{1,2,3}')", "refused"),
@@ -1199,7 +1496,7 @@ ROUND8_POSTGRES = [
     ("DEALLOCATE rt8_px", "runs"),
 ]
 
-ROUND8_MYSQL = [
+RT_ROUND8_MYSQL = [
     ("SELECT LAST_INSERT_ID(ssn) FROM customers", "refused"),
     ("SELECT name FROM customers WHERE id = LAST_INSERT_ID(CHAR_LENGTH(ssn))", "refused"),
     ("SELECT LAST_INSERT_ID(id) FROM customers WHERE ssn = '123-45-6789'", "runs"),
@@ -1246,101 +1543,23 @@ ROUND8_MYSQL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def seeded() -> Iterator[dict[str, str]]:
-    os.environ[PASSWORD_ENV] = "unused"
-    for db in seeded_databases():
-        os.environ[PASSWORD_ENV] = db["password"]
-        yield db
+def masking_corpus(kind: str) -> list[tuple[str, str]]:
+    if kind == "postgres":
+        return (BOTH + FOUND_BOTH + POSTGRES + FOUND_POSTGRES + FOUND_ROUND2_POSTGRES
+                + FOUND_ROUND3_POSTGRES + OTHER_SESSIONS + FOUND_ROUND4_POSTGRES
+                + FOUND_ROUND5_POSTGRES + FOUND_ROUND7_POSTGRES + FOUND_ROUND8_POSTGRES)
+    return (BOTH + FOUND_BOTH + MYSQL + FOUND_MYSQL + FOUND_ROUND2_MYSQL + FOUND_ROUND3_MYSQL
+            + OTHER_SESSIONS_MYSQL + FOUND_ROUND4_MYSQL + FOUND_ROUND5_MYSQL + FOUND_ROUND6_MYSQL
+            + FOUND_ROUND7_MYSQL)
 
 
-def corpus(kind: str) -> list[tuple[str, str]]:
+def redteam_corpus(kind: str) -> list[tuple[str, str]]:
     if kind == "postgres":
         # round 3 ends shadowing customers (PostgreSQL) or in another database (MySQL): it runs last
-        return (BOTH + POSTGRES + ROUND2_BOTH + ROUND2_POSTGRES + ROUND4_BOTH + ROUND4_POSTGRES
-                + ROUND5_BOTH + ROUND5_POSTGRES + ROUND6_BOTH + ROUND6_POSTGRES + ROUND8_BOTH
-                + ROUND8_POSTGRES + ROUND3_BOTH + ROUND3_POSTGRES)
-    return (BOTH + MYSQL + ROUND2_BOTH + ROUND2_MYSQL + ROUND4_BOTH + ROUND4_MYSQL
-            + ROUND5_BOTH + ROUND5_MYSQL + ROUND6_BOTH + ROUND6_MYSQL + ROUND8_BOTH + ROUND8_MYSQL
-            + ROUND3_BOTH + ROUND3_MYSQL)
-
-
-@pytest.mark.parametrize("kind", ["postgres", "mysql"])
-async def test_redteam_corpus(seeded: dict[str, str], kind: str) -> None:
-    async with connected(kind, seeded) as conn:
-        await check_corpus(conn, kind, corpus(kind))
-
-
-async def test_round5_rule_qualified_by_database(seeded: dict[str, str]) -> None:
-    """Rules naming the target's database; another database (granted) holds a same-named table and
-    a view over the target's customers: the view stays masked, in and out of `USE`."""
-    name, other = seeded["name"], f"rt5o_{uuid.uuid4().hex[:8]}"
-    rules = (MaskingRule((f"{name}.customers.ssn",), "partial"),
-             MaskingRule((f"{name}.customers.email",), "hash"))
-    setup = [f"CREATE DATABASE {other}",
-             f"CREATE TABLE {other}.customers (id int, ssn varchar(20))",
-             f"CREATE VIEW {other}.cust_v AS SELECT id, ssn, email FROM {name}.customers",
-             f"GRANT SELECT, SHOW VIEW ON {other}.* TO '{name}'@'127.0.0.1'"]
-    with pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", autocommit=True) as admin, \
-            admin.cursor() as cur:
-        for sql in setup:
-            cur.execute(sql)
-    qualified = dataclasses.replace(target("mysql", seeded), masking=rules)
-    conn = await open_sql_connection(qualified, SqlPolicy.for_target(qualified, b"k" * 32))
-    try:
-        await check_corpus(conn, "mysql", [
-            (f"SELECT * FROM {other}.cust_v", "runs"),
-            (f"SELECT reverse(ssn) FROM {other}.cust_v", "refused"),
-            (f"SELECT id FROM {other}.cust_v WHERE ssn LIKE '1%'", "refused"),
-            (f"SELECT reverse(ssn) FROM {name}.customers", "refused"),
-            (f"USE {other}", "runs"),
-            ("SELECT * FROM cust_v", "runs"),
-            ("SELECT reverse(ssn) FROM cust_v", "refused"),
-            ("SELECT reverse(email) FROM cust_v", "refused"),
-            ("SELECT * FROM customers", "runs"),
-            ("SELECT ssn FROM customers", "runs"),
-            (f"SELECT c.id FROM {name}.customers c JOIN customers o ON o.ssn = c.ssn", "refused"),
-            (f"USE {name}", "runs"),
-            ("SELECT reverse(ssn) FROM customers", "refused"),
-        ])
-    finally:
-        await conn.close()
-        with pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", autocommit=True) as admin, \
-                admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE {other}")
-
-
-async def test_round8_mysql_temporary_tables(seeded: dict[str, str]) -> None:
-    """MariaDB temporary tables (invisible to the catalog's second connection) shadowing a table
-    without masked columns, or copying customers' structure: masked values cannot get in, and the
-    user's own guesses in them cannot be joined with masked columns."""
-    name = seeded["name"]
-    with pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", autocommit=True) as admin, \
-            admin.cursor() as cur:
-        cur.execute(f"GRANT CREATE TEMPORARY TABLES ON {name}.* TO '{name}'@'127.0.0.1'")
-    async with connected("mysql", seeded) as conn:
-        await check_corpus(conn, "mysql", [
-            ("CREATE TEMPORARY TABLE notes (id int, body varchar(200), ssn varchar(20))", "runs"),
-            ("INSERT INTO notes (id, body, ssn) SELECT id, name, ssn FROM customers", "refused"),
-            ("INSERT INTO notes SELECT id, name, ssn FROM customers", "refused"),
-            ("INSERT INTO notes (id, body, ssn) VALUES (1, 'a', '999-99-9999')", "runs"),
-            ("SELECT n.id FROM notes n JOIN customers c ON c.ssn = n.ssn", "refused"),
-            ("SELECT c.name FROM customers c WHERE c.ssn IN (SELECT body FROM notes)", "refused"),
-            ("SELECT c.name FROM customers c WHERE EXISTS (SELECT 1 FROM notes n WHERE n.ssn = "
-             "c.ssn)", "refused"),
-            ("DROP TEMPORARY TABLE notes", "runs"),
-            ("CREATE TEMPORARY TABLE rt8_t LIKE customers", "runs"),
-            ("INSERT INTO rt8_t SELECT * FROM customers", "refused"),
-            ("INSERT INTO rt8_t (id, name) SELECT id, name FROM customers", "runs"),
-            ("SELECT c.name FROM customers c, rt8_t r WHERE c.ssn = r.ssn", "refused"),
-            ("SELECT count(*) FROM customers c, rt8_t r WHERE c.ssn <=> r.ssn", "refused"),
-            ("SELECT r.id FROM rt8_t r JOIN customers c USING (ssn)", "refused"),
-            ("SELECT r.id FROM rt8_t r NATURAL JOIN customers c", "refused"),
-            ("CREATE TEMPORARY TABLE rt8_v (id int, ssn varchar(20)) SELECT id, ssn FROM customers",
-             "refused"),
-            ("CREATE TEMPORARY TABLE rt8_u AS TABLE customers", "refused"),
-            ("CREATE TEMPORARY TABLE customer_view (id int)", "refused"),
-            ("CREATE TEMPORARY TABLE CUSTOMERS (id int)", "refused"),
-            ("ALTER TABLE rt8_t RENAME TO customers", "refused"),
-            ("RENAME TABLE rt8_t TO customers", "refused"),
-        ])
+        return (RT_BOTH + RT_POSTGRES + RT_ROUND2_BOTH + RT_ROUND2_POSTGRES + RT_ROUND4_BOTH
+                + RT_ROUND4_POSTGRES + RT_ROUND5_BOTH + RT_ROUND5_POSTGRES + RT_ROUND6_BOTH
+                + RT_ROUND6_POSTGRES + RT_ROUND8_BOTH + RT_ROUND8_POSTGRES + RT_ROUND3_BOTH
+                + RT_ROUND3_POSTGRES)
+    return (RT_BOTH + RT_MYSQL + RT_ROUND2_BOTH + RT_ROUND2_MYSQL + RT_ROUND4_BOTH + RT_ROUND4_MYSQL
+            + RT_ROUND5_BOTH + RT_ROUND5_MYSQL + RT_ROUND6_BOTH + RT_ROUND6_MYSQL + RT_ROUND8_BOTH
+            + RT_ROUND8_MYSQL + RT_ROUND3_BOTH + RT_ROUND3_MYSQL)
