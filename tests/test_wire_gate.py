@@ -1,0 +1,89 @@
+"""The statement gate of native clients and the guardrail rules it added, without sockets:
+settings drivers send on connect, COPY to and from the client, the verdict cache, lookups."""
+
+from __future__ import annotations
+
+import pytest
+
+from bastion.sql.analysis import analyse
+from bastion.sql.engine import LookupBudget
+from bastion.sql.guardrails import check_guardrails
+from bastion.sql.lookups import Lookups
+from bastion.sql.policy import SqlPolicy
+from bastion.wire.gate import StatementGate
+
+
+def refusal(sql: str, dialect: str, policy: SqlPolicy | None = None) -> str | None:
+    return check_guardrails(analyse(sql, dialect), policy or SqlPolicy(), frozenset(),
+                            lambda _key: None)
+
+
+@pytest.mark.parametrize("sql", [
+    "SET NAMES utf8mb4",  # PyMySQL, mysql-connector
+    "set names 'utf8mb4' collate 'utf8mb4_unicode_ci'",
+    "SET CHARACTER SET latin1",
+    "set autocommit=1, sql_mode = concat(@@sql_mode,',STRICT_TRANS_TABLES')",  # Connector/J
+    "SET character_set_results = NULL",
+    "SET sql_mode = ''",
+])
+def test_settings_drivers_send_are_allowed(sql: str) -> None:
+    assert refusal(sql, "mysql") is None
+
+
+@pytest.mark.parametrize(("sql", "dialect"), [
+    ("SET NAMES gbk", "mysql"),  # a multi-byte character can end in a backslash byte
+    ("SET sql_mode = 'ANSI_QUOTES'", "mysql"),
+    ("SET sql_mode = concat(@@sql_mode, ',NO_BACKSLASH_ESCAPES')", "mysql"),
+    ("SET sql_mode = concat(@@sql_mode, ',ANSI')", "mysql"),
+    ("SET sql_mode = @saved", "mysql"),
+    ("SET NAMES utf8mb4, sql_mode = 'ORACLE'", "mysql"),
+    ("SET client_encoding TO 'SJIS'", "postgres"),
+    ("SET standard_conforming_strings = off", "postgres"),
+])
+def test_settings_that_change_lexing_are_refused(sql: str, dialect: str) -> None:
+    assert refusal(sql, dialect) is not None
+
+
+async def test_copy_with_the_client_only() -> None:
+    gate = StatementGate(SqlPolicy(), "postgres", None, LookupBudget())
+    assert (await gate.check("COPY customers TO STDOUT")).refused is None
+    assert (await gate.check("COPY (SELECT id FROM customers) TO STDOUT WITH CSV")).refused is None
+    assert (await gate.check("COPY notes FROM STDIN")).refused is None
+    for bad in ("COPY customers TO '/tmp/x'", "COPY customers FROM PROGRAM 'id'",
+                "COPY (SELECT pg_read_file('/etc/passwd')) TO STDOUT"):
+        assert (await gate.check(bad)).refused is not None, bad
+    read_only = StatementGate(SqlPolicy(read_only=True), "postgres", None, LookupBudget())
+    assert "read-only" in ((await read_only.check("COPY notes FROM STDIN")).refused or "")
+    assert (await read_only.check("COPY notes TO STDOUT")).refused is None
+
+
+async def test_verdicts_are_cached_by_shape_but_comments_are_not_shape() -> None:
+    gate = StatementGate(SqlPolicy(), "mysql", None, LookupBudget())
+    assert (await gate.check("SELECT 1")).refused is None
+    # Same literal-free text, but an executable comment: never served from the cache.
+    assert (await gate.check("SELECT 1 /*! , LOAD_FILE('/etc/passwd') */")).refused is not None
+    first = await gate.check("SELECT name FROM customers WHERE id = 1")
+    second = await gate.check("SELECT name FROM customers WHERE id = 2")
+    assert first.text.endswith("1") and second.text.endswith("2")  # each runs its own text
+    assert "\x00" not in second.text
+
+
+async def test_lookups_name_every_hash_and_spend_only_new_ones() -> None:
+    budget = LookupBudget(limit=2)
+    gate = StatementGate(SqlPolicy(), "postgres", Lookups(frozenset({"ssn"}), b"k" * 32),
+                         budget)
+    one = await gate.check("SELECT id FROM customers WHERE ssn = '123-45-6789'")
+    assert one.hashes and "ssn__lookup" in one.text and "123-45-6789" not in one.text
+    again = await gate.check("SELECT id FROM customers WHERE ssn = '123-45-6789'")
+    assert again.refused is None and budget.used == 1  # the same value is not counted twice
+    assert (await gate.check("SELECT 1 FROM customers WHERE ssn IN ('1', '2')")).refused
+    assert "bastion.lookups" in gate.naming()
+
+
+def test_read_only_targets_take_drivers_settings_but_not_autocommit_off() -> None:
+    read_only = SqlPolicy(read_only=True)
+    assert refusal("set autocommit=1, sql_mode = concat(@@sql_mode,',STRICT_TRANS_TABLES')",
+                   "mysql", read_only) is None
+    assert refusal("SET NAMES utf8mb4", "mysql", read_only) is None
+    assert refusal("SET autocommit = 0", "mysql", read_only) is not None
+    assert refusal("SET autocommit = 1, foreign_key_checks = 0", "mysql", read_only) is not None
