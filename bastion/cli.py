@@ -1,4 +1,4 @@
-"""The `bastion` command line: serve, check-config, demo, ca-key, keygen, recordings."""
+"""The `bastion` command line: serve, check-config, demo, ca-key, db, keygen, recordings."""
 
 from __future__ import annotations
 
@@ -33,8 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("which", choices=["user", "upstream"])
     p.add_argument("--config", required=True, type=Path)
 
+    from bastion.db import cli as db_cli
     from bastion.recordings_cli import add_commands
 
+    db_cli.add_commands(sub)
     add_commands(sub)
     return parser
 
@@ -80,6 +82,10 @@ def _run(args: argparse.Namespace) -> int:
                 else config.certificates.upstream_ca_key)
         print(CertificateAuthority.load(path, f"{args.which} CA").public_key_line())
         return 0
+    if args.command == "db":
+        from bastion.db import cli as db_cli
+
+        return db_cli.run(args)
     from bastion import recordings_cli
 
     return recordings_cli.run(args)

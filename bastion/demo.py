@@ -14,8 +14,10 @@ import asyncssh
 
 from bastion.ca import CertificateAuthority, load_or_create_key
 from bastion.config import load_config
+from bastion.db.grants import setup_target
 from bastion.demo_data import seed_mysql, seed_postgres, target_toml
 from bastion.demo_shell import DemoShell
+from bastion.errors import BastionError
 from bastion.server import Bastion
 
 __all__ = ["prepare_demo", "run_demo"]
@@ -138,10 +140,16 @@ async def prepare_demo(directory: Path, port: int) -> tuple[Bastion, DemoShell]:
                              shell_key.export_public_key().decode().strip(), databases)
     bastion = await Bastion.open(load_config(path))
     try:
+        for target in bastion.config.targets:
+            if target.kind != "ssh":  # as an operator would: `bastion db setup TARGET`
+                await asyncio.to_thread(setup_target, target, bastion.masking_key, apply=True)
         await bastion.start()
-    except BaseException:
+    except BaseException as exc:
         await bastion.stop()
         await shell.stop()
+        if isinstance(exc, OSError):  # e.g. the port is taken: say so, as `bastion serve` does
+            raise BastionError(f"cannot start the demo on port {port}: "
+                               f"{exc.strerror or exc}") from None
         raise
     _write_manifest(directory, bastion, path)
     return bastion, shell

@@ -2,14 +2,15 @@
 
 Each is set up only when its server is reachable (PostgreSQL: BASTION_DEMO_PG, default
 postgresql://postgres@127.0.0.1:5432/postgres; MySQL: BASTION_DEMO_MYSQL, default
-mysql://root@127.0.0.1:3306). The bastion logs in with a dedicated, unprivileged account.
+mysql://root@127.0.0.1:3306). The server's own admin account (postgres, root) is the target's
+admin login: the bastion provisions the masked views with it and gives every approved grant an
+account of its own; no session ever runs as the admin.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,7 +23,6 @@ __all__ = ["PEOPLE", "DemoDatabase", "seed_mysql", "seed_postgres"]
 log = logging.getLogger("bastion.demo")
 
 DATABASE = "bastion_demo"
-ACCOUNT = "bastion_demo"
 PEOPLE = [
     (1, "Ada Lovelace", "ada@example.com", "123-45-6789", "4111111111111111", "prefers email"),
     (2, "Alan Turing", "alan@example.org", "234-56-7890", "5500005555555559", "VIP"),
@@ -53,18 +53,13 @@ def seed_postgres(secrets_dir: Path) -> DemoDatabase | None:
     except psycopg.Error as exc:
         log.info("PostgreSQL not reachable (%s): no demo-pg target", type(exc).__name__)
         return None
-    password = _password(secrets_dir / "demo-pg.password")
     with admin:
         if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
             admin.execute(f"CREATE DATABASE {DATABASE}")
-        if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ACCOUNT,)).fetchone():
-            admin.execute(f"CREATE ROLE {ACCOUNT} LOGIN")
-        admin.execute(psycopg.sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-            psycopg.sql.Identifier(ACCOUNT), psycopg.sql.Literal(password)))
     parsed = urlparse(url)
     with psycopg.connect(parsed._replace(path=f"/{DATABASE}").geturl(), autocommit=True) as db:
         db.execute("DROP VIEW IF EXISTS customer_contacts")
-        db.execute("DROP TABLE IF EXISTS orders, customers")
+        db.execute("DROP TABLE IF EXISTS orders, customers CASCADE")  # the masked views go too
         db.execute("""CREATE TABLE customers (id integer PRIMARY KEY, name text NOT NULL,
                       email text, ssn text UNIQUE, card_number text, note text)""")
         db.execute("""CREATE TABLE orders (id serial PRIMARY KEY,
@@ -74,12 +69,10 @@ def seed_postgres(secrets_dir: Path) -> DemoDatabase | None:
             cur.executemany("INSERT INTO customers VALUES (%s, %s, %s, %s, %s, %s)", PEOPLE)
             cur.executemany("INSERT INTO orders (customer_id, total) VALUES (%s, %s)",
                             [(p[0], 10 * p[0] + 0.5) for p in PEOPLE])
-        db.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON customers, orders TO {ACCOUNT}")
-        db.execute(f"GRANT SELECT ON customer_contacts TO {ACCOUNT}")
-        db.execute(f"GRANT USAGE ON SEQUENCE orders_id_seq TO {ACCOUNT}")
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 5432
-    return DemoDatabase("demo-pg", "postgres", f"{host}:{port}", DATABASE, ACCOUNT,
-                        secrets_dir / "demo-pg.password")
+    return DemoDatabase("demo-pg", "postgres", f"{host}:{port}", DATABASE,
+                        parsed.username or "postgres",
+                        _password(secrets_dir / "demo-pg.password", parsed.password))
 
 
 def seed_mysql(secrets_dir: Path) -> DemoDatabase | None:
@@ -92,7 +85,6 @@ def seed_mysql(secrets_dir: Path) -> DemoDatabase | None:
     except pymysql.Error as exc:
         log.info("MySQL not reachable (%s): no demo-mysql target", type(exc).__name__)
         return None
-    password = _password(secrets_dir / "demo-mysql.password")
     with admin, admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
         cur.execute(f"USE {DATABASE}")
@@ -107,26 +99,20 @@ def seed_mysql(secrets_dir: Path) -> DemoDatabase | None:
         cur.executemany("INSERT INTO customers VALUES (%s, %s, %s, %s, %s, %s)", PEOPLE)
         cur.executemany("INSERT INTO orders (customer_id, total) VALUES (%s, %s)",
                         [(p[0], 10 * p[0] + 0.5) for p in PEOPLE])
-        for where in ("127.0.0.1", "localhost"):
-            cur.execute(f"CREATE USER IF NOT EXISTS '{ACCOUNT}'@'{where}' IDENTIFIED BY %s",
-                        (password,))
-            cur.execute(f"ALTER USER '{ACCOUNT}'@'{where}' IDENTIFIED BY %s", (password,))
-            cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE, SHOW VIEW ON {DATABASE}.* TO "
-                        f"'{ACCOUNT}'@'{where}'")
-    return DemoDatabase("demo-mysql", "mysql", f"{host}:{port}", DATABASE, ACCOUNT,
-                        secrets_dir / "demo-mysql.password")
+    return DemoDatabase("demo-mysql", "mysql", f"{host}:{port}", DATABASE, url.username or "root",
+                        _password(secrets_dir / "demo-mysql.password", url.password))
 
 
-def _password(path: Path) -> str:
-    """The demo account's password, made once and kept in a 0600 file the config refers to."""
-    if path.exists():
-        return path.read_text().strip()
+def _password(path: Path, value: str | None) -> Path | None:
+    """The admin password from the server's URL, kept in a 0600 file the config refers to
+    (None: the server lets the admin in without one)."""
+    if not value:
+        return None
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    value = secrets.token_urlsafe(18)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(value + "\n")
-    return value
+    return path
 
 
 def target_toml(db: DemoDatabase) -> str:
@@ -135,6 +121,7 @@ def target_toml(db: DemoDatabase) -> str:
         f'[[targets.masking]]\ncolumns = ["*.customers.{col}"]\nstrategy = "{strategy}"\n'
         for col, strategy in MASKED.items()
     )
+    password = f'\npassword = {{ file = "{db.password_file}" }}' if db.password_file else ""
     return f"""
 [[targets]]
 name = "{db.target}"
@@ -142,8 +129,7 @@ kind = "{db.kind}"
 description = "demo database {db.database}: customers with masked email, ssn and card_number"
 address = "{db.address}"
 database = "{db.database}"
-login = "{db.login}"
-password = {{ file = "{db.password_file}" }}
+login = "{db.login}"{password}
 approvals_required = 1
 blocked_statements = ["drop", "truncate", "alter", "grant", "revoke"]
 max_rows = 10000

@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import os
 import pty
+import signal
 import struct
 import termios
 
@@ -72,9 +73,20 @@ class DemoShell:
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,
             )
-            await process.redirect(stdin=proc.stdin, stdout=proc.stdout, stderr=proc.stderr)
-            status = await proc.wait()
-            await process.stdout.drain()
+            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+            # The command's output is copied here, not redirected: the exit status is sent only
+            # once both pipes are read to their end and their bytes are written to the channel
+            # (with asyncssh's redirect the channel could close with stderr still in flight).
+            feeding = asyncio.create_task(_feed(process, proc.stdin))
+            copies = [asyncio.create_task(_copy(proc.stdout, process.stdout)),
+                      asyncio.create_task(_copy(proc.stderr, process.stderr))]
+            hangup = asyncio.create_task(_hang_up_when_closed(process, proc.pid))
+            try:
+                status = await proc.wait()
+                await asyncio.gather(*copies)
+            finally:
+                feeding.cancel()
+                hangup.cancel()
             process.exit(status if status >= 0 else 128 - status)
 
     async def _with_pty(
@@ -105,10 +117,12 @@ class DemoShell:
         loop.add_reader(master, readable)
         # The shell's exit ends the session even while the client still has input open.
         typing = asyncio.create_task(self._pump_input(process, master))
+        hangup = asyncio.create_task(_hang_up_when_closed(process, proc.pid))
         try:
             await done.wait()
         finally:
             typing.cancel()
+            hangup.cancel()
             loop.remove_reader(master)
             status = await proc.wait()
             with contextlib.suppress(OSError):
@@ -132,6 +146,35 @@ class DemoShell:
                 os.write(master, data)
             except OSError:
                 return
+
+
+async def _copy(source: asyncio.StreamReader, sink: asyncssh.SSHWriter[bytes]) -> None:
+    """Copy a pipe to the channel until the pipe ends (or the channel goes)."""
+    with contextlib.suppress(asyncssh.Error, OSError, ConnectionError):
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+
+
+async def _feed(process: asyncssh.SSHServerProcess[bytes], sink: asyncio.StreamWriter) -> None:
+    """Copy the client's input to the command's stdin; close it when the input ends."""
+    with contextlib.suppress(asyncssh.Error, OSError, ConnectionError):
+        while data := await process.stdin.read(65536):
+            sink.write(data)
+            await sink.drain()
+    sink.close()
+
+
+async def _hang_up_when_closed(process: asyncssh.SSHServerProcess[bytes], pid: int) -> None:
+    """When the channel closes (the bastion ended the session, or the client left), end the
+    command's whole process group as sshd does: SIGHUP, then SIGKILL for what ignores it."""
+    await process.channel.wait_closed()
+    for sig, grace in ((signal.SIGHUP, 2.0), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        await asyncio.sleep(grace)
 
 
 def _controlling_tty() -> None:

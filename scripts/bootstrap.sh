@@ -11,6 +11,13 @@ if [ "${BASTION_BOOTSTRAP_TEST:-0}" = 1 ]; then
   command -v asciinema >/dev/null || need+=(asciinema)
   command -v tmux >/dev/null || need+=(tmux)
   command -v script >/dev/null || need+=(bsdutils)
+  # Native database clients the tests drive through the bastion.
+  command -v psql >/dev/null || need+=(postgresql-client)
+  command -v pgbench >/dev/null || need+=(postgresql)  # Debian ships pgbench with the server
+  command -v mariadb >/dev/null || need+=(mariadb-client)
+  command -v javac >/dev/null || need+=(default-jdk-headless)
+  [ -e /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+  [ -e /usr/share/java/mariadb-java-client.jar ] || need+=(libmariadb-java)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

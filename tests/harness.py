@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,15 @@ approvals_required = 0
         return self.config
 
 
+def setup_databases(world: World, *targets: str) -> None:
+    """Provision the masked views of SQL targets, as an operator does before the first session."""
+    for name in targets:
+        result = subprocess.run([sys.executable, "-m", "bastion.cli", "db", "setup", name,
+                                 "--config", str(world.config)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"db setup {name}: {result.stdout}{result.stderr}"
+
+
 def start_target(world: World) -> Sshd:
     """Start a real sshd that trusts the world's upstream CA, as the targets' host."""
     from bastion.ca import CertificateAuthority
@@ -268,3 +277,13 @@ def control_json(bastion: BastionProcess, user: str, *command: str) -> Any:
     result = control(bastion, user, *command, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 10) -> Any:
+    """Poll `check` until it returns something true or `timeout` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)

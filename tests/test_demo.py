@@ -7,6 +7,7 @@ import os
 import select
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +63,10 @@ def test_demo_walkthrough(tmp_path: Path) -> None:
         login = demo_ssh(manifest, "alice", "demo-shell", "echo", "hello-from-demo")
         assert login.returncode == 0, login.stderr
         assert login.stdout == "hello-from-demo\n"
+        # Without a PTY, stderr and the exit status come through every time (issue 11).
+        for _ in range(50):
+            run = demo_ssh(manifest, "alice", "demo-shell", "echo out; echo err >&2; exit 3")
+            assert (run.stdout, run.stderr, run.returncode) == ("out\n", "err\n", 3), run
         # CI has PostgreSQL and MariaDB running, so the demo adds its database targets.
         assert {"demo-pg", "demo-mysql"} <= set(manifest["targets"])
         for db in ("demo-pg", "demo-mysql"):
@@ -168,3 +173,16 @@ def type_into(command: str, typed: str, expected: str, timeout: float = 30) -> s
         shell.stdin.close()
         shell.stdout.close()
     return seen.decode(errors="replace")
+
+
+def test_demo_on_a_taken_port_says_so(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "bastion.cli", "demo", "--dir",
+                                 str(tmp_path / "demo"), "--port", str(port)],
+                                capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    assert str(port) in result.stderr and "in use" in result.stderr, result.stderr
