@@ -30,6 +30,12 @@ def test_settings_drivers_send_are_allowed(sql: str) -> None:
     assert refusal(sql, "mysql") is None
 
 
+@pytest.mark.parametrize("sql", ["SET client_encoding = 'UTF8'", "SET client_encoding TO 'utf-8'",
+                                 "SET NAMES 'UNICODE'"])
+def test_utf8_client_encoding_is_allowed_on_postgres(sql: str) -> None:
+    assert refusal(sql, "postgres") is None
+
+
 @pytest.mark.parametrize(("sql", "dialect"), [
     ("SET NAMES gbk", "mysql"),  # a multi-byte character can end in a backslash byte
     ("SET sql_mode = 'ANSI_QUOTES'", "mysql"),
@@ -38,6 +44,8 @@ def test_settings_drivers_send_are_allowed(sql: str) -> None:
     ("SET sql_mode = @saved", "mysql"),
     ("SET NAMES utf8mb4, sql_mode = 'ORACLE'", "mysql"),
     ("SET client_encoding TO 'SJIS'", "postgres"),
+    ("SET client_encoding = 'LATIN1'", "postgres"),  # the relay reads PostgreSQL text as UTF-8
+    ("SET NAMES 'LATIN1'", "postgres"),
     ("SET standard_conforming_strings = off", "postgres"),
 ])
 def test_settings_that_change_lexing_are_refused(sql: str, dialect: str) -> None:

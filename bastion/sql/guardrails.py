@@ -76,6 +76,8 @@ READ_ONLY_SETTINGS = frozenset({
 # Client character sets in which no multi-byte character holds a quote or backslash byte, so the
 # bastion reads a statement as the server does (GBK, SJIS, BIG5 and the like are not).
 SAFE_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "latin1", "ascii", "binary", "unicode"})
+# PostgreSQL: the bastion's relay reads statements and results as UTF-8, so only UTF-8 passes.
+SAFE_PG_ENCODINGS = frozenset({"utf8", "unicode"})
 # SQL modes that change how quotes and backslashes read (directly or as part of a combination).
 LEXING_MODES = frozenset({"ANSI_QUOTES", "NO_BACKSLASH_ESCAPES", "ANSI", "DB2", "MAXDB", "MSSQL",
                           "ORACLE", "POSTGRESQL"})
@@ -116,8 +118,9 @@ def check_guardrails(
             return ("MariaDB's SET STATEMENT … FOR is not available through the bastion (the "
                     "bastion would not check the statement it runs); run SET and the statement "
                     "one after the other.")
-        if a.kind == "set" and any(name in LEXING_SETTINGS and not _reads_the_same(item)
-                                   for name, item in zip(a.set_names, a.set_items, strict=False)):
+        if a.kind == "set" and any(
+                name in LEXING_SETTINGS and not _reads_the_same(item, a.lexed.dialect)
+                for name, item in zip(a.set_names, a.set_items, strict=False)):
             return ("Changing sql_mode, standard_conforming_strings or the client character set "
                     "is not allowed through the bastion: it reads your statements with the "
                     "settings of the session's start.")
@@ -148,7 +151,7 @@ def check_guardrails(
     return None
 
 
-def _reads_the_same(item: str) -> bool:
+def _reads_the_same(item: str, dialect: str) -> bool:
     """Whether a SET item that names a lexing setting leaves statements read as before: drivers
     set a character set in which no character hides a quote or backslash byte (`SET NAMES
     utf8mb4`), or add SQL modes that do not change quoting (Connector/J's
@@ -156,6 +159,8 @@ def _reads_the_same(item: str) -> bool:
     item = item.strip()
     if found := _CHARSET_ITEM.fullmatch(item):
         charset = found.group(1).lower().replace("-", "")
+        if dialect == "postgres":
+            return charset in SAFE_PG_ENCODINGS
         # Result text in no character set at all is still not statement text.
         return charset in SAFE_CHARSETS or (
             charset == "null" and item.lower().startswith("character_set_results"))
