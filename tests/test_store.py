@@ -564,3 +564,19 @@ async def test_query_log_round_trips_and_filters(store: Store) -> None:
     assert everything[2].started_at == base
     assert [q.session_id for q in await store.list_queries(session_id="s1")] == ["s1", "s1"]
     assert [q.user for q in await store.list_queries(user="erin")] == ["erin"]
+
+
+async def test_a_batch_of_statements_is_logged_in_one_call(store: Store) -> None:
+    base = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    await store.record_queries([])  # nothing to write is not an error
+    await store.record_queries([QueryRecord(
+        session_id="s9", user="alice", target="pg", statement=f"SELECT {i} -- 100% ?",
+        kind="select", started_at=base + timedelta(milliseconds=i), duration_ms=0.5, rows=1,
+        blocked="refused" if i == 3 else None, error="error" if i == 4 else None,
+    ) for i in range(300)])
+    logged = await store.list_queries(session_id="s9", limit=1000)
+    assert len(logged) == 300 and len({q.id for q in logged}) == 300
+    assert logged[0].statement == "SELECT 299 -- 100% ?" and logged[-1].started_at == base
+    by_text = {q.statement: q for q in logged}
+    assert by_text["SELECT 3 -- 100% ?"].blocked == "refused"
+    assert by_text["SELECT 4 -- 100% ?"].error == "error"

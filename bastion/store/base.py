@@ -182,6 +182,11 @@ class Store(ABC):
         """Append a statement to the masked query log and return it with its id."""
 
     @abstractmethod
+    async def record_queries(self, queries: Sequence[QueryRecord]) -> None:
+        """Append statements to the masked query log in one transaction (a busy session's
+        statements, written together)."""
+
+    @abstractmethod
     async def list_queries(
         self, *, session_id: str | None = None, user: str | None = None, limit: int = 500
     ) -> list[QueryRecord]:

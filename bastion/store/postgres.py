@@ -72,6 +72,15 @@ class _PostgresTx(Tx):
         """Run one query and return all rows."""
         return await self._run(sql, params, True)
 
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each row (pipelined by psycopg)."""
+        query = sql.replace("%", "%%").replace("?", "%s")
+        try:
+            async with self._conn.cursor() as cursor:
+                await cursor.executemany(query, [tuple(r) for r in rows])
+        except psycopg.Error as exc:
+            raise self._store._error(exc) from exc
+
 
 class PostgresStore(SqlStore):
     """State in a PostgreSQL database, shared by several bastions."""

@@ -73,6 +73,10 @@ class Tx(ABC):
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
+    @abstractmethod
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once for each parameter row."""
+
 
 def to_us(moment: datetime) -> int:
     """Return an aware datetime as integer microseconds since the epoch."""
@@ -546,6 +550,14 @@ class SqlStore(Store, ABC):
             row = await tx.fetchone(INSERT_QUERY, query_params(query, to_us(query.started_at)))
         assert row is not None
         return dataclasses.replace(query, id=int(row[0]))
+
+    async def record_queries(self, queries: Sequence[QueryRecord]) -> None:
+        """Append statements to the masked query log in one transaction."""
+        if not queries:
+            return
+        insert = INSERT_QUERY.removesuffix(" RETURNING id")
+        async with self._transaction(write=True) as tx:
+            await tx.executemany(insert, [query_params(q, to_us(q.started_at)) for q in queries])
 
     async def spend_lookups(self, request_id: int, count: int, limit: int) -> tuple[bool, int]:
         """Count lookups against a grant within its limit, atomically across bastions."""

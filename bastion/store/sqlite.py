@@ -84,6 +84,10 @@ class _SQLiteTx(Tx):
         """Run one query and return all rows."""
         return await self._store._call(self._store._run, sql, tuple(params), True)
 
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each row, in one trip to the worker thread."""
+        await self._store._call(self._store._run_many, sql, [tuple(r) for r in rows])
+
 
 class SQLiteStore(SqlStore):
     """State in one SQLite file, for a single bastion."""
@@ -129,6 +133,11 @@ class SQLiteStore(SqlStore):
             return cursor.fetchall() if fetch else []
         finally:
             cursor.close()
+
+    def _run_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Run one statement for each row (worker thread)."""
+        assert self._conn is not None
+        self._conn.executemany(sql, rows).close()
 
     def _begin(self, write: bool) -> None:
         """Start a transaction (worker thread), dropping one a cancelled caller left open."""

@@ -38,6 +38,7 @@ log = logging.getLogger("bastion.wire")
 
 RECORDED_ROWS = 200  # rows of each result kept as structured data in the recording
 LOG_QUEUE = 1024  # statements waiting to be logged before the relay waits for the log
+LOG_BATCH = 256  # statements written to the store in one transaction, at most
 
 
 class ClientReader(Protocol):
@@ -196,17 +197,36 @@ class WireContext:
                         await self._recording.close()
 
     async def _write_log(self) -> None:
+        """Write queued statements: each to the recording, then all that queued up meanwhile
+        to the store in one transaction (a busy client's statements cost one commit, not one
+        each)."""
         record = self.live.record
-        while (statement := await self._queue.get()) is not None:
+        ending = False
+        while not ending:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < LOG_BATCH:
+                batch.append(self._queue.get_nowait())
+            ending = batch[-1] is None
+            statements = [st for st in batch if st is not None]
             try:
-                await self._write(statement)
+                for st in statements:
+                    await self._record(st)
+                await self.bastion.store.record_queries([QueryRecord(
+                    session_id=record.id, user=record.user, target=record.target,
+                    statement=st.redacted, kind=st.kind, started_at=st.started,
+                    duration_ms=st.duration_ms, rows=st.rows, blocked=st.refused, error=st.error,
+                ) for st in statements])
+                for st in statements:
+                    if st.refused:
+                        await self.bastion.audit.record(
+                            "sql.blocked", actor=record.user, target=record.target,
+                            session_id=record.id, statement=st.redacted, reason=st.refused)
             except RecordingError:
                 raise
-            except Exception:  # the store is down: the recording still has it
-                log.exception("logging a statement of session %s failed", record.id)
+            except Exception:  # the store is down: the recording still has them
+                log.exception("logging statements of session %s failed", record.id)
 
-    async def _write(self, st: Statement) -> None:
-        record = self.live.record
+    async def _record(self, st: Statement) -> None:
         await self.recording.sql_statement({
             "statement": st.redacted, "kind": st.kind, "blocked": st.refused, "error": st.error,
             "rows": st.rows, "status": st.status, "duration_ms": round(st.duration_ms, 3),
@@ -216,16 +236,6 @@ class WireContext:
                 "columns": st.columns, "masked": {}, "rows": st.recorded, "rowcount": st.rows,
                 "truncated": st.truncated,
             })
-        await self.bastion.store.record_query(QueryRecord(
-            session_id=record.id, user=record.user, target=record.target, statement=st.redacted,
-            kind=st.kind, started_at=st.started, duration_ms=st.duration_ms, rows=st.rows,
-            blocked=st.refused, error=st.error,
-        ))
-        if st.refused:
-            await self.bastion.audit.record(
-                "sql.blocked", actor=record.user, target=record.target, session_id=record.id,
-                statement=st.redacted, reason=st.refused,
-            )
 
 
 Relay = Callable[[WireContext, ClientReader, ClientWriter], Awaitable[str]]
