@@ -31,7 +31,6 @@ from recorder.crypto import ChunkCipher, new_file_key, raw_public, wrap_file_key
 from recorder.errors import NoRecipients, RecordingClosed, RecordingFailed
 from recorder.events import (
     MAX_DATA_EVENT,
-    MAX_JSON_EVENT,
     Event,
     ExitEvent,
     InputEvent,
@@ -86,9 +85,17 @@ class WriterSettings:
     fsync: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """A JSON event encoded once, by the caller (who learns there if it is too large)."""
+
+    t: float
+    parts: tuple[bytes, bytes]
+
+
 @dataclass
 class _Job:
-    events: list[Event]
+    events: list[Event | _Encoded]
     t_us: int
     final: bool = False
     keyframe: bool = False
@@ -190,7 +197,7 @@ class _Sink:
             snapshot = self._emulator.snapshot(job.t_us / 1_000_000)
             parts.append(encode_event(KeyframeEvent(snapshot.t, snapshot.to_json())))
         for event in job.events:
-            parts.extend(encode_event_parts(event))
+            parts.extend(event.parts if isinstance(event, _Encoded) else encode_event_parts(event))
             if isinstance(event, OutputEvent):
                 self._emulator.feed(event.data)
             elif isinstance(event, ResizeEvent):
@@ -215,9 +222,11 @@ class _Sink:
         os.close(self._fd)
 
 
-def _event_size(event: Event) -> int:
+def _event_size(event: Event | _Encoded) -> int:
     if isinstance(event, OutputEvent | InputEvent):
         return len(event.data) + 13
+    if isinstance(event, _Encoded):
+        return len(event.parts[1]) + 13
     return 64
 
 
@@ -284,7 +293,7 @@ class RecordingWriter:
         except OSError as exc:
             os.close(fd)
             raise RecordingFailed(f"cannot write recording {self.path}: {exc.strerror}") from exc
-        self._queue: asyncio.Queue[Event | _Request] = asyncio.Queue(self._settings.queue_size)
+        self._queue: asyncio.Queue[Event | _Encoded | _Request] = asyncio.Queue(self._settings.queue_size)
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._failure: RecordingFailed | None = None
@@ -359,7 +368,10 @@ class RecordingWriter:
         if event.t < self._last_t:
             event = dataclasses.replace(event, t=self._last_t)
         if isinstance(event, ExitEvent | SqlStatementEvent | SqlResultEvent):
-            _check_json(event)
+            # Encoded here, so that a payload over the limit raises to the caller (in the worker
+            # thread it would end the session), and only here.
+            await self._put(_Encoded(event.t, encode_event_parts(event)))
+            return
         if isinstance(event, OutputEvent | InputEvent):
             for i in range(0, len(event.data), MAX_DATA_EVENT):
                 await self._put(dataclasses.replace(event, data=event.data[i : i + MAX_DATA_EVENT]))
@@ -409,7 +421,7 @@ class RecordingWriter:
                 self._run(), name=f"recorder {self.header.session_id}"
             )
 
-    async def _put(self, event: Event) -> None:
+    async def _put(self, event: Event | _Encoded) -> None:
         self._check()
         self._start()
         self._last_t = event.t
@@ -450,7 +462,7 @@ class RecordingWriter:
     async def _batch(self) -> None:
         loop = asyncio.get_running_loop()
         settings = self._settings
-        pending: list[Event] = []
+        pending: list[Event | _Encoded] = []
         pending_bytes = 0
         in_flight: deque[asyncio.Future[None]] = deque()
         keyframe_next = True  # chunk 0 starts with the (blank) initial screen
@@ -560,10 +572,3 @@ class RecordingWriter:
         if self._on_failure is not None:
             # Scheduled, not called: an error in the callback must not stop the writer task.
             asyncio.get_running_loop().call_soon(self._on_failure, self._failure)
-
-
-def _check_json(event: ExitEvent | SqlStatementEvent | SqlResultEvent) -> None:
-    # Encoding here raises to the caller; in the worker thread it would end the session.
-    size = len(encode_event(event))
-    if size > MAX_JSON_EVENT:
-        raise ValueError(f"event payload is {size} bytes; the limit is {MAX_JSON_EVENT}")

@@ -73,6 +73,7 @@ def bastion(tmp_path_factory: pytest.TempPathFactory, db: dict[str, str],
                    + target_toml("pgro", "postgres", "127.0.0.1:5432", db,
                                  "read_only = true\n" + MASKING_RULES)
                    + target_toml("pglim", "postgres", "127.0.0.1:5432", db, "max_rows = 3\n")
+                   + target_toml("pgcap", "postgres", "127.0.0.1:5432", db, "max_rows = 250\n")
                    + target_toml("pgbench", "postgres", "127.0.0.1:5432", {"name": bench_db})
                    + ROLES)
     world.write_config()
@@ -444,6 +445,33 @@ def test_max_rows_cuts_results_and_copy_with_a_notice(bastion: BastionProcess,
     assert "cut at 3 rows" in result.stderr and "10 rows were found" in result.stderr
     assert result.stdout.count("\n") < 20 and "stillhere" in result.stdout
     assert rows == [(1,), (2,), (3,)]
+
+
+def test_long_results_arrive_whole_or_cut_at_max_rows_past_the_recorded_rows(
+        bastion: BastionProcess, db: dict[str, str]) -> None:
+    """Past the rows the recording keeps, rows are counted in bulk: none lost, none past max_rows
+    (250 here, more than the 200 recorded), in both protocols."""
+    _, cert = approved(bastion, "erin", "pgcap")
+    with tunnel(bastion, "erin", "pgcap", cert) as port:
+        assert isinstance(port, int)
+        cut = psql(port, db, "-A", "-t", stdin="SELECT g FROM generate_series(1, 100000) g;\n"
+                   "SELECT 'still' || 'here';\n")
+        with psycopg.connect(conninfo(port, db), autocommit=True) as conn:
+            extended = conn.execute("SELECT g FROM generate_series(1, %s) g", (5000,)).fetchall()
+    assert cut.returncode == 0, cut.stderr
+    assert cut.stdout.split() == [str(g) for g in range(1, 251)] + ["stillhere"]
+    assert "cut at 250 rows" in cut.stderr and "100000 rows were found" in cut.stderr
+    assert extended == [(g,) for g in range(1, 251)]
+    _, cert = approved(bastion, "erin", "pgdb")
+    with tunnel(bastion, "erin", "pgdb", cert) as port:
+        assert isinstance(port, int)
+        whole = psql(port, db, "-A", "-t", stdin="SELECT g FROM generate_series(1, 300000) g;\n")
+        with psycopg.connect(conninfo(port, db, user="erin"), autocommit=True) as conn:
+            binary = conn.cursor(binary=True).execute(
+                "SELECT g, 'x' || g FROM generate_series(1, %s) g", (200001,)).fetchall()
+    assert whole.returncode == 0, whole.stderr
+    assert whole.stdout.split() == [str(g) for g in range(1, 300001)]
+    assert binary == [(g, f"x{g}") for g in range(1, 200002)]
 
 
 def test_a_server_ending_an_idle_connection_is_passed_on(bastion: BastionProcess,

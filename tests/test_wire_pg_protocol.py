@@ -17,6 +17,7 @@ from bastion.wire.pg_protocol import (
     build_parse,
     cancel_packet,
     command_rows,
+    data_rows,
     error_fields,
     message,
     parse_bind,
@@ -63,6 +64,21 @@ def test_messages_split_across_reads() -> None:
         rest = list(split_messages(stream, consumed))
         assert [t for t, _, _ in first + rest] == [ord("Q"), ord("P"), ord("S")]
     assert parse_parse(build_parse("s1", "SELECT $1", [23])[5:]) == ("s1", "SELECT $1", [23])
+
+
+def test_data_rows_are_counted_up_to_the_first_other_or_partial_message() -> None:
+    row = message(b"D", b"\x00\x01\x00\x00\x00\x011")
+    done = message(b"C", b"SELECT 3\x00")
+    stream = bytearray(row * 3 + done + row)
+    assert data_rows(stream, 0, 100) == (3, len(row) * 3)
+    assert data_rows(stream, 0, 2) == (2, len(row) * 2)  # max_rows: at most this many
+    assert data_rows(stream, len(row) * 3, 100) == (0, len(row) * 3)  # not a DataRow
+    cut = bytearray(row * 2 + row[:-1])
+    assert data_rows(cut, 0, 100) == (2, len(row) * 2)  # the third is not whole yet
+    bad = bytearray(row + b"D" + (3).to_bytes(4, "big") + b"xxxx")
+    assert data_rows(bad, 0, 100) == (1, len(row))  # left to split_messages, which refuses it
+    with pytest.raises(ProtocolViolation):
+        list(split_messages(bad, len(row)))
 
 
 @pytest.mark.parametrize("length", [0, 3, (1 << 30) + 1, 0x7FFFFFFF])

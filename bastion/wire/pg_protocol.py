@@ -139,6 +139,27 @@ def split_messages(buf: bytearray | bytes, start: int = 0, limit: int = MAX_MESS
         pos = end
 
 
+_LENGTH = struct.Struct(">I")
+
+
+def data_rows(buf: bytearray, pos: int, most: int) -> tuple[int, int]:
+    """How many whole DataRow messages follow one another from `pos` (at most `most`), and
+    where they end: a bulk result is passed on in one piece, its rows only counted."""
+    size = len(buf)
+    count = 0
+    unpack = _LENGTH.unpack_from
+    while count < most and size - pos >= 5 and buf[pos] == 0x44:  # "D"
+        (length,) = unpack(buf, pos + 1)
+        if length < 4 or length > MAX_MESSAGE:
+            break  # split_messages names the violation
+        end = pos + 1 + length
+        if end > size:
+            break
+        pos = end
+        count += 1
+    return count, pos
+
+
 def cstring(payload: bytes | memoryview, offset: int) -> tuple[str, int]:
     """A NUL-terminated UTF-8 string at `offset` and the offset after it."""
     data = bytes(payload)
