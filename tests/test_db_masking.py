@@ -410,3 +410,11 @@ def test_an_account_that_changes_its_own_password_is_ended(
     assert any(e["request_id"] == request_id for e in events), events
     again = sql(bastion, "alice", target, path, "SELECT 1 AS still_works")
     assert again.returncode == 0 and "still_works" in again.stdout  # the grant itself goes on
+
+
+def test_mysql_connections_skip_tls_only_on_loopback() -> None:
+    from bastion.sql.mysql import tls_options
+    assert tls_options("127.0.0.1") == {"ssl_disabled": True}
+    assert tls_options("localhost") == {"ssl_disabled": True}
+    assert tls_options("db.internal.example") == {}  # PyMySQL's "preferred" TLS
+    assert tls_options("10.0.0.7") == {}

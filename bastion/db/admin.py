@@ -29,6 +29,7 @@ from bastion.db.layout import (
     provisioning_sql,
 )
 from bastion.sql.errors import SqlConnectError
+from bastion.sql.mysql import tls_options
 
 __all__ = ["Admin", "DatabaseError", "admin_session", "first_line", "logs_in"]
 
@@ -57,7 +58,8 @@ def admin_session(target: Target) -> Iterator[Admin]:
         else:
             conn = pymysql.connect(host=target.host, port=target.port, user=target.login,
                                    password=password or "", database=target.database,
-                                   autocommit=True, connect_timeout=10, charset="utf8mb4")
+                                   autocommit=True, connect_timeout=10, charset="utf8mb4",
+                                   **tls_options(target.host))
     except DatabaseError as exc:
         raise SqlConnectError(f"{target.name}: cannot log in as the admin account "
                               f"{target.login!r}: {first_line(exc)}") from None
@@ -77,7 +79,7 @@ def logs_in(target: Target, account: str, password: str) -> bool:
                             application_name="bastion-check").close()
         else:
             pymysql.connect(host=target.host, port=target.port, user=account, password=password,
-                            connect_timeout=10).close()
+                            connect_timeout=10, **tls_options(target.host)).close()
     except psycopg.OperationalError as exc:
         if "password authentication failed" in str(exc):
             return False
