@@ -42,6 +42,12 @@ log = logging.getLogger("bastion.config")
 
 CONTROL_USER = "access"
 TARGET_KINDS = ("ssh", "postgres", "mysql")
+TRANSFER_DIRECTIONS = {"download": frozenset({"download"}), "upload": frozenset({"upload"}),
+                       "both": frozenset({"download", "upload"})}
+DEFAULT_MAX_FILE_SIZE = 1 << 30
+DEFAULT_MAX_TRANSFER_SIZE = 4 << 30
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|TiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 MASK_STRATEGIES = ("redact", "partial", "hash", "null")
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 T = TypeVar("T")
@@ -110,6 +116,7 @@ class Role:
     max_duration: timedelta | None = None
     port_forwarding: bool = False
     forward_to: tuple[str, ...] = ()  # "host:port" patterns a forwarded channel may reach
+    file_transfer: frozenset[str] = frozenset()  # "download", "upload" through the bastion's SFTP
 
     def may(self, action: str, target: str) -> bool:
         """Whether this role grants `action` (request, approve, audit, request_unmasked) on `target`."""
@@ -143,6 +150,9 @@ class Target:
     read_only: bool = False
     blocked_statements: tuple[str, ...] = ()
     max_rows: int | None = None
+    file_transfer: frozenset[str] = frozenset()  # what the target allows; roles grant it too
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE  # bytes of one file, in one direction
+    max_transfer_size: int = DEFAULT_MAX_TRANSFER_SIZE  # bytes of all files of one session
 
     @property
     def host(self) -> str:
@@ -337,6 +347,7 @@ def _role(t: ConfigTable, max_ttl: timedelta) -> Role:
         max_duration=max_duration,
         port_forwarding=t.get("port_forwarding", bool, False),
         forward_to=_forward_patterns(t),
+        file_transfer=_directions(t),
     )
     if role.port_forwarding and not role.forward_to:
         raise t.error("port_forwarding", 'name the destinations a forwarded channel may reach: '
@@ -436,8 +447,14 @@ def _target(t: ConfigTable, base: Path) -> Target:
         max_rows=_max_rows(t),
         password=_secret_ref(t, "password", base),
         masking=masking,
+        file_transfer=_directions(t),
+        max_file_size=_size(t, "max_file_size", DEFAULT_MAX_FILE_SIZE),
+        max_transfer_size=_size(t, "max_transfer_size", DEFAULT_MAX_TRANSFER_SIZE),
     )
     t.done()
+    for name in ("file_transfer", "max_file_size", "max_transfer_size"):
+        if kind != "ssh" and name in t.data:
+            raise t.error(name, "file transfer applies to ssh targets only")
     if kind == "ssh" and (target.masking or target.read_only or target.blocked_statements
                           or target.max_rows):
         raise t.error("kind", "masking, read_only, blocked_statements and max_rows apply to "
@@ -461,6 +478,29 @@ def _statement_kinds(t: ConfigTable) -> tuple[str, ...]:
             raise t.error(f"blocked_statements[{i}]", f"unknown statement kind {kind!r} "
                           f"(known: {', '.join(STATEMENT_KINDS)})")
     return kinds
+
+
+def _directions(t: ConfigTable) -> frozenset[str]:
+    """`file_transfer = "download" | "upload" | "both"` (absent: none)."""
+    value = t.get("file_transfer", str, None)
+    if value is None:
+        return frozenset()
+    if value not in TRANSFER_DIRECTIONS:
+        raise t.error("file_transfer", f'must be "download", "upload" or "both", not {value!r}')
+    return TRANSFER_DIRECTIONS[value]
+
+
+def _size(t: ConfigTable, name: str, default: int) -> int:
+    """A size in bytes: an integer, or a string such as "100 MiB"."""
+    value = t.get(name, (int, str), default)
+    if isinstance(value, str):
+        found = _SIZE.match(value)
+        if found is None:
+            raise t.error(name, f'must be a size such as 104857600 or "100 MiB", not {value!r}')
+        value = int(found.group(1)) * _SIZE_UNITS[found.group(2)]
+    if value < 1:
+        raise t.error(name, "must be at least 1 byte")
+    return int(value)
 
 
 def _max_rows(t: ConfigTable) -> int | None:

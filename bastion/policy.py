@@ -182,6 +182,41 @@ def forwarding_for(config: BastionConfig, user_name: str, target: str) -> Forwar
                       (found is not None and found.kind != "ssh"))
 
 
+def transfer_refusal(config: BastionConfig, user_name: str, target: Target, direction: str
+                     ) -> str | None:
+    """Why a file transfer in `direction` ("download" or "upload") is refused, or None. Both the
+    target and one of the user's roles that may request it must allow the direction."""
+    if target.kind != "ssh":
+        return f"{target.name} is a {target.kind} target: file transfer applies to ssh targets"
+    plural = f"{direction}s"
+    if direction not in target.file_transfer:
+        return (f"{plural} are not allowed on {target.name} (its file_transfer setting is "
+                f"{_directions(target.file_transfer)})")
+    user = config.user(user_name)
+    roles = [r for r in config.roles_of(user) if r.may("request", target.name)] if user else []
+    if not any(direction in r.file_transfer for r in roles):
+        return (f"none of your roles allows {plural} through {target.name}; ask an administrator "
+                "for a role with file_transfer")
+    return None
+
+
+def transfer_session_refusal(config: BastionConfig, user_name: str, target: Target) -> str | None:
+    """Why an sftp session on `target` is refused (neither direction is allowed), or None."""
+    if any(transfer_refusal(config, user_name, target, d) is None for d in ("download", "upload")):
+        return None
+    if target.kind != "ssh":
+        return f"{target.name} is a {target.kind} target: file transfer applies to ssh targets"
+    if not target.file_transfer:
+        return f"file transfer is not allowed on {target.name} (its file_transfer setting is off)"
+    return (f"none of your roles allows file transfer through {target.name} (the target allows "
+            f"{_directions(target.file_transfer)}); ask an administrator for a role with "
+            "file_transfer")
+
+
+def _directions(allowed: frozenset[str]) -> str:
+    return {0: "off", 2: '"both"'}.get(len(allowed), f'"{next(iter(allowed), "")}"')
+
+
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*$")
 
 

@@ -30,7 +30,7 @@ from recorder import RecordingError, RecordingWriter
 if TYPE_CHECKING:
     from bastion.server import Bastion
 
-__all__ = ["LiveSession", "run_target_session", "watch_window"]
+__all__ = ["ENDED_BY_BASTION", "LiveSession", "close_recording", "run_target_session", "watch_window"]
 
 log = logging.getLogger("bastion.sessions")
 
@@ -133,7 +133,7 @@ async def run_target_session(
     try:
         status, reason = await _connected(bastion, process, live, target, recording)
     finally:
-        closed = await _close(recording)
+        closed = await close_recording(recording)
     if not closed and status is SessionStatus.ENDED:
         # The file lacks its end: say so, so that `verify` reads "cut off", not "cut after the fact".
         if recording.failed:  # already ended, audited and explained as a recording failure
@@ -144,7 +144,7 @@ async def run_target_session(
     return status, reason
 
 
-async def _close(recording: RecordingWriter) -> bool:
+async def close_recording(recording: RecordingWriter) -> bool:
     """Close a recording within RECORDING_GRACE; whether it was closed whole.
 
     A session ends whatever its recorder is doing: a writer still busy after the grace period

@@ -21,6 +21,7 @@ from recorder.errors import (
 from recorder.events import (
     Event,
     ExitEvent,
+    FileDataEvent,
     InputEvent,
     KeyframeEvent,
     MarkerEvent,
@@ -57,6 +58,7 @@ __all__ = [
     "CorruptRecording",
     "Event",
     "ExitEvent",
+    "FileDataEvent",
     "InputEvent",
     "KeyFileError",
     "Keyframe",

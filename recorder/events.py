@@ -19,6 +19,7 @@ __all__ = [
     "Event",
     "EventType",
     "ExitEvent",
+    "FileDataEvent",
     "InputEvent",
     "KeyframeEvent",
     "MarkerEvent",
@@ -48,6 +49,7 @@ class EventType(IntEnum):
     MARKER = 0x05
     SQL_STATEMENT = 0x06
     SQL_RESULT = 0x07
+    FILE_DATA = 0x08
     KEYFRAME = 0x10
 
 
@@ -110,6 +112,15 @@ class SqlResultEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class FileDataEvent:
+    """Bytes of a file transferred through the bastion's SFTP (markers name the file)."""
+
+    t: float
+    upload: bool
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class KeyframeEvent:
     """A screen snapshot (JSON, see keyframes.Keyframe) stored at the start of a chunk."""
 
@@ -125,6 +136,7 @@ Event = (
     | MarkerEvent
     | SqlStatementEvent
     | SqlResultEvent
+    | FileDataEvent
     | KeyframeEvent
 )
 
@@ -166,6 +178,8 @@ def encode_event_parts(event: Event) -> tuple[bytes, bytes]:
             kind, body = EventType.SQL_STATEMENT, _json_bytes(payload)
         case SqlResultEvent(payload=payload):
             kind, body = EventType.SQL_RESULT, _json_bytes(payload)
+        case FileDataEvent(upload=upload, data=data):
+            kind, body = EventType.FILE_DATA, (b"\x01" if upload else b"\x00") + bytes(data)
         case KeyframeEvent(payload=payload):
             kind, body = EventType.KEYFRAME, _json_bytes(payload)
     return EVENT_HEAD.pack(kind, to_us(event.t), len(body)), body
@@ -205,6 +219,10 @@ def _decode_one(kind: int, t: float, body: bytes, chunk: int) -> Event | None:
         return SqlStatementEvent(t, _json_object(body, chunk))
     if kind == EventType.SQL_RESULT:
         return SqlResultEvent(t, _json_object(body, chunk))
+    if kind == EventType.FILE_DATA:
+        if not body or body[0] > 1:
+            raise CorruptRecording(f"chunk {chunk}: file data event without its direction", chunk)
+        return FileDataEvent(t, body[0] == 1, body[1:])
     if kind == EventType.KEYFRAME:
         return KeyframeEvent(t, _json_object(body, chunk))
     # Unknown types are skipped so that new event types do not need a new format version.

@@ -69,6 +69,7 @@ class SessionKind(StrEnum):
     SSH = "ssh"
     POSTGRES = "postgres"
     MYSQL = "mysql"
+    SFTP = "sftp"  # a file transfer session (bastion/ssh/file_transfer.py)
 
 
 def frame_head(ftype: int, length: int) -> bytes:

@@ -33,6 +33,7 @@ from recorder.events import (
     MAX_DATA_EVENT,
     Event,
     ExitEvent,
+    FileDataEvent,
     InputEvent,
     KeyframeEvent,
     MarkerEvent,
@@ -223,7 +224,7 @@ class _Sink:
 
 
 def _event_size(event: Event | _Encoded) -> int:
-    if isinstance(event, OutputEvent | InputEvent):
+    if isinstance(event, OutputEvent | InputEvent | FileDataEvent):
         return len(event.data) + 13
     if isinstance(event, _Encoded):
         return len(event.parts[1]) + 13
@@ -357,6 +358,10 @@ class RecordingWriter:
         """Record a SQL statement (a JSON object chosen by the proxy)."""
         await self.write(SqlStatementEvent(self.now(), dict(payload)))
 
+    async def file_data(self, upload: bool, data: bytes) -> None:
+        """Record bytes of a transferred file (upload: from the user)."""
+        await self.write(FileDataEvent(self.now(), upload, data))
+
     async def sql_result(self, payload: Mapping[str, Any]) -> None:
         """Record the outcome of a SQL statement (a JSON object)."""
         await self.write(SqlResultEvent(self.now(), dict(payload)))
@@ -372,7 +377,7 @@ class RecordingWriter:
             # thread it would end the session), and only here.
             await self._put(_Encoded(event.t, encode_event_parts(event)))
             return
-        if isinstance(event, OutputEvent | InputEvent):
+        if isinstance(event, OutputEvent | InputEvent | FileDataEvent):
             for i in range(0, len(event.data), MAX_DATA_EVENT):
                 await self._put(dataclasses.replace(event, data=event.data[i : i + MAX_DATA_EVENT]))
             return

@@ -94,7 +94,7 @@ def test_hand_driven_scp_downloads_get_no_file_byte(bastion: BastionProcess, cer
         [*ssh_argv(bastion, bastion.world.key("alice"), "prod", cert=cert), command],
         input=b"\x00" * 4, capture_output=True, timeout=30)
     assert result.returncode == 1, result.stderr
-    assert b"file transfer (sftp, scp, rsync) is disabled" in result.stderr
+    assert b"file transfer by a command" in result.stderr and b"scp (without -O)" in result.stderr
     assert secret.strip() not in result.stdout and b"C0644" not in result.stdout
 
 

@@ -22,10 +22,11 @@ from asyncssh.public_key import SSHOpenSSHCertificate
 from bastion import policy
 from bastion.access import key_fingerprint
 from bastion.ca import CertificateInfo, certificate_info
-from bastion.config import CONTROL_USER
+from bastion.config import CONTROL_USER, Target
 from bastion.control import HELP, ControlPlane
 from bastion.models import AccessRequest, IssuedCertificate, SessionRecord, SessionStatus, utcnow
 from bastion.sessions import LiveSession, run_target_session
+from bastion.ssh.file_transfer import refusing_server, start_transfer
 from bastion.ssh.forwarding import Forwards
 from bastion.ssh.login import Login
 from bastion.ssh.transfer import REFUSAL
@@ -101,9 +102,10 @@ class FrontDoor:
             server.listen_port,
             server_host_keys=[self.bastion.host_key],
             process_factory=self._process,
-            # sftp (and scp, which speaks sftp since OpenSSH 9) is refused with a message; without
-            # a factory asyncssh would refuse the subsystem silently.
-            sftp_factory=self._refuse_sftp,
+            # sftp (and scp, which speaks sftp since OpenSSH 9) is relayed to the target where
+            # policy allows file transfer (bastion/ssh/file_transfer.py), refused with a message
+            # otherwise; without a factory asyncssh would refuse the subsystem silently.
+            sftp_factory=self._sftp_session,
             encoding=None,
             agent_forwarding=False,
             x11_forwarding=False,
@@ -135,18 +137,6 @@ class FrontDoor:
             if not self.live:
                 break
             await asyncio.sleep(0.05)
-
-    async def _refuse_sftp(self, chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
-        """Tell an sftp or scp client that file transfer is disabled, audit it, close."""
-        login = chan.get_connection().get_owner()
-        identity = login.identity if isinstance(login, Login) else None
-        user = identity.person if identity else None
-        target = identity.facts.username if identity and identity.facts else None
-        chan.write_stderr(f"bastion: {REFUSAL}\r\n".encode())
-        chan.exit(1)
-        await self.bastion.audit.record("transfer.refused", actor=user, target=target,
-                                        subsystem="sftp", reason=REFUSAL)
-        return asyncssh.SFTPServer(chan)  # its handler sees the closed channel and ends
 
     def _new_login(self) -> Login:
         return Login(self)
@@ -353,14 +343,76 @@ class FrontDoor:
         self, process: asyncssh.SSHServerProcess[bytes], login: Login,
         conn: asyncssh.SSHServerConnection,
     ) -> None:
+        newline = "\r\n" if process.term_type else "\n"
+
+        def refuse(text: str) -> None:
+            process.stderr.write(f"{text}{newline}".encode())
+            process.exit(1)
+
+        opened = await self._start_session(
+            login, refuse, command=process.command, term=process.term_type)
+        if opened is None:
+            return
+        live, target = opened
+        status, reason = SessionStatus.ENDED_ABNORMALLY, "internal error"
+        try:
+            status, reason = await run_target_session(self.bastion, process, live, target)
+        finally:
+            await self._end_session(login, live, status, reason)
+
+    async def _sftp_session(self, chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
+        """An sftp (or scp) client's session: relayed to the target's SFTP server when the target
+        and one of the user's roles allow file transfer, refused with a message otherwise."""
+        try:
+            return await self._sftp_server(chan)
+        except Exception:
+            log.exception("sftp session failed")
+            with contextlib.suppress(OSError, asyncssh.Error):
+                chan.write_stderr(b"bastion: internal error; the session was ended\r\n")
+                chan.exit(255)
+            return refusing_server(chan, "internal error")
+
+    async def _sftp_server(self, chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
+        login = chan.get_connection().get_owner()
+
+        def refuse(text: str) -> None:
+            chan.write_stderr(f"{text}\r\n".encode())
+            chan.exit(1)
+
+        identity = login.identity if isinstance(login, Login) else None
+        if not isinstance(login, Login) or identity is None or identity.username == CONTROL_USER:
+            refuse(f"bastion: {REFUSAL}")
+            await self.bastion.audit.record(
+                "transfer.refused", actor=identity.user if identity else None, subsystem="sftp",
+                reason="file transfer goes to a target: sftp TARGET@bastion")
+            return refusing_server(chan, REFUSAL)
+        opened = await self._start_session(login, refuse, command=None, term=None,
+                                           subsystem="sftp")
+        if opened is None:
+            return refusing_server(chan, "the session was refused")
+        live, target = opened
+
+        async def end(status: SessionStatus, reason: str) -> None:
+            await self._end_session(login, live, status, reason)
+
+        try:
+            return await start_transfer(self.bastion, chan, live, target, end)
+        except BaseException:
+            await end(SessionStatus.ENDED_ABNORMALLY, "internal error")
+            raise
+
+    async def _start_session(self, login: Login, refuse: Callable[[str], None], *,
+                             command: str | None, term: str | None, subsystem: str | None = None
+                             ) -> tuple[LiveSession, Target] | None:
+        """Check the connection's certificate again and open a session on its target (store,
+        live registry, audit); None when refused (`refuse` has told the user why)."""
         identity = login.identity
         facts = identity.facts if identity else None
         target = self.bastion.config.target(facts.username) if facts else None
         if facts is None or facts.issued is None or facts.request is None or target is None:
             # Fail closed: a target session exists only for a certificate that passed the checks.
-            process.stderr.write(b"bastion: no checked certificate for this session\r\n")
-            process.exit(1)
-            return
+            refuse("bastion: no checked certificate for this session")
+            return None
         # Every session checks again: one SSH connection can open many channels (ControlMaster),
         # and the request may have been revoked or the user removed since the login.
         facts = await self.refreshed(facts)
@@ -371,16 +423,14 @@ class FrontDoor:
             why = reason or "the certificate is no longer on record"
             await self.bastion.audit.record("session.refused", actor=facts.key_id.split("/")[0],
                                             target=target.name, reason=why, client=login.peer)
-            newline = "\r\n" if process.term_type else "\n"
-            process.stderr.write(f"bastion: access to {target.name} refused: {why}{newline}".encode())
-            process.exit(1)
-            return
+            refuse(f"bastion: access to {target.name} refused: {why}")
+            return None
         session_id = uuid.uuid4().hex[:16]
         record = SessionRecord(
             id=session_id,
             user=facts.issued.user,
             target=target.name,
-            kind=target.kind,
+            kind="sftp" if subsystem == "sftp" else target.kind,
             request_id=facts.request.id,
             cert_serial=facts.serial,
             client=login.peer,
@@ -400,19 +450,19 @@ class FrontDoor:
             "session.started", actor=record.user, target=record.target,
             request_id=record.request_id, session_id=record.id, client=record.client,
             # SQL text carries literals: it reaches the query log redacted, never the audit trail.
-            command=process.command if target.kind == "ssh" else None, term=process.term_type,
+            command=command if target.kind == "ssh" else None, term=term, subsystem=subsystem,
         )
-        status, reason = SessionStatus.ENDED_ABNORMALLY, "internal error"
-        try:
-            status, reason = await run_target_session(self.bastion, process, live, target)
-        finally:
-            self.untrack(login, live)
-            await self.bastion.store.end_session(record.id, status=status, reason=reason,
-                                                 now=utcnow())
-            await self.bastion.audit.record(
-                "session.ended", actor=record.user, target=record.target,
-                request_id=record.request_id, session_id=record.id, reason=reason,
-            )
+        return live, target
+
+    async def _end_session(self, login: Login, live: LiveSession, status: SessionStatus,
+                           reason: str) -> None:
+        record = live.record
+        self.untrack(login, live)
+        await self.bastion.store.end_session(record.id, status=status, reason=reason, now=utcnow())
+        await self.bastion.audit.record(
+            "session.ended", actor=record.user, target=record.target,
+            request_id=record.request_id, session_id=record.id, reason=reason,
+        )
 
     async def end_live_session(self, session_id: str, reason: str) -> bool:
         """End one live session on this bastion; return whether it was live here."""

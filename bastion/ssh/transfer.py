@@ -1,7 +1,9 @@
 """Recognising file transfers (sftp, scp, rsync) whatever the command's spelling.
 
-File transfer through the bastion is refused (a later capability adds audited transfers). Two
-independent nets, so the refusal does not depend on how the command is written:
+Files move through the bastion over SFTP only, where policy allows it: the bastion terminates
+SFTP itself (bastion/ssh/file_transfer.py) and audits every file. A transfer started by a command
+(legacy `scp -O`, rsync, an sftp server run by hand) cannot be audited file by file, so it is
+refused, by two independent nets, so the refusal does not depend on how the command is written:
 
 1. **The command.** Every simple command in the exec string is examined, through the wrappers a
    shell offers (`env`, `command`, `exec`, `nice`, `sudo`, `sh -c '…'`, …), by the base name of
@@ -25,8 +27,9 @@ import shlex
 __all__ = ["REFUSAL", "command_refusal", "wire_refusal"]
 
 TRANSFER_PROGRAMS = frozenset({"scp", "sftp", "sftp-server", "rsync", "internal-sftp", "sshfs"})
-REFUSAL = ("file transfer (sftp, scp, rsync) is disabled through the bastion: copy files by the "
-           "target's own deployment means")
+REFUSAL = ("file transfer by a command (legacy `scp -O`, rsync, an sftp server run by hand) is "
+           "refused: the bastion audits files over SFTP only; where the target and your role "
+           "allow file transfer, use sftp or scp (without -O)")
 
 # Programs that run the rest of their arguments as a command, with how many option arguments
 # of their own they may take (a rough but generous model: options are skipped until the first
