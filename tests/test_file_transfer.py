@@ -358,3 +358,32 @@ def test_revoke_ends_an_open_sftp_session_with_the_reason(
                                                       "500") if s["id"] == live[0]["id"]
                               and s["status"] != "live"])
     assert "revoked" in str(ended[0]["end_reason"])
+
+
+async def test_the_tui_shows_each_transfer_in_the_session_view(
+        bastion: BastionProcess, place: tuple[Path, Path]) -> None:
+    from test_tui_screens import replay_ready, rows
+    from textual.widgets import DataTable
+
+    from tui.app import BastionTUI
+    from tui.sources import LocalSource
+
+    remote, local = place
+    payload = os.urandom(5000)
+    (remote / "report.csv").write_bytes(payload)
+    cert = _cert(bastion, "alice", "files")
+    done = _sftp(bastion, "alice", "files", cert,
+                 f"get {remote}/report.csv {local}/report.csv\nmkdir {remote}/out\n", local)
+    assert done.returncode == 0, done.stderr
+    session_id = str(next(e["session_id"] for e in _events(bastion, "transfer.download")
+                          if e["details"]["path"] == f"{remote}/report.csv"))  # type: ignore[index]
+    app = BastionTUI(LocalSource(bastion.world.config), bastion.world.root / "keys" / "auditor",
+                     refresh_interval=3600)
+    async with app.run_test(size=(160, 40)) as pilot:
+        replay = await replay_ready(app, pilot, session_id)
+        await pilot.press("i")
+        entries = [row[1] for row in rows(replay.query_one("#events", DataTable))]
+    digest = hashlib.sha256(payload).hexdigest()
+    assert any(f"sftp: download {remote}/report.csv: 5,000 bytes, sha256 {digest}" in e
+               for e in entries), entries
+    assert any(f"sftp: mkdir {remote}/out" in e for e in entries), entries
