@@ -93,13 +93,6 @@ class AccessWorkflow:
             await self._approved(req, by="auto-approval")
         return req
 
-    async def get(self, viewer: str, request_id: int) -> AccessRequest:
-        """Return a request the viewer may see."""
-        req = await self.store.get_request(request_id)
-        if req is None or not policy.may_see_request(self.config, viewer, req):
-            raise NotFound(f"no request {request_id} that you can see")
-        return req
-
     async def review(
         self, reviewer: str, request_id: int, decision: Decision, comment: str,
         key: asyncssh.SSHKey | None = None,

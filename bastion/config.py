@@ -27,7 +27,6 @@ __all__ = [
     "CONTROL_USER",
     "BastionConfig",
     "CertificatesConfig",
-    "Config",
     "MaskingRule",
     "RecordingsConfig",
     "Role",
@@ -206,8 +205,6 @@ class BastionConfig:
                     return user
         return None
 
-
-Config = BastionConfig
 
 
 def load_config(path: str | os.PathLike[str]) -> BastionConfig:
