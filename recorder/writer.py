@@ -17,7 +17,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +62,7 @@ from recorder.format import (
     valid_session_id,
 )
 from recorder.keyframes import TerminalEmulator
+from recorder.threads import Strand
 
 __all__ = ["RECORDING_SUFFIX", "RecordingWriter", "WriterSettings"]
 
@@ -296,7 +296,7 @@ class RecordingWriter:
             raise RecordingFailed(f"cannot write recording {self.path}: {exc.strerror}") from exc
         self._queue: asyncio.Queue[Event | _Encoded | _Request] = asyncio.Queue(self._settings.queue_size)
         self._task: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: Strand | None = None  # this recording's file work, in order
         self._failure: RecordingFailed | None = None
         self._closing = False
         self._closed = False
@@ -421,7 +421,7 @@ class RecordingWriter:
 
     def _start(self) -> None:
         if self._task is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="recorder")
+            self._executor = Strand()
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"recorder {self.header.session_id}"
             )
@@ -489,7 +489,7 @@ class RecordingWriter:
                     keyframe_next = False
                 pending, pending_bytes = [], 0
                 assert self._executor is not None
-                in_flight.append(loop.run_in_executor(self._executor, self._sink.process, job))
+                in_flight.append(self._executor.run(self._sink.process, job))
             while in_flight and (in_flight[0].done() or len(in_flight) > MAX_IN_FLIGHT):
                 await settle(in_flight.popleft())
 
@@ -565,8 +565,7 @@ class RecordingWriter:
         executor, self._executor = self._executor, None
         if executor is not None:
             with contextlib.suppress(OSError):
-                await asyncio.get_running_loop().run_in_executor(executor, self._sink.close)
-            executor.shutdown(wait=False)
+                await executor.run(self._sink.close)
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is not None:

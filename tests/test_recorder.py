@@ -487,3 +487,26 @@ async def test_reader_of_a_file_cut_off_before_its_first_chunk(
         assert (screen.cols, screen.rows, screen.text().strip()) == (40, 10, "")
     result = verify_recording(cut, signer.public_key())
     assert (result.status, result.chunk, result.chunks) == (VerifyStatus.CUT_OFF, None, 0)
+
+
+async def test_many_recordings_share_a_bounded_set_of_threads(
+    tmp_path: Path, auditor: X25519PrivateKey, signer: Ed25519PrivateKey
+) -> None:
+    """A thousand sessions used to mean a thousand recorder threads; now each recording's file
+    work runs in order on a shared, bounded set, and every file is still whole and in order."""
+    import threading
+
+    from recorder.threads import RECORDER_THREADS
+
+    before = threading.active_count()
+    writers = [new_writer(tmp_path, [auditor], signer, session_id=f"s{i}") for i in range(200)]
+    for round_ in range(5):
+        await asyncio.gather(*(w.output(f"{i}:{round_};".encode()) for i, w in enumerate(writers)))
+        await asyncio.gather(*(w.flush() for w in writers))
+        assert threading.active_count() - before <= RECORDER_THREADS
+    await asyncio.gather(*(w.close() for w in writers))
+    for i, writer in enumerate(writers):
+        with RecordingReader(writer.path, auditor) as reader:
+            shown = b"".join(e.data for e in reader if isinstance(e, OutputEvent))
+            assert not reader.cut_off
+        assert shown == b"".join(f"{i}:{r};".encode() for r in range(5))
