@@ -10,46 +10,45 @@ the bytes that pass, in each direction.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import hashlib
 import logging
+import weakref
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncssh
 from asyncssh import SFTPAttrs, SFTPName
 
-from bastion import policy
-from bastion.config import Target
-from bastion.models import SessionStatus
-from bastion.recording import RecordingUnavailable
-from bastion.sessions import ENDED_BY_BASTION, LiveSession, close_recording, watch_window
-from bastion.ssh.upstream import UpstreamError, connect_upstream
 from bastion.text import terminal_safe
 from recorder import RecordingError, RecordingWriter
 
-if TYPE_CHECKING:
-    from bastion.server import Bastion
-
-__all__ = ["TransferLimits", "TransferServer", "open_directions", "refusing_server",
-           "start_transfer"]
+__all__ = ["TransferLimits", "TransferRules", "TransferServer", "open_directions", "size_text"]
 
 log = logging.getLogger(__name__)
 
 Audit = Callable[..., Awaitable[object]]
 
+MAX_READ = 256 * 1024  # bytes one read request gets at most (OpenSSH's sftp-server's own cap)
+MAX_OPEN_FILES = 256  # files one session has open at once
+MAX_OPEN_DIRS = 256  # directory handles one session has at once
+MAX_AUDITED_REFUSALS = 100  # refused requests audited one by one per session; then counted
+MAX_PATH_SHOWN = 1024  # characters of a path in audit events and markers
+
 
 def open_directions(pflags: int) -> frozenset[str]:
-    """What opening a file with these SFTP flags does: read it (download), change it (upload)."""
+    """What opening a file with these SFTP flags does: change it (upload: write, append, create,
+    truncate) and read it (download: the read flag, or no write flag at all, since a server
+    opens a file without access flags for reading)."""
     directions = set()
-    if pflags & asyncssh.FXF_READ:
-        directions.add("download")
-    if pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_APPEND | asyncssh.FXF_CREAT
-                 | asyncssh.FXF_TRUNC):
+    changes = pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_APPEND | asyncssh.FXF_CREAT
+                        | asyncssh.FXF_TRUNC)
+    if changes:
         directions.add("upload")
+    if pflags & asyncssh.FXF_READ or not changes:
+        directions.add("download")
     return frozenset(directions)
 
 
@@ -63,54 +62,101 @@ def size_text(count: int) -> str:
 
 @dataclass(frozen=True)
 class TransferLimits:
-    """Bytes one file, and all files of one session, may carry (each direction counted)."""
+    """Bytes one file (per direction, whatever the handles and offsets), and all files of one
+    session, may carry."""
 
     per_file: int
     per_session: int
 
 
+@dataclass(frozen=True)
+class TransferRules:
+    """What the server asks of the session, each time (a reload or a revoke applies at once)."""
+
+    refusal: Callable[[str], str | None]  # why a direction is refused now, or None
+    limits: Callable[[], TransferLimits]
+    ended: Callable[[], str | None]  # why the session ended, or None while it is live
+    touch: Callable[[], None]  # the user is active (idle timeout)
+    stop: Callable[[str], None]  # end the session (the recording failed)
+
+
+@dataclass
+class _Flow:
+    """The bytes of one direction of one open file, and their hash while they pass in order
+    from the start."""
+
+    count: int = 0  # bytes that passed
+    next_offset: int = 0
+    in_order: bool = True
+    at_end: bool = False  # a read of at least one byte found the end right after them
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    def passed(self, offset: int, data: bytes) -> None:
+        if self.in_order and offset == self.next_offset:
+            self.digest.update(data)
+            self.next_offset += len(data)
+        else:
+            self.in_order = False
+        self.count += len(data)
+
+
 @dataclass
 class _File:
-    """One open file: what passed, and its hash while it passed in order from the start."""
+    """One open file."""
 
-    path: str
-    upload: bool
+    path: str  # as shown
+    key: bytes  # as the target names it, for the per-file limit
+    readable: bool
+    writable: bool
+    append: bool
     remote: asyncssh.SFTPClientFile
-    bytes: int = 0
-    next_offset: int = 0  # where the bytes passed so far end, when they were in order
-    in_order: bool = True
-    at_end: bool = False  # a download read up to the end of the file
-    digest: Any = field(default_factory=hashlib.sha256)
+    append_base: int = 0  # the size when opened for appending
+    down: _Flow = field(default_factory=_Flow)
+    up: _Flow = field(default_factory=_Flow)
 
 
 class TransferServer(asyncssh.SFTPServer):
     """The user's SFTP session, relayed to the target's SFTP server under the bastion's rules."""
 
     def __init__(self, chan: asyncssh.SSHServerChannel[bytes], upstream: asyncssh.SFTPClient | None,
-                 refusal: Callable[[str], str | None], limits: TransferLimits,
-                 recording: RecordingWriter | None, audit: Audit, touch: Callable[[], None],
-                 stop: Callable[[str], None], on_exit: Callable[[], Awaitable[None]]) -> None:
+                 rules: TransferRules, recording: RecordingWriter | None, audit: Audit,
+                 on_exit: Callable[[], Awaitable[None]]) -> None:
         super().__init__(chan)
         self._up = upstream
-        self._refusal = refusal  # why a direction is refused, or None
-        self._limits = limits
+        self._rules = rules
         self._recording = recording
         self._audit = audit
-        self._touch = touch
-        self._stop = stop  # ends the session (the recording failed)
         self._on_exit = on_exit
         self.transferred = 0
+        self._per_file: Counter[tuple[bytes, str]] = Counter()
+        self._open_files = 0
+        self._open_dirs = 0
+        self._refusals = 0  # audited one by one up to MAX_AUDITED_REFUSALS, then counted
 
     # what the user may do --------------------------------------------------------------
 
+    def _enter(self) -> None:
+        """Every request: none after the session ended (revoke, kill, window end...)."""
+        reason = self._rules.ended()
+        if reason is not None:
+            raise asyncssh.SFTPConnectionLost(f"bastion: session ended: {reason}")
+        self._rules.touch()
+
     async def _allow(self, directions: frozenset[str], what: str, path: str) -> None:
-        self._touch()
+        self._enter()
         for direction in sorted(directions):
-            refusal = self._refusal(direction)
+            refusal = self._rules.refusal(direction)
             if refusal is not None:
-                await self._audit("transfer.refused", operation=what, path=path, reason=refusal)
-                await self._marker(f"refused {what} {path}: {refusal}")
+                await self._refused(what, path, refusal)
                 raise self._told(asyncssh.SFTPPermissionDenied(f"bastion: {refusal}"))
+
+    async def _refused(self, what: str, path: str, reason: str) -> None:
+        """Audit a refusal, within a budget per session (a flood of refused requests cannot
+        grow the audit trail without bound; what is past it is counted at the end)."""
+        self._refusals += 1
+        if self._refusals <= MAX_AUDITED_REFUSALS:
+            await self._audit("transfer.refused", operation=what, path=path, reason=reason)
+            await self._marker(f"refused {what} {path}: {reason}")
 
     async def _marker(self, text: str) -> None:
         if self._recording is not None:
@@ -121,7 +167,7 @@ class TransferServer(asyncssh.SFTPServer):
         try:
             await write
         except RecordingError as exc:
-            self._stop(f"the recording failed ({exc}); no recording, no session")
+            self._rules.stop(f"the recording failed ({exc}); no recording, no session")
             raise asyncssh.SFTPFailure("bastion: the recording failed; the session ends") from None
 
     def _told(self, error: asyncssh.SFTPError) -> asyncssh.SFTPError:
@@ -133,7 +179,7 @@ class TransferServer(asyncssh.SFTPServer):
 
     def _upstream(self) -> asyncssh.SFTPClient:
         if self._up is None:
-            raise asyncssh.SFTPPermissionDenied(f"bastion: {self._refusal('download')}")
+            raise asyncssh.SFTPPermissionDenied(f"bastion: {self._rules.refusal('download')}")
         return self._up
 
     async def _changed(self, what: str, **details: Any) -> None:
@@ -147,85 +193,118 @@ class TransferServer(asyncssh.SFTPServer):
         name = _text(path)
         directions = open_directions(pflags)
         await self._allow(directions, "open", name)
-        try:
-            remote = await self._upstream().open(path, pflags, attrs, encoding=None)
-        except asyncssh.SFTPError as exc:
-            raise _again(exc) from None
-        upload = "upload" in directions
-        await self._audit("transfer.open", path=name, mode="write" if upload else "read")
-        await self._marker(f"open {name} for {'writing' if upload else 'reading'}")
-        return _File(name, upload, remote)
+        if self._open_files >= MAX_OPEN_FILES:
+            raise self._told(asyncssh.SFTPFailure(
+                f"bastion: at most {MAX_OPEN_FILES} files open at once in one session"))
+        remote = await self._up_call(self._upstream().open(path, pflags, attrs, encoding=None))
+        writable = "upload" in directions
+        append = bool(pflags & asyncssh.FXF_APPEND)
+        handle = _File(name, path, "download" in directions, writable, append, remote)
+        self._open_files += 1
+        if append:
+            handle.append_base = (await self._up_call(remote.stat())).size or 0
+        await self._audit("transfer.open", path=name, mode=_mode(handle))
+        await self._marker(f"open {name} for {_mode(handle)}")
+        return handle
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:  # type: ignore[override]
         handle = _handle(file_obj)
-        self._touch()
-        if handle.upload and self._refusal("download") is not None:
-            raise asyncssh.SFTPPermissionDenied("bastion: this file was opened for writing only")
-        room = self._room(handle, size)
-        if room <= 0 < size:
+        self._enter()
+        refusal = self._rules.refusal("download")
+        if not handle.readable or refusal is not None:
+            reason = refusal or "this file was opened for writing only"
+            await self._refused("read", handle.path, reason)
+            raise self._told(asyncssh.SFTPPermissionDenied(f"bastion: {reason}"))
+        size = min(size, MAX_READ)
+        room = self._room(handle, offset, size, "download")
+        if size and not room:
             # A file exactly as large as the limit still ends: only bytes past it are refused.
             if await self._up_call(handle.remote.read(1, offset)):
-                raise self._told(asyncssh.SFTPFailure(self._over(handle, "download")))
-            room = 0
+                raise self._told(asyncssh.SFTPFailure(self._over(handle, offset, 1, "download")))
+            handle.down.at_end = handle.down.in_order and offset == handle.down.next_offset
+            return b""
         data: bytes = await self._up_call(handle.remote.read(room, offset)) if room else b""
         if not data:
-            handle.at_end = handle.in_order and offset == handle.next_offset
+            if size:
+                handle.down.at_end = handle.down.in_order and offset == handle.down.next_offset
             return b""
-        await self._passed(handle, offset, data, upload=False)
+        await self._passed(handle, handle.down, offset, data, upload=False)
         return data
 
     async def write(self, file_obj: object, offset: int, data: bytes) -> int:  # type: ignore[override]
         handle = _handle(file_obj)
-        self._touch()
-        if not handle.upload:
-            raise asyncssh.SFTPPermissionDenied("bastion: this file was opened for reading only")
-        if self._room(handle, len(data)) < len(data):
-            raise self._told(asyncssh.SFTPFailure(self._over(handle, "upload")))
-        await self._passed(handle, offset, data, upload=True)  # recorded before it reaches the target
+        self._enter()
+        refusal = self._rules.refusal("upload")
+        if not handle.writable or refusal is not None:
+            reason = refusal or "this file was opened for reading only"
+            await self._refused("write", handle.path, reason)
+            raise self._told(asyncssh.SFTPPermissionDenied(f"bastion: {reason}"))
+        # An append lands at the end whatever the offset says.
+        at = handle.append_base + handle.up.count if handle.append else offset
+        if self._room(handle, at, len(data), "upload") < len(data):
+            raise self._told(asyncssh.SFTPFailure(self._over(handle, at, len(data), "upload")))
+        await self._passed(handle, handle.up, at, data, upload=True)  # recorded before the target has it
         await self._up_call(handle.remote.write(data, offset))
         return len(data)
 
-    def _room(self, handle: _File, wanted: int) -> int:
-        """How many of `wanted` bytes may still pass (requests are handled one at a time)."""
-        return max(0, min(self._limits.per_file - handle.bytes,
-                          self._limits.per_session - self.transferred, wanted))
+    def _room(self, handle: _File, offset: int, wanted: int, direction: str) -> int:
+        """How many of `wanted` bytes at `offset` may pass: no byte of a file past max_file_size
+        (whatever the handle), no more than max_file_size of one file in one direction, nor
+        max_transfer_size in the session. Requests are handled one at a time."""
+        limits = self._rules.limits()
+        return max(0, min(wanted, limits.per_file - offset,
+                          limits.per_file - self._per_file[(handle.key, direction)],
+                          limits.per_session - self.transferred))
 
-    def _over(self, handle: _File, direction: str) -> str:
-        if handle.bytes >= self._limits.per_file or \
-                self._limits.per_file - handle.bytes <= self._limits.per_session - self.transferred:
-            return (f"bastion: {handle.path}: the {direction} limit per file "
-                    f"({size_text(self._limits.per_file)}, max_file_size) was reached")
-        return (f"bastion: the limit per session ({size_text(self._limits.per_session)}, "
-                "max_transfer_size) was reached")
+    def _over(self, handle: _File, offset: int, wanted: int, direction: str) -> str:
+        limits = self._rules.limits()
+        if self.transferred + wanted > limits.per_session and \
+                offset + wanted <= limits.per_file and \
+                self._per_file[(handle.key, direction)] + wanted <= limits.per_file:
+            return (f"bastion: the limit per session ({size_text(limits.per_session)}, "
+                    "max_transfer_size) was reached")
+        return (f"bastion: {handle.path}: the {direction} limit per file "
+                f"({size_text(limits.per_file)}, max_file_size) was reached")
 
-    async def _passed(self, handle: _File, offset: int, data: bytes, *, upload: bool) -> None:
-        if handle.in_order and offset == handle.next_offset:
-            handle.digest.update(data)
-            handle.next_offset += len(data)
-        else:
-            handle.in_order = False
-        handle.bytes += len(data)
+    async def _passed(self, handle: _File, flow: _Flow, offset: int, data: bytes, *,
+                      upload: bool) -> None:
+        flow.passed(offset, data)
+        self._per_file[(handle.key, "upload" if upload else "download")] += len(data)
         self.transferred += len(data)
         if self._recording is not None:
             await self._recorded(self._recording.file_data(upload, data))
 
     async def close(self, file_obj: object) -> None:  # type: ignore[override]
         handle = _handle(file_obj)
+        size: int | None = None
         try:
+            if handle.writable:
+                with contextlib.suppress(asyncssh.Error, OSError):
+                    size = (await handle.remote.stat()).size
             await handle.remote.close()
         finally:
-            whole = handle.in_order and (handle.upload or handle.at_end)
-            sha256 = handle.digest.hexdigest() if whole else None
-            what = "upload" if handle.upload else "download"
-            await self._audit(f"transfer.{what}", path=handle.path, bytes=handle.bytes,
-                              sha256=sha256, whole=whole)
-            await self._marker(f"{what} {handle.path}: {handle.bytes:,} bytes, "
-                               + (f"sha256 {sha256}" if sha256 else "not whole or not in order"))
+            self._open_files -= 1
+            if handle.readable and (handle.down.count or not handle.writable):
+                await self._closed(handle, "download", handle.down,
+                                   handle.down.in_order and handle.down.at_end)
+            if handle.writable:
+                # Whole: the file holds exactly the bytes written, in order, from its start.
+                await self._closed(handle, "upload", handle.up, handle.up.in_order
+                                   and not handle.append and size == handle.up.next_offset)
+
+    async def _closed(self, handle: _File, what: str, flow: _Flow, whole: bool) -> None:
+        sha256 = flow.digest.hexdigest() if whole else None
+        await self._audit(f"transfer.{what}", path=handle.path, bytes=flow.count, sha256=sha256,
+                          whole=whole)
+        await self._marker(f"{what} {handle.path}: {flow.count:,} bytes, "
+                           + (f"sha256 {sha256}" if sha256 else "not whole or not in order"))
 
     async def fsync(self, file_obj: object) -> None:  # type: ignore[override]
+        self._enter()
         await self._up_call(_handle(file_obj).remote.fsync())
 
     async def fstat(self, file_obj: object) -> SFTPAttrs:  # type: ignore[override]
+        self._enter()
         attrs: SFTPAttrs = await self._up_call(_handle(file_obj).remote.stat())
         return attrs
 
@@ -237,12 +316,12 @@ class TransferServer(asyncssh.SFTPServer):
     # names ---------------------------------------------------------------------------
 
     async def stat(self, path: bytes) -> SFTPAttrs:  # type: ignore[override]
-        self._touch()
+        self._enter()
         attrs: SFTPAttrs = await self._up_call(self._upstream().stat(path))
         return attrs
 
     async def lstat(self, path: bytes) -> SFTPAttrs:  # type: ignore[override]
-        self._touch()
+        self._enter()
         attrs: SFTPAttrs = await self._up_call(self._upstream().lstat(path))
         return attrs
 
@@ -254,8 +333,23 @@ class TransferServer(asyncssh.SFTPServer):
         await self._allow(frozenset({"upload"}), "setstat", _text(path))
         await self._up_call(self._upstream().setstat(path, attrs, follow_symlinks=False))
 
-    async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:  # type: ignore[override]
-        self._touch()
+    def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:  # type: ignore[override]
+        # asyncssh calls this at opendir without awaiting (the target is first asked at the
+        # first readdir), so directory handles are bounded here, while their listings live.
+        self._enter()
+        if self._open_dirs >= MAX_OPEN_DIRS:
+            raise self._told(asyncssh.SFTPFailure(
+                f"bastion: at most {MAX_OPEN_DIRS} directories open at once in one session"))
+        listing = self._listing(path)
+        self._open_dirs += 1
+        weakref.finalize(listing, self._dir_closed)
+        return listing
+
+    def _dir_closed(self) -> None:
+        self._open_dirs -= 1
+
+    async def _listing(self, path: bytes) -> AsyncIterator[SFTPName]:
+        self._enter()
         try:
             async for name in self._upstream().scandir(path):
                 yield name
@@ -263,10 +357,12 @@ class TransferServer(asyncssh.SFTPServer):
             raise _again(exc) from None
 
     async def realpath(self, path: bytes) -> bytes:  # type: ignore[override]
+        self._enter()
         found = await self._up_call(self._upstream().realpath(path))
         return found if isinstance(found, bytes) else str(found).encode()
 
     async def readlink(self, path: bytes) -> bytes:  # type: ignore[override]
+        self._enter()
         found = await self._up_call(self._upstream().readlink(path))
         return found if isinstance(found, bytes) else str(found).encode()
 
@@ -326,6 +422,10 @@ class TransferServer(asyncssh.SFTPServer):
         raise asyncssh.SFTPOpUnsupported("bastion: no local paths")
 
     async def exit(self) -> None:  # type: ignore[override]
+        if self._refusals > MAX_AUDITED_REFUSALS:
+            await self._audit("transfer.refused_suppressed",
+                              count=self._refusals - MAX_AUDITED_REFUSALS,
+                              reason="more refused requests than one session audits one by one")
         await self._on_exit()
 
     async def _up_call(self, call: Awaitable[Any]) -> Any:
@@ -342,117 +442,24 @@ def _handle(file_obj: object) -> _File:
 
 
 def _text(path: bytes) -> str:
-    """A path as the audit trail and markers show it (escaped where it holds control bytes)."""
-    return terminal_safe(path.decode("utf-8", "replace"))
+    """A path as the audit trail and markers show it: backslashes doubled, bytes that are not
+    UTF-8 as \\xNN, control and invisible characters escaped, and a long one cut (with its length
+    and hash), so that different paths never look alike and none rewrites a screen."""
+    text = path.decode("utf-8", "surrogateescape").replace("\\", "\\\\")
+    text = "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
+    shown = terminal_safe(text)
+    if len(shown) > MAX_PATH_SHOWN:
+        digest = hashlib.sha256(path).hexdigest()[:16]
+        shown = f"{shown[:MAX_PATH_SHOWN]}… ({len(path):,} bytes, sha256 {digest}…)"
+    return shown
+
+
+def _mode(handle: _File) -> str:
+    return {(True, True): "reading and writing", (False, True): "writing"}.get(
+        (handle.readable, handle.writable), "reading")
 
 
 def _again(exc: asyncssh.SFTPError) -> asyncssh.SFTPError:
     """The target's error, passed on to the user as the target said it (a new exception: the
     one raised by the client side carries its own connection's state)."""
     return asyncssh.SFTPError(exc.code, exc.reason, exc.lang)
-
-
-
-def refusing_server(chan: asyncssh.SSHServerChannel[bytes], reason: str) -> TransferServer:
-    """For a refused session: a server that relays nothing (the channel is already closing)."""
-    return TransferServer(chan, None, lambda _: reason, TransferLimits(0, 0), None,
-                          _no_audit, _nothing, _ignore, _no_exit)
-
-
-async def _no_audit(*_: object, **__: object) -> None:
-    return None
-
-
-def _nothing() -> None:
-    return None
-
-
-def _ignore(_: str) -> None:
-    return None
-
-
-async def _no_exit() -> None:
-    return None
-
-
-async def start_transfer(bastion: Bastion, chan: asyncssh.SSHServerChannel[bytes],
-                         live: LiveSession, target: Target,
-                         end: Callable[[SessionStatus, str], Awaitable[None]]) -> TransferServer:
-    """Open the SFTP session on the target for a session that `end` closes; a refusal (policy,
-    recording, target) is said on the channel's stderr, audited, and ends the session."""
-    record = live.record
-
-    def refusal(direction: str) -> str | None:
-        return policy.transfer_refusal(bastion.config, record.user, target, direction)
-
-    def say(text: str) -> None:
-        with contextlib.suppress(OSError, asyncssh.Error):
-            chan.write_stderr(f"bastion: {text}\r\n".encode())
-
-    audit = functools.partial(bastion.audit.record, actor=record.user, target=record.target,
-                              session_id=record.id)
-
-    async def refused(event: str, reason: str, **details: Any) -> TransferServer:
-        say(reason)
-        chan.exit(1)
-        await audit(event, reason=reason, **details)
-        await end(SessionStatus.ENDED, f"refused: {reason}")
-        return refusing_server(chan, reason)
-
-    refused_session = policy.transfer_session_refusal(bastion.config, record.user, target)
-    if refused_session is not None:
-        return await refused("transfer.refused", refused_session, subsystem="sftp")
-    try:
-        recording = bastion.recordings.open(record, 80, 24, "", command="sftp")
-    except RecordingUnavailable as exc:
-        return await refused("recording.failed", f"session refused: {exc} (no recording, "
-                             "no session)")
-    try:
-        upstream = await connect_upstream(bastion.upstream_ca, target, record.user, record.id,
-                                          live.window_end)
-    except UpstreamError as exc:
-        await close_recording(recording)
-        return await refused("transfer.failed", f"cannot open {target.name}: {exc}")
-    try:
-        client = await upstream.start_sftp_client(path_encoding=None)
-    except (asyncssh.Error, OSError) as exc:
-        upstream.close()
-        await close_recording(recording)
-        return await refused("transfer.failed", f"{target.name} offers no SFTP: {exc}")
-    await recording.marker(f"sftp: session on {target.name}; allowed: "
-                           + ", ".join(d for d in ("download", "upload") if refusal(d) is None))
-    watcher = asyncio.create_task(
-        watch_window(live, bastion.config.server.idle_timeout, say))
-    stopper = asyncio.create_task(_close_when_ended(live, chan, say))
-    finished = False
-
-    async def on_exit() -> None:
-        nonlocal finished
-        if finished:
-            return
-        finished = True
-        watcher.cancel()
-        stopper.cancel()
-        client.exit()
-        upstream.close()
-        reason = "the client ended the sftp session"
-        with contextlib.suppress(OSError, asyncssh.Error):
-            chan.exit(0 if live.end_reason is None else ENDED_BY_BASTION)  # scp checks it
-        if live.end_reason is not None:
-            reason = live.end_reason
-            with contextlib.suppress(RecordingError):
-                await recording.marker(f"ended by the bastion: {live.end_reason}")
-        closed = await close_recording(recording)
-        await end(SessionStatus.ENDED if closed else SessionStatus.ENDED_ABNORMALLY, reason)
-
-    limits = TransferLimits(target.max_file_size, target.max_transfer_size)
-    return TransferServer(chan, client, refusal, limits, recording, audit, live.touch, live.end,
-                          on_exit)
-
-
-async def _close_when_ended(live: LiveSession, chan: asyncssh.SSHServerChannel[bytes],
-                            say: Callable[[str], None]) -> None:
-    """Revoke, kill, window end, user removal, idle: tell the client and close its channel."""
-    await live.stop.wait()
-    say(f"session ended: {live.end_reason}")
-    chan.exit(ENDED_BY_BASTION)

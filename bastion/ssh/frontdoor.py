@@ -26,7 +26,7 @@ from bastion.config import CONTROL_USER, Target
 from bastion.control import HELP, ControlPlane
 from bastion.models import AccessRequest, IssuedCertificate, SessionRecord, SessionStatus, utcnow
 from bastion.sessions import LiveSession, run_target_session
-from bastion.ssh.file_transfer import refusing_server, start_transfer
+from bastion.ssh.file_session import refusing_server, start_transfer
 from bastion.ssh.forwarding import Forwards
 from bastion.ssh.login import Login
 from bastion.ssh.transfer import REFUSAL
