@@ -251,6 +251,9 @@ class Setup:
     relay_port: int
     bastion_port: int
     configs: dict[str, Path] = field(default_factory=dict)
+    # (key, certificate) of the users the memory phase spreads its sessions over: a bastion
+    # holds at most 32 live sessions per user (frontdoor.MAX_LIVE_SESSIONS_PER_USER).
+    crowd: list[tuple[Path, Path]] = field(default_factory=list)
 
     def command(self, path: str, cipher: str, *extra: str) -> list[str]:
         base = ["ssh", "-F", str(self.configs[cipher]), *extra]
@@ -395,13 +398,17 @@ class MemoryStep:
 async def memory_steps(setup: Setup, pid: int, steps: list[int], budget: float,
                        concurrency: int) -> tuple[dict[str, int], list[MemoryStep], list[str], float]:
     """Open idle PTY shells through the bastion in steps; the bastion's RSS after each step."""
-    key = asyncssh.read_private_key(str(setup.key))
-    cert = asyncssh.read_certificate(str(setup.cert))
+    crowd = [(asyncssh.read_private_key(str(k)), asyncssh.read_certificate(str(c)))
+             for k, c in (setup.crowd or [(setup.key, setup.cert)])]
+    opened = 0
     live: list[tuple[asyncssh.SSHClientConnection, Any]] = []
     errors: list[str] = []
     gate = asyncio.Semaphore(concurrency)
 
     async def one() -> None:
+        nonlocal opened
+        key, cert = crowd[opened % len(crowd)]
+        opened += 1
         async with gate:
             conn = await asyncssh.connect(
                 "127.0.0.1", setup.bastion_port, username="prod", client_keys=[(key, cert)],
@@ -511,15 +518,18 @@ class TreeCpu:
         return sum(self.seen.values()) - self.start
 
 
-def bench_world(root: Path, login: Login, procs: list[Any]) -> tuple[Any, Any, Any, Any, Setup]:
-    """Target sshd, jump sshd, bastion, bare relay, an approved certificate; return them."""
+def bench_world(root: Path, login: Login, procs: list[Any], crowd: int = 0
+                ) -> tuple[Any, Any, Any, Any, Setup]:
+    """Target sshd, jump sshd, bastion, bare relay, an approved certificate (and one for each of
+    `crowd` more users); return them."""
     from harness import BastionProcess, World, control, control_json, free_port, make_key
     from sshd import Sshd
 
     from bastion.ca import CertificateAuthority
 
-    world = World(root=root / "bastion", port=free_port(),
-                  users={"alice": ["developer"], "bob": ["approver"], "dave": ["approver"]})
+    users = {"alice": ["developer"], "bob": ["approver"], "dave": ["approver"]}
+    users.update({f"load{n}": ["developer"] for n in range(crowd)})
+    world = World(root=root / "bastion", port=free_port(), users=users)
     alice = world.key("alice")
     alice_pub = make_key(alice, "alice@test")
     upstream_ca = CertificateAuthority.load(world.root / "data" / "upstream_ca", "upstream CA")
@@ -547,6 +557,13 @@ def bench_world(root: Path, login: Login, procs: list[Any]) -> tuple[Any, Any, A
     setup = Setup(login.name, alice, cert, target.port, jump.port, relay.port, world.port)
     for cipher in (CHACHA, AES):
         setup.configs[cipher] = client_config(root / f"ssh_config_{cipher[:6]}", alice, cipher)
+    for n in range(crowd):
+        name = f"load{n}"
+        req = control_json(bastion, name, "request", "prod", "--reason", "bench", "--duration", "1h")
+        control_json(bastion, "bob", "approve", str(req["id"]))
+        path = root / f"{name}-cert.pub"
+        path.write_text(control(bastion, name, "cert", str(req["id"])).stdout)
+        setup.crowd.append((world.key(name), path))
     return target, jump, bastion, relay, setup
 
 
@@ -600,7 +617,9 @@ def main() -> None:
             stops.callback(stop_all, procs)
             root = Path(tmp)
             root.chmod(0o711)  # sshd reads the authorized_keys file as the target login
-            target, jump, bastion, relay, setup = bench_world(root, login, procs)
+            # 25 sessions per user at most: a bastion holds 32 live sessions per user.
+            crowd = -(-args.sessions // 25) if "memory" in phases else 0
+            target, jump, bastion, relay, setup = bench_world(root, login, procs, crowd)
             data = login.home / "bulk.txt"
             data.write_bytes(log_text(args.mib * MIB))
             data.chmod(0o644)
