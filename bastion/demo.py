@@ -69,6 +69,7 @@ auditor_keys = [{_toml_str(str(keys / 'auditor.pub'))}]
 name = "developer"
 request = ["demo-*"]
 max_duration = "4h"
+file_transfer = "download"
 
 [[roles]]
 name = "approver"
@@ -87,6 +88,8 @@ address = "127.0.0.1:{shell_port}"
 login = "demo"
 host_key = {_toml_str(shell_host_key)}
 approvals_required = 1
+file_transfer = "download"
+max_file_size = "100 MiB"
 {databases}"""
     path = directory / "bastion.toml"
     path.write_text(text)
@@ -113,6 +116,17 @@ def _user_keys(directory: Path) -> Path:
     return directory
 
 
+def _demo_files(directory: Path) -> Path:
+    """What the demo target's SFTP server serves: a log to fetch through the bastion."""
+    files = directory / "demo-shell" / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    log_file = files / "app.log"
+    if not log_file.exists():
+        log_file.write_text("".join(f"2026-12-07T10:{n // 60:02d}:{n % 60:02d}Z INFO request {n} "
+                                    f"served in {n % 17 + 3} ms\n" for n in range(600)))
+    return files
+
+
 def _seed_databases(directory: Path) -> str:
     """Seed the demo databases whose servers are reachable; return their [[targets]] entries."""
     entries = []
@@ -133,7 +147,8 @@ async def prepare_demo(directory: Path, port: int) -> tuple[Bastion, DemoShell]:
     data = directory / "data"
     upstream_ca = CertificateAuthority.load(data / "upstream_ca", "upstream CA")
     shell_key = load_or_create_key(directory / "demo-shell" / "host_key", "demo-shell host key")
-    shell = DemoShell(shell_key, upstream_ca.public_key, login="demo")
+    files = await asyncio.to_thread(_demo_files, directory)
+    shell = DemoShell(shell_key, upstream_ca.public_key, login="demo", files=files)
     await shell.start()
     databases = await asyncio.to_thread(_seed_databases, directory)
     path = write_demo_config(directory, port, shell.port,
@@ -193,8 +208,9 @@ Bastion demo running on 127.0.0.1:{port}  (config: {d}/bastion.toml; Ctrl-C stop
 3. alice fetches her certificate (OpenSSH picks up KEY-cert.pub next to KEY):
    {ssh} -i {d}/keys/alice access@127.0.0.1 cert > {d}/keys/alice-cert.pub
    ssh-keygen -L -f {d}/keys/alice-cert.pub
-4. alice opens the target through the bastion:
+4. alice opens the target through the bastion, and fetches a file from it (audited, recorded):
    {ssh} -i {d}/keys/alice demo-shell@127.0.0.1
+   sftp -P {port} -o UserKnownHostsFile={d}/known_hosts -i {d}/keys/alice demo-shell@127.0.0.1:app.log {d}/
 5. carol (auditor) reads the audit trail and the sessions:
    {ssh} -i {d}/keys/carol access@127.0.0.1 audit
    {ssh} -i {d}/keys/carol access@127.0.0.1 sessions

@@ -12,6 +12,7 @@ import pty
 import signal
 import struct
 import termios
+from pathlib import Path
 
 import asyncssh
 
@@ -25,9 +26,11 @@ def _set_size(fd: int, cols: int, rows: int) -> None:
 class DemoShell:
     """An SSH server on 127.0.0.1 whose only login is certificates signed by the upstream CA."""
 
-    def __init__(self, host_key: asyncssh.SSHKey, upstream_ca: asyncssh.SSHKey, login: str) -> None:
+    def __init__(self, host_key: asyncssh.SSHKey, upstream_ca: asyncssh.SSHKey, login: str,
+                 files: Path | None = None) -> None:
         self.host_key = host_key
         self.login = login
+        self.files = files  # what its SFTP server serves (the bastion relays it), if anything
         line = upstream_ca.export_public_key().decode().strip()
         self._authorized = asyncssh.import_authorized_keys(f'cert-authority,principals="{login}" {line}\n')
         self._server: asyncssh.SSHAcceptor | None = None
@@ -47,11 +50,16 @@ class DemoShell:
             server_host_keys=[self.host_key],
             authorized_client_keys=self._authorized,
             process_factory=self._run,
+            sftp_factory=self._sftp if self.files is not None else None,
             encoding=None,
             allow_scp=False,
             agent_forwarding=False,
             x11_forwarding=False,
         )
+
+    def _sftp(self, chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
+        assert self.files is not None
+        return asyncssh.SFTPServer(chan, chroot=str(self.files).encode())
 
     async def stop(self) -> None:
         """Stop listening."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import select
@@ -105,13 +106,13 @@ def test_printed_walkthrough_works_verbatim(tmp_path: Path) -> None:
             assert time.monotonic() < deadline and proc.poll() is None, printed
             printed.append(proc.stdout.readline())
         commands = [line.strip() for line in printed if line.startswith("   ")]
-        assert len(commands) == 8, commands
+        assert len(commands) == 9, commands
 
         def run(command: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
             return subprocess.run(["sh", "-c", command], input=stdin, capture_output=True, text=True,
                                   timeout=30)
 
-        request, listing, approve, cert, show, login, audit, sessions = commands
+        request, listing, approve, cert, show, login, fetch, audit, sessions = commands
         assert run(request).returncode == 0
         assert "INC-42: look at logs" in run(listing).stdout
         assert run(approve).returncode == 0
@@ -120,8 +121,13 @@ def test_printed_walkthrough_works_verbatim(tmp_path: Path) -> None:
         # Step 4 is an interactive shell: give it a terminal (script(1)) and type into it.
         assert "walked-42" in type_into(f"script -q -e -c {shlex.quote(login)} /dev/null",
                                         "echo walked-$((6*7))\n", "walked-42")
+        fetched = run(fetch)
+        assert fetched.returncode == 0, fetched.stderr
+        log_file = (directory / "app.log").read_bytes()
+        assert log_file == (directory / "demo-shell" / "files" / "app.log").read_bytes()
         kinds = run(audit).stdout
         assert "request.approved" in kinds and "login.success" in kinds
+        assert "transfer.download" in kinds and hashlib.sha256(log_file).hexdigest() in kinds
         assert "demo-shell" in run(sessions).stdout
         # The SQL part of the walkthrough (CI has PostgreSQL), pasted as printed too.
         while not any("access@127.0.0.1 queries" in line for line in printed):
