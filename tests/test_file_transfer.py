@@ -387,3 +387,34 @@ async def test_the_tui_shows_each_transfer_in_the_session_view(
     assert any(f"sftp: download {remote}/report.csv: 5,000 bytes, sha256 {digest}" in e
                for e in entries), entries
     assert any(f"sftp: mkdir {remote}/out" in e for e in entries), entries
+
+
+async def test_revoke_with_a_file_open_still_ends_and_audits_the_session(
+        bastion: BastionProcess, place: tuple[Path, Path]) -> None:
+    """Revoke closes the target's connection first; closing the files left open must not keep
+    the session from ending (asyncssh calls exit() only after the last close)."""
+    remote, _ = place
+    req = control_json(bastion, "alice", "request", "files", "--reason", "INC-11: open file")
+    control_json(bastion, "bob", "approve", str(req["id"]))
+    cert = bastion.world.root / "alice-open-file-cert.pub"
+    cert.write_text(control(bastion, "alice", "cert", str(req["id"])).stdout)
+    key = asyncssh.read_private_key(str(bastion.world.key("alice")))
+    async with asyncssh.connect(
+            "127.0.0.1", bastion.world.port, username="files",
+            client_keys=[(key, asyncssh.read_certificate(str(cert)))],
+            known_hosts=str(bastion.known_hosts()), agent_path=None, config=None) as conn:
+        sftp = await conn.start_sftp_client()
+        handle = await sftp.open(f"{remote}/half.bin", "wb")
+        await handle.write(b"x" * 4096)
+        live = [s for s in control_json(bastion, "carol", "sessions", "--live")
+                if s["kind"] == "sftp" and s["user"] == "alice"]
+        assert len(live) == 1
+        control_json(bastion, "alice", "revoke", str(req["id"]))
+        ended = wait_for(lambda: [s for s in control_json(bastion, "carol", "sessions",
+                                                          "--limit", "500")
+                                  if s["id"] == live[0]["id"] and s["status"] != "live"], 10)
+    assert "revoked" in str(ended[0]["end_reason"])
+    uploads = [e["details"] for e in _events(bastion, "transfer.upload")
+               if e["session_id"] == live[0]["id"]]
+    assert uploads and uploads[0]["bytes"] == 4096  # type: ignore[index]
+    _recording(bastion, str(live[0]["id"]))  # closed whole, not cut off

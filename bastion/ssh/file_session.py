@@ -113,7 +113,6 @@ async def start_transfer(bastion: Bastion, chan: asyncssh.SSHServerChannel[bytes
         upstream.close()
 
     watcher = asyncio.create_task(watch_window(live, bastion.config.server.idle_timeout, say))
-    stopper = asyncio.create_task(_close_when_ended(live, chan, say, disconnect))
     finished = False
 
     async def on_exit() -> None:
@@ -122,7 +121,8 @@ async def start_transfer(bastion: Bastion, chan: asyncssh.SSHServerChannel[bytes
             return
         finished = True
         watcher.cancel()
-        stopper.cancel()
+        if stopper is not asyncio.current_task():  # (on_exit may run inside it)
+            stopper.cancel()
         disconnect()
         reason = "the client ended the sftp session"
         with contextlib.suppress(OSError, asyncssh.Error):
@@ -136,14 +136,20 @@ async def start_transfer(bastion: Bastion, chan: asyncssh.SSHServerChannel[bytes
 
     rules = TransferRules(refusal=refusal, limits=limits, ended=lambda: live.end_reason,
                           touch=live.touch, stop=live.end)
-    return TransferServer(chan, client, rules, recording, audit, on_exit)
+    server = TransferServer(chan, client, rules, recording, audit, on_exit)
+    stopper = asyncio.create_task(_end_when_stopped(live, chan, say, disconnect, server))
+    return server
 
 
-async def _close_when_ended(live: LiveSession, chan: asyncssh.SSHServerChannel[bytes],
-                            say: Callable[[str], None], disconnect: Callable[[], None]) -> None:
+async def _end_when_stopped(live: LiveSession, chan: asyncssh.SSHServerChannel[bytes],
+                            say: Callable[[str], None], disconnect: Callable[[], None],
+                            server: TransferServer) -> None:
     """Revoke, kill, window end, user removal, idle: the target's connection closes at once (no
-    request the client sent before is relayed after), then the client is told and let go."""
+    request the client sent before is relayed after), the client is told and let go, and the
+    session ends now, not when the client gets round to closing its channel."""
     await live.stop.wait()
     disconnect()
     say(f"session ended: {live.end_reason}")
-    chan.exit(ENDED_BY_BASTION)
+    with contextlib.suppress(OSError, asyncssh.Error):
+        chan.exit(ENDED_BY_BASTION)
+    await server.end()

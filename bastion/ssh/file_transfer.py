@@ -100,7 +100,7 @@ class _Flow:
         self.count += len(data)
 
 
-@dataclass
+@dataclass(eq=False)
 class _File:
     """One open file."""
 
@@ -129,7 +129,8 @@ class TransferServer(asyncssh.SFTPServer):
         self._on_exit = on_exit
         self.transferred = 0
         self._per_file: Counter[tuple[bytes, str]] = Counter()
-        self._open_files = 0
+        self._files: set[_File] = set()
+        self._exited = False
         self._open_dirs = 0
         self._refusals = 0  # audited one by one up to MAX_AUDITED_REFUSALS, then counted
 
@@ -193,14 +194,14 @@ class TransferServer(asyncssh.SFTPServer):
         name = _text(path)
         directions = open_directions(pflags)
         await self._allow(directions, "open", name)
-        if self._open_files >= MAX_OPEN_FILES:
+        if len(self._files) >= MAX_OPEN_FILES:
             raise self._told(asyncssh.SFTPFailure(
                 f"bastion: at most {MAX_OPEN_FILES} files open at once in one session"))
         remote = await self._up_call(self._upstream().open(path, pflags, attrs, encoding=None))
         writable = "upload" in directions
         append = bool(pflags & asyncssh.FXF_APPEND)
         handle = _File(name, path, "download" in directions, writable, append, remote)
-        self._open_files += 1
+        self._files.add(handle)
         if append:
             handle.append_base = (await self._up_call(remote.stat())).size or 0
         await self._audit("transfer.open", path=name, mode=_mode(handle))
@@ -276,14 +277,29 @@ class TransferServer(asyncssh.SFTPServer):
 
     async def close(self, file_obj: object) -> None:  # type: ignore[override]
         handle = _handle(file_obj)
+        if handle not in self._files:
+            return  # closed already (when the session ended)
+        try:
+            await self._close(handle)
+        except Exception:
+            # Closing what is left when the session ends (asyncssh's cleanup, which calls exit()
+            # only after the last close) never fails: the session must still be ended.
+            if self._rules.ended() is None:
+                raise
+            log.debug("closing %s after the session ended", handle.path, exc_info=True)
+
+    async def _close(self, handle: _File) -> None:
         size: int | None = None
         try:
-            if handle.writable:
-                with contextlib.suppress(asyncssh.Error, OSError):
-                    size = (await handle.remote.stat()).size
-            await handle.remote.close()
+            # After the session ended the target's connection is closed: nothing to ask it (a
+            # request on it would wait for an answer that never comes).
+            if self._rules.ended() is None:
+                if handle.writable:
+                    with contextlib.suppress(asyncssh.Error, OSError):
+                        size = (await handle.remote.stat()).size
+                await self._up_call(handle.remote.close())
         finally:
-            self._open_files -= 1
+            self._files.discard(handle)
             if handle.readable and (handle.down.count or not handle.writable):
                 await self._closed(handle, "download", handle.down,
                                    handle.down.in_order and handle.down.at_end)
@@ -421,12 +437,24 @@ class TransferServer(asyncssh.SFTPServer):
     def map_path(self, path: bytes) -> bytes:
         raise asyncssh.SFTPOpUnsupported("bastion: no local paths")
 
+    async def end(self) -> None:
+        """The session ended (revoke, kill, window end...): the files still open are closed as
+        they stand (audited), then the session, whatever the client does with its channel."""
+        for handle in list(self._files):
+            await self.close(handle)
+        await self.exit()
+
     async def exit(self) -> None:  # type: ignore[override]
-        if self._refusals > MAX_AUDITED_REFUSALS:
-            await self._audit("transfer.refused_suppressed",
-                              count=self._refusals - MAX_AUDITED_REFUSALS,
-                              reason="more refused requests than one session audits one by one")
-        await self._on_exit()
+        if self._exited:
+            return
+        self._exited = True
+        try:
+            if self._refusals > MAX_AUDITED_REFUSALS:
+                await self._audit("transfer.refused_suppressed",
+                                  count=self._refusals - MAX_AUDITED_REFUSALS,
+                                  reason="more refused requests than one session audits one by one")
+        finally:
+            await self._on_exit()
 
     async def _up_call(self, call: Awaitable[Any]) -> Any:
         try:
