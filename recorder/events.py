@@ -33,6 +33,7 @@ __all__ = [
 
 EVENT_HEAD: Final = struct.Struct(">BQI")
 RESIZE_BODY: Final = struct.Struct(">HH")
+FILE_HEAD: Final = struct.Struct(">BIQ")  # direction (1 = upload), file number, offset
 # Larger output/input writes are split by the writer so that no chunk grows without bound.
 MAX_DATA_EVENT: Final = 64 * 1024
 # JSON payloads (SQL results can be big) cannot be split; callers must summarise beyond this.
@@ -113,11 +114,14 @@ class SqlResultEvent:
 
 @dataclass(frozen=True, slots=True)
 class FileDataEvent:
-    """Bytes of a file transferred through the bastion's SFTP (markers name the file)."""
+    """Bytes of a file transferred through the bastion's SFTP, at `offset` in the file the
+    session opened as number `file` (the markers name it)."""
 
     t: float
     upload: bool
     data: bytes
+    file: int = 0
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +182,8 @@ def encode_event_parts(event: Event) -> tuple[bytes, bytes]:
             kind, body = EventType.SQL_STATEMENT, _json_bytes(payload)
         case SqlResultEvent(payload=payload):
             kind, body = EventType.SQL_RESULT, _json_bytes(payload)
-        case FileDataEvent(upload=upload, data=data):
-            kind, body = EventType.FILE_DATA, (b"\x01" if upload else b"\x00") + bytes(data)
+        case FileDataEvent(upload=upload, data=data, file=number, offset=offset):
+            kind, body = EventType.FILE_DATA, FILE_HEAD.pack(upload, number, offset) + bytes(data)
         case KeyframeEvent(payload=payload):
             kind, body = EventType.KEYFRAME, _json_bytes(payload)
     return EVENT_HEAD.pack(kind, to_us(event.t), len(body)), body
@@ -220,9 +224,10 @@ def _decode_one(kind: int, t: float, body: bytes, chunk: int) -> Event | None:
     if kind == EventType.SQL_RESULT:
         return SqlResultEvent(t, _json_object(body, chunk))
     if kind == EventType.FILE_DATA:
-        if not body or body[0] > 1:
-            raise CorruptRecording(f"chunk {chunk}: file data event without its direction", chunk)
-        return FileDataEvent(t, body[0] == 1, body[1:])
+        if len(body) < FILE_HEAD.size or body[0] > 1:
+            raise CorruptRecording(f"chunk {chunk}: file data event without its head", chunk)
+        upload, number, offset = FILE_HEAD.unpack_from(body)
+        return FileDataEvent(t, upload == 1, body[FILE_HEAD.size:], number, offset)
     if kind == EventType.KEYFRAME:
         return KeyframeEvent(t, _json_object(body, chunk))
     # Unknown types are skipped so that new event types do not need a new format version.

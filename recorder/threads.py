@@ -3,8 +3,9 @@ file work still done in order, by one thread at a time (a strand).
 
 One thread per recording made a thousand sessions a thousand threads. The file work of one
 recording (encrypt, hash, write, fsync) must stay in order and never run on two threads at once,
-so each recording submits to its own strand; a strand runs its queued jobs one after the other
-on whichever shared thread is free, and gives the thread back when its queue is empty.
+so each recording submits to its own strand; a strand runs its queued jobs one after the other,
+one job per turn on whichever shared thread is free, so that busy recordings take turns with
+the others.
 """
 
 from __future__ import annotations
@@ -58,15 +59,20 @@ class Strand:
         return asyncio.wrap_future(future)
 
     def _drain(self) -> None:
-        while True:
-            with self._lock:
-                if not self._jobs:
-                    self._running = False
-                    return
-                fn, args, future = self._jobs.popleft()
-            if not future.set_running_or_notify_cancel():
-                continue
+        """Run this strand's next job, then queue the strand again behind the other recordings'
+        work if it has more: a busy recording never keeps a shared thread to itself."""
+        with self._lock:
+            if not self._jobs:
+                self._running = False
+                return
+            fn, args, future = self._jobs.popleft()
+        if future.set_running_or_notify_cancel():
             try:
                 future.set_result(fn(*args))
             except BaseException as exc:  # handed to the awaiting caller, as an executor does
                 future.set_exception(exc)
+        with self._lock:
+            if not self._jobs:
+                self._running = False
+                return
+        _shared_pool().submit(self._drain)

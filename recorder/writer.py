@@ -358,9 +358,10 @@ class RecordingWriter:
         """Record a SQL statement (a JSON object chosen by the proxy)."""
         await self.write(SqlStatementEvent(self.now(), dict(payload)))
 
-    async def file_data(self, upload: bool, data: bytes) -> None:
-        """Record bytes of a transferred file (upload: from the user)."""
-        await self.write(FileDataEvent(self.now(), upload, data))
+    async def file_data(self, upload: bool, data: bytes, file: int = 0, offset: int = 0) -> None:
+        """Record bytes of a transferred file (upload: from the user) at `offset` of the file
+        the session opened as number `file`."""
+        await self.write(FileDataEvent(self.now(), upload, data, file, offset))
 
     async def sql_result(self, payload: Mapping[str, Any]) -> None:
         """Record the outcome of a SQL statement (a JSON object)."""
@@ -379,7 +380,11 @@ class RecordingWriter:
             return
         if isinstance(event, OutputEvent | InputEvent | FileDataEvent):
             for i in range(0, len(event.data), MAX_DATA_EVENT):
-                await self._put(dataclasses.replace(event, data=event.data[i : i + MAX_DATA_EVENT]))
+                piece = event.data[i : i + MAX_DATA_EVENT]
+                if isinstance(event, FileDataEvent):
+                    await self._put(dataclasses.replace(event, data=piece, offset=event.offset + i))
+                else:
+                    await self._put(dataclasses.replace(event, data=piece))
             return
         await self._put(event)
 

@@ -234,8 +234,16 @@ def test_sftp_downloads_and_uploads_are_audited_hashed_and_recorded(
     downloaded = b"".join(e.data for e in events if isinstance(e, FileDataEvent) and not e.upload)
     uploaded = b"".join(e.data for e in events if isinstance(e, FileDataEvent) and e.upload)
     assert downloaded == dump and uploaded == fix
+    # Each piece names its file and where it goes: the file can be rebuilt from the recording.
+    rebuilt = bytearray(len(dump))
+    for e in events:
+        if isinstance(e, FileDataEvent) and not e.upload:
+            assert e.file == 1
+            rebuilt[e.offset:e.offset + len(e.data)] = e.data
+    assert bytes(rebuilt) == dump
+    assert {e.file for e in events if isinstance(e, FileDataEvent) and e.upload} == {2}
     markers = [e.label for e in events if isinstance(e, MarkerEvent)]
-    assert any(f"download {remote}/heap.hprof: {len(dump):,} bytes, sha256 "
+    assert any(f"download #1 {remote}/heap.hprof: {len(dump):,} bytes, sha256 "
                f"{hashlib.sha256(dump).hexdigest()}" in m for m in markers), markers
     assert any(f"rename {remote}/hotfix.py -> {remote}/release/hotfix.py" in m for m in markers)
 
@@ -384,7 +392,7 @@ async def test_the_tui_shows_each_transfer_in_the_session_view(
         await pilot.press("i")
         entries = [row[1] for row in rows(replay.query_one("#events", DataTable))]
     digest = hashlib.sha256(payload).hexdigest()
-    assert any(f"sftp: download {remote}/report.csv: 5,000 bytes, sha256 {digest}" in e
+    assert any(f"sftp: download #1 {remote}/report.csv: 5,000 bytes, sha256 {digest}" in e
                for e in entries), entries
     assert any(f"sftp: mkdir {remote}/out" in e for e in entries), entries
 
@@ -418,3 +426,46 @@ async def test_revoke_with_a_file_open_still_ends_and_audits_the_session(
                if e["session_id"] == live[0]["id"]]
     assert uploads and uploads[0]["bytes"] == 4096  # type: ignore[index]
     _recording(bastion, str(live[0]["id"]))  # closed whole, not cut off
+
+
+def test_a_client_that_leaves_before_its_first_packet_ends_its_session(
+        bastion: BastionProcess) -> None:
+    """asyncssh calls the server's exit() only after an SFTP hello: the session must end anyway."""
+    cert = _cert(bastion, "alice", "files")
+    before = {s["id"] for s in control_json(bastion, "carol", "sessions", "--limit", "500")}
+    gone = subprocess.run(["ssh", *_options(bastion, "alice", cert), "-p", str(bastion.world.port),
+                           "-s", "files@127.0.0.1", "sftp"], stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=30)
+    assert gone.returncode is not None
+    ended = wait_for(lambda: [s for s in control_json(bastion, "carol", "sessions", "--limit", "500")
+                              if s["id"] not in before and s["kind"] == "sftp"
+                              and s["status"] != "live"], 10)
+    assert ended, "the session stayed live after its client left"
+
+
+async def test_attribute_changes_are_audited_and_sizes_bounded_whatever_the_spelling(
+        bastion: BastionProcess, place: tuple[Path, Path]) -> None:
+    remote, _ = place
+    (remote / "sub").mkdir()
+    cert = _cert(bastion, "alice", "files")
+    key = asyncssh.read_private_key(str(bastion.world.key("alice")))
+    async with asyncssh.connect(
+            "127.0.0.1", bastion.world.port, username="files",
+            client_keys=[(key, asyncssh.read_certificate(str(cert)))],
+            known_hosts=str(bastion.known_hosts()), agent_path=None, config=None) as conn:
+        sftp = await conn.start_sftp_client()
+        async with sftp.open(f"{remote}/sub/f.bin", "wb") as f:
+            await f.write(b"a" * (700 * KIB))
+        await sftp.chmod(f"{remote}/sub/f.bin", 0o640)
+        # The same file by another name: the per-file limit is the file's, not the name's.
+        with pytest.raises(asyncssh.SFTPFailure, match="max_file_size"):
+            async with sftp.open(f"{remote}/sub/../sub/./f.bin", "r+b") as f:
+                await f.write(b"b" * (700 * KIB), 700 * KIB)
+        # Growing a file by its size attribute is a change of it, within the limit too.
+        with pytest.raises(asyncssh.SFTPFailure, match="max_file_size"):
+            await sftp.truncate(f"{remote}/sub/f.bin", 5 << 20)
+    assert (remote / "sub" / "f.bin").stat().st_size == 700 * KIB
+    assert (remote / "sub" / "f.bin").stat().st_mode & 0o777 == 0o640
+    changes = [e["details"] for e in _events(bastion, "transfer.setstat")
+               if e["details"]["path"] == f"{remote}/sub/f.bin"]  # type: ignore[index]
+    assert any(c["attributes"] == {"permissions": 0o640} for c in changes), changes  # type: ignore[index]

@@ -105,13 +105,18 @@ async def start_transfer(bastion: Bastion, chan: asyncssh.SSHServerChannel[bytes
         upstream.close()
         await close_recording(recording)
         return await refused("transfer.failed", f"{target.name} offers no SFTP: {exc}")
-    await recording.marker(f"sftp: session on {target.name}; allowed: "
-                           + ", ".join(d for d in ("download", "upload") if refusal(d) is None))
-
     def disconnect() -> None:
         client.exit()
         upstream.close()
 
+    try:
+        await recording.marker(f"sftp: session on {target.name}; allowed: "
+                               + ", ".join(d for d in ("download", "upload") if refusal(d) is None))
+    except RecordingError as exc:
+        disconnect()
+        await close_recording(recording)
+        return await refused("recording.failed", f"session refused: the recording failed ({exc}); "
+                             "no recording, no session")
     watcher = asyncio.create_task(watch_window(live, bastion.config.server.idle_timeout, say))
     finished = False
 
@@ -121,8 +126,9 @@ async def start_transfer(bastion: Bastion, chan: asyncssh.SSHServerChannel[bytes
             return
         finished = True
         watcher.cancel()
-        if stopper is not asyncio.current_task():  # (on_exit may run inside it)
-            stopper.cancel()
+        for task in (stopper, gone):
+            if task is not asyncio.current_task():  # (on_exit may run inside either)
+                task.cancel()
         disconnect()
         reason = "the client ended the sftp session"
         with contextlib.suppress(OSError, asyncssh.Error):
@@ -138,7 +144,15 @@ async def start_transfer(bastion: Bastion, chan: asyncssh.SSHServerChannel[bytes
                           touch=live.touch, stop=live.end)
     server = TransferServer(chan, client, rules, recording, audit, on_exit)
     stopper = asyncio.create_task(_end_when_stopped(live, chan, say, disconnect, server))
+    gone = asyncio.create_task(_end_when_closed(chan, server))
     return server
+
+
+async def _end_when_closed(chan: asyncssh.SSHServerChannel[bytes], server: TransferServer) -> None:
+    """The client's channel closed: the session ends even where asyncssh does not call the
+    server's exit() (a client that leaves before its first packet, a close that failed)."""
+    await chan.wait_closed()
+    await server.end()
 
 
 async def _end_when_stopped(live: LiveSession, chan: asyncssh.SSHServerChannel[bytes],

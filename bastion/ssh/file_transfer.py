@@ -104,13 +104,13 @@ class _Flow:
 class _File:
     """One open file."""
 
+    number: int  # the session's number for it, in markers and file data events
     path: str  # as shown
-    key: bytes  # as the target names it, for the per-file limit
+    key: bytes  # the target's real path for it (the per-file limit holds whatever the spelling)
     readable: bool
     writable: bool
     append: bool
     remote: asyncssh.SFTPClientFile
-    append_base: int = 0  # the size when opened for appending
     down: _Flow = field(default_factory=_Flow)
     up: _Flow = field(default_factory=_Flow)
 
@@ -130,6 +130,7 @@ class TransferServer(asyncssh.SFTPServer):
         self.transferred = 0
         self._per_file: Counter[tuple[bytes, str]] = Counter()
         self._files: set[_File] = set()
+        self._opened = 0  # files opened so far (their numbers)
         self._exited = False
         self._open_dirs = 0
         self._refusals = 0  # audited one by one up to MAX_AUDITED_REFUSALS, then counted
@@ -150,6 +151,13 @@ class TransferServer(asyncssh.SFTPServer):
             if refusal is not None:
                 await self._refused(what, path, refusal)
                 raise self._told(asyncssh.SFTPPermissionDenied(f"bastion: {refusal}"))
+
+    async def _look(self) -> None:
+        """Listing, stat, realpath: either direction will do (a reload may have taken both)."""
+        self._enter()
+        refusal = self._rules.refusal("download")
+        if refusal is not None and self._rules.refusal("upload") is not None:
+            raise self._told(asyncssh.SFTPPermissionDenied(f"bastion: {refusal}"))
 
     async def _refused(self, what: str, path: str, reason: str) -> None:
         """Audit a refusal, within a budget per session (a flood of refused requests cannot
@@ -179,8 +187,7 @@ class TransferServer(asyncssh.SFTPServer):
         return error
 
     def _upstream(self) -> asyncssh.SFTPClient:
-        if self._up is None:
-            raise asyncssh.SFTPPermissionDenied(f"bastion: {self._rules.refusal('download')}")
+        assert self._up is not None, "a refused session relays nothing (_enter refuses first)"
         return self._up
 
     async def _changed(self, what: str, **details: Any) -> None:
@@ -197,16 +204,26 @@ class TransferServer(asyncssh.SFTPServer):
         if len(self._files) >= MAX_OPEN_FILES:
             raise self._told(asyncssh.SFTPFailure(
                 f"bastion: at most {MAX_OPEN_FILES} files open at once in one session"))
+        if "upload" in directions and attrs.size is not None and \
+                attrs.size > self._rules.limits().per_file:
+            raise self._told(asyncssh.SFTPFailure(self._size_over(name)))
         remote = await self._up_call(self._upstream().open(path, pflags, attrs, encoding=None))
-        writable = "upload" in directions
-        append = bool(pflags & asyncssh.FXF_APPEND)
-        handle = _File(name, path, "download" in directions, writable, append, remote)
+        key = await self._real(path)
+        self._opened += 1
+        handle = _File(self._opened, name, key, "download" in directions, "upload" in directions,
+                       bool(pflags & asyncssh.FXF_APPEND), remote)
         self._files.add(handle)
-        if append:
-            handle.append_base = (await self._up_call(remote.stat())).size or 0
-        await self._audit("transfer.open", path=name, mode=_mode(handle))
-        await self._marker(f"open {name} for {_mode(handle)}")
+        await self._audit("transfer.open", path=name, mode=_mode(handle), file=handle.number)
+        await self._marker(f"open #{handle.number} {name} for {_mode(handle)}")
         return handle
+
+    async def _real(self, path: bytes) -> bytes:
+        """The target's canonical name for a file it just opened (symlinks and `./` resolved),
+        so that other spellings of it share its per-file limit."""
+        with contextlib.suppress(asyncssh.Error, OSError):
+            found = await self._upstream().realpath(path)
+            return found if isinstance(found, bytes) else str(found).encode()
+        return path
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:  # type: ignore[override]
         handle = _handle(file_obj)
@@ -240,8 +257,8 @@ class TransferServer(asyncssh.SFTPServer):
             reason = refusal or "this file was opened for reading only"
             await self._refused("write", handle.path, reason)
             raise self._told(asyncssh.SFTPPermissionDenied(f"bastion: {reason}"))
-        # An append lands at the end whatever the offset says.
-        at = handle.append_base + handle.up.count if handle.append else offset
+        # An append lands at the end whatever the offset says: where the end is now.
+        at = (await self._up_call(handle.remote.stat())).size or 0 if handle.append else offset
         if self._room(handle, at, len(data), "upload") < len(data):
             raise self._told(asyncssh.SFTPFailure(self._over(handle, at, len(data), "upload")))
         await self._passed(handle, handle.up, at, data, upload=True)  # recorded before the target has it
@@ -273,7 +290,7 @@ class TransferServer(asyncssh.SFTPServer):
         self._per_file[(handle.key, "upload" if upload else "download")] += len(data)
         self.transferred += len(data)
         if self._recording is not None:
-            await self._recorded(self._recording.file_data(upload, data))
+            await self._recorded(self._recording.file_data(upload, data, handle.number, offset))
 
     async def close(self, file_obj: object) -> None:  # type: ignore[override]
         handle = _handle(file_obj)
@@ -282,9 +299,10 @@ class TransferServer(asyncssh.SFTPServer):
         try:
             await self._close(handle)
         except Exception:
-            # Closing what is left when the session ends (asyncssh's cleanup, which calls exit()
-            # only after the last close) never fails: the session must still be ended.
-            if self._rules.ended() is None:
+            # Closing what is left when the session ends or the client leaves (asyncssh's
+            # cleanup, which calls exit() only after the last close) never fails: the session
+            # must still be ended.
+            if self._rules.ended() is None and not self.channel.is_closing():
                 raise
             log.debug("closing %s after the session ended", handle.path, exc_info=True)
 
@@ -311,8 +329,8 @@ class TransferServer(asyncssh.SFTPServer):
     async def _closed(self, handle: _File, what: str, flow: _Flow, whole: bool) -> None:
         sha256 = flow.digest.hexdigest() if whole else None
         await self._audit(f"transfer.{what}", path=handle.path, bytes=flow.count, sha256=sha256,
-                          whole=whole)
-        await self._marker(f"{what} {handle.path}: {flow.count:,} bytes, "
+                          whole=whole, file=handle.number)
+        await self._marker(f"{what} #{handle.number} {handle.path}: {flow.count:,} bytes, "
                            + (f"sha256 {sha256}" if sha256 else "not whole or not in order"))
 
     async def fsync(self, file_obj: object) -> None:  # type: ignore[override]
@@ -326,28 +344,43 @@ class TransferServer(asyncssh.SFTPServer):
 
     async def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:  # type: ignore[override]
         handle = _handle(file_obj)
-        await self._allow(frozenset({"upload"}), "setstat", handle.path)
-        await self._up_call(handle.remote.setstat(attrs))
+        await self._set(handle.path, attrs, lambda: handle.remote.setstat(attrs))
 
     # names ---------------------------------------------------------------------------
 
     async def stat(self, path: bytes) -> SFTPAttrs:  # type: ignore[override]
-        self._enter()
+        await self._look()
         attrs: SFTPAttrs = await self._up_call(self._upstream().stat(path))
         return attrs
 
     async def lstat(self, path: bytes) -> SFTPAttrs:  # type: ignore[override]
-        self._enter()
+        await self._look()
         attrs: SFTPAttrs = await self._up_call(self._upstream().lstat(path))
         return attrs
 
     async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:  # type: ignore[override]
-        await self._allow(frozenset({"upload"}), "setstat", _text(path))
-        await self._up_call(self._upstream().setstat(path, attrs))
+        await self._set(_text(path), attrs, lambda: self._upstream().setstat(path, attrs))
 
     async def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:  # type: ignore[override]
-        await self._allow(frozenset({"upload"}), "setstat", _text(path))
-        await self._up_call(self._upstream().setstat(path, attrs, follow_symlinks=False))
+        await self._set(_text(path), attrs,
+                        lambda: self._upstream().setstat(path, attrs, follow_symlinks=False))
+
+    async def _set(self, path: str, attrs: SFTPAttrs, call: Callable[[], Awaitable[None]]
+                   ) -> None:
+        """Attributes (mode, owner, times, size): an upload right, audited; a size is a change
+        of the file, within max_file_size."""
+        await self._allow(frozenset({"upload"}), "setstat", path)
+        if attrs.size is not None and attrs.size > self._rules.limits().per_file:
+            raise self._told(asyncssh.SFTPFailure(self._size_over(path)))
+        await self._up_call(call())
+        changed = {k: v for k, v in (("size", attrs.size), ("permissions", attrs.permissions),
+                                     ("uid", attrs.uid), ("gid", attrs.gid),
+                                     ("mtime", attrs.mtime)) if v is not None}
+        await self._changed("setstat", path=path, attributes=changed)
+
+    def _size_over(self, path: str) -> str:
+        return (f"bastion: {path}: the upload limit per file "
+                f"({size_text(self._rules.limits().per_file)}, max_file_size) was reached")
 
     def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:  # type: ignore[override]
         # asyncssh calls this at opendir without awaiting (the target is first asked at the
@@ -365,7 +398,7 @@ class TransferServer(asyncssh.SFTPServer):
         self._open_dirs -= 1
 
     async def _listing(self, path: bytes) -> AsyncIterator[SFTPName]:
-        self._enter()
+        await self._look()
         try:
             async for name in self._upstream().scandir(path):
                 yield name
@@ -373,12 +406,12 @@ class TransferServer(asyncssh.SFTPServer):
             raise _again(exc) from None
 
     async def realpath(self, path: bytes) -> bytes:  # type: ignore[override]
-        self._enter()
+        await self._look()
         found = await self._up_call(self._upstream().realpath(path))
         return found if isinstance(found, bytes) else str(found).encode()
 
     async def readlink(self, path: bytes) -> bytes:  # type: ignore[override]
-        self._enter()
+        await self._look()
         found = await self._up_call(self._upstream().readlink(path))
         return found if isinstance(found, bytes) else str(found).encode()
 

@@ -29,7 +29,6 @@ from bastion.sessions import LiveSession, run_target_session
 from bastion.ssh.file_session import refusing_server, start_transfer
 from bastion.ssh.forwarding import Forwards
 from bastion.ssh.login import Login
-from bastion.ssh.transfer import REFUSAL
 from recorder import RECORDING_SUFFIX
 
 if TYPE_CHECKING:
@@ -381,11 +380,12 @@ class FrontDoor:
 
         identity = login.identity if isinstance(login, Login) else None
         if not isinstance(login, Login) or identity is None or identity.username == CONTROL_USER:
-            refuse(f"bastion: {REFUSAL}")
+            reason = "file transfer goes to a target: sftp TARGET@bastion, with its certificate"
+            refuse(f"bastion: {reason}")
             await self.bastion.audit.record(
                 "transfer.refused", actor=identity.user if identity else None, subsystem="sftp",
-                reason="file transfer goes to a target: sftp TARGET@bastion")
-            return refusing_server(chan, REFUSAL)
+                reason=reason)
+            return refusing_server(chan, reason)
         opened = await self._start_session(login, refuse, command=None, term=None,
                                            subsystem="sftp")
         if opened is None:

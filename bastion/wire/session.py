@@ -208,23 +208,43 @@ class WireContext:
                 batch.append(self._queue.get_nowait())
             ending = batch[-1] is None
             statements = [st for st in batch if st is not None]
-            try:
-                for st in statements:
+            for st in statements:
+                try:
                     await self._record(st)
-                await self.bastion.store.record_queries([QueryRecord(
-                    session_id=record.id, user=record.user, target=record.target,
-                    statement=st.redacted, kind=st.kind, started_at=st.started,
-                    duration_ms=st.duration_ms, rows=st.rows, blocked=st.refused, error=st.error,
-                ) for st in statements])
-                for st in statements:
-                    if st.refused:
-                        await self.bastion.audit.record(
-                            "sql.blocked", actor=record.user, target=record.target,
-                            session_id=record.id, statement=st.redacted, reason=st.refused)
-            except RecordingError:
-                raise
-            except Exception:  # the store is down: the recording still has them
-                log.exception("logging statements of session %s failed", record.id)
+                except RecordingError:
+                    raise
+                except Exception:  # e.g. an event over the size limit: the log still gets it
+                    log.exception("recording a statement of session %s failed", record.id)
+            await self._store(statements)
+
+    async def _store(self, statements: list[Statement]) -> None:
+        """The query log and the audit trail: one transaction for the batch; if the store
+        refuses it, one statement at a time, so one bad row loses only itself."""
+        record = self.live.record
+        rows = [QueryRecord(
+            session_id=record.id, user=record.user, target=record.target,
+            # PostgreSQL (a cluster's store) takes no NUL in text, which MySQL statements may hold.
+            statement=st.redacted.replace("\x00", "\\x00"), kind=st.kind, started_at=st.started,
+            duration_ms=st.duration_ms, rows=st.rows, blocked=st.refused, error=st.error,
+        ) for st in statements]
+        try:
+            await self.bastion.store.record_queries(rows)
+        except Exception:
+            log.exception("logging %d statements of session %s failed; one at a time",
+                          len(rows), record.id)
+            for row in rows:
+                try:
+                    await self.bastion.store.record_queries([row])
+                except Exception:  # the store is down: the recording still has it
+                    log.exception("logging a statement of session %s failed", record.id)
+        for st, row in zip(statements, rows, strict=True):
+            if st.refused:
+                try:
+                    await self.bastion.audit.record(
+                        "sql.blocked", actor=record.user, target=record.target,
+                        session_id=record.id, statement=row.statement, reason=st.refused)
+                except Exception:
+                    log.exception("auditing a refused statement of session %s failed", record.id)
 
     async def _record(self, st: Statement) -> None:
         await self.recording.sql_statement({
