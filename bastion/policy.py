@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bastion.ca import Forwarding
-from bastion.config import BastionConfig, Target, User
+from bastion.config import TRANSFER_DIRECTIONS, BastionConfig, Target, User
 from bastion.durations import format_duration
 from bastion.errors import AccessDenied, InvalidRequest, NotFound
 from bastion.models import AccessRequest, IssuedCertificate, RequestStatus
@@ -214,7 +214,9 @@ def transfer_session_refusal(config: BastionConfig, user_name: str, target: Targ
 
 
 def _directions(allowed: frozenset[str]) -> str:
-    return {0: "off", 2: '"both"'}.get(len(allowed), f'"{next(iter(allowed), "")}"')
+    """A target's file_transfer setting as the config spells it."""
+    return next((f'"{name}"' for name, value in TRANSFER_DIRECTIONS.items() if value == allowed),
+                "off")
 
 
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*$")

@@ -26,14 +26,14 @@ _CANCELLED = {1317, 1927, 3024, 1969}  # query interrupted / killed / max execut
 _LEXICAL_MODES = frozenset({"NO_BACKSLASH_ESCAPES", "ANSI_QUOTES", "ANSI"})
 
 
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 def tls_options(host: str) -> dict[str, Any]:
     """PyMySQL's connect options for TLS: none on loopback, where it protects nothing and
     PyMySQL's "preferred" mode would build a context from the system's CA bundle at every
     connect (about 50 ms of CPU, every 2 s in the grant sweep); preferred elsewhere."""
     return {"ssl_disabled": True} if host in LOOPBACK else {}
-
-
-LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def _connect(target: Target) -> pymysql.connections.Connection[Any]:

@@ -221,18 +221,12 @@ class TransferServer(asyncssh.SFTPServer):
         """The target's canonical name for a file it just opened (symlinks and `./` resolved),
         so that other spellings of it share its per-file limit."""
         with contextlib.suppress(asyncssh.Error, OSError):
-            found = await self._upstream().realpath(path)
-            return found if isinstance(found, bytes) else str(found).encode()
+            return _as_bytes(await self._upstream().realpath(path))
         return path
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:  # type: ignore[override]
         handle = _handle(file_obj)
-        self._enter()
-        refusal = self._rules.refusal("download")
-        if not handle.readable or refusal is not None:
-            reason = refusal or "this file was opened for writing only"
-            await self._refused("read", handle.path, reason)
-            raise self._told(asyncssh.SFTPPermissionDenied(f"bastion: {reason}"))
+        await self._may(handle, "download")
         size = min(size, MAX_READ)
         room = self._room(handle, offset, size, "download")
         if size and not room:
@@ -251,12 +245,7 @@ class TransferServer(asyncssh.SFTPServer):
 
     async def write(self, file_obj: object, offset: int, data: bytes) -> int:  # type: ignore[override]
         handle = _handle(file_obj)
-        self._enter()
-        refusal = self._rules.refusal("upload")
-        if not handle.writable or refusal is not None:
-            reason = refusal or "this file was opened for reading only"
-            await self._refused("write", handle.path, reason)
-            raise self._told(asyncssh.SFTPPermissionDenied(f"bastion: {reason}"))
+        await self._may(handle, "upload")
         # An append lands at the end whatever the offset says: where the end is now.
         at = (await self._up_call(handle.remote.stat())).size or 0 if handle.append else offset
         if self._room(handle, at, len(data), "upload") < len(data):
@@ -264,6 +253,18 @@ class TransferServer(asyncssh.SFTPServer):
         await self._passed(handle, handle.up, at, data, upload=True)  # recorded before the target has it
         await self._up_call(handle.remote.write(data, offset))
         return len(data)
+
+    async def _may(self, handle: _File, direction: str) -> None:
+        """Every read and write: its direction allowed now, and the file opened for it."""
+        self._enter()
+        refusal = self._rules.refusal(direction)
+        opened_for = handle.readable if direction == "download" else handle.writable
+        if opened_for and refusal is None:
+            return
+        reason = refusal or ("this file was opened for writing only" if direction == "download"
+                             else "this file was opened for reading only")
+        await self._refused("read" if direction == "download" else "write", handle.path, reason)
+        raise self._told(asyncssh.SFTPPermissionDenied(f"bastion: {reason}"))
 
     def _room(self, handle: _File, offset: int, wanted: int, direction: str) -> int:
         """How many of `wanted` bytes at `offset` may pass: no byte of a file past max_file_size
@@ -407,13 +408,11 @@ class TransferServer(asyncssh.SFTPServer):
 
     async def realpath(self, path: bytes) -> bytes:  # type: ignore[override]
         await self._look()
-        found = await self._up_call(self._upstream().realpath(path))
-        return found if isinstance(found, bytes) else str(found).encode()
+        return _as_bytes(await self._up_call(self._upstream().realpath(path)))
 
     async def readlink(self, path: bytes) -> bytes:  # type: ignore[override]
         await self._look()
-        found = await self._up_call(self._upstream().readlink(path))
-        return found if isinstance(found, bytes) else str(found).encode()
+        return _as_bytes(await self._up_call(self._upstream().readlink(path)))
 
     async def remove(self, path: bytes) -> None:  # type: ignore[override]
         await self._allow(frozenset({"upload"}), "remove", _text(path))
@@ -494,6 +493,11 @@ class TransferServer(asyncssh.SFTPServer):
             return await call
         except asyncssh.SFTPError as exc:
             raise _again(exc) from None
+
+
+def _as_bytes(name: object) -> bytes:
+    """A name from the target's SFTP client (bytes: it runs without a path encoding)."""
+    return name if isinstance(name, bytes) else str(name).encode()
 
 
 def _handle(file_obj: object) -> _File:

@@ -32,6 +32,7 @@ __all__ = [
     "error_fields",
     "message",
     "negotiate_version",
+    "next_message",
     "parse_bind",
     "parse_data_row",
     "parse_execute",
@@ -121,22 +122,25 @@ def message(tag: bytes, payload: bytes = b"") -> bytes:
     return tag + _INT32.pack(len(payload) + 4) + payload
 
 
+def next_message(buf: bytearray | bytes, pos: int = 0, limit: int = MAX_MESSAGE
+                 ) -> tuple[int, int, int] | None:
+    """(tag, payload start, end) of the whole message at `pos`, or None when it is not complete
+    yet. A length below 4 or above `limit` is a violation."""
+    if len(buf) - pos < 5:
+        return None
+    length = int.from_bytes(buf[pos + 1:pos + 5], "big")
+    if length < 4 or length > limit:
+        raise ProtocolViolation(f"message {chr(buf[pos])!r} has an impossible length {length}")
+    end = pos + 1 + length
+    return None if end > len(buf) else (buf[pos], pos + 5, end)
+
+
 def split_messages(buf: bytearray | bytes, start: int = 0, limit: int = MAX_MESSAGE
                    ) -> Iterator[tuple[int, int, int]]:
-    """(tag, payload start, end) of each whole message in `buf` from `start`; stops at a message
-    that is not complete yet. A length below 4 or above `limit` is a violation."""
-    size = len(buf)
-    pos = start
-    while size - pos >= 5:
-        length = int.from_bytes(buf[pos + 1:pos + 5], "big")
-        if length < 4 or length > limit:
-            raise ProtocolViolation(f"message {chr(buf[pos])!r} has an impossible length "
-                                    f"{length}")
-        end = pos + 1 + length
-        if end > size:
-            return
-        yield buf[pos], pos + 5, end
-        pos = end
+    """Each whole message in `buf` from `start` (see next_message)."""
+    while (found := next_message(buf, start, limit)) is not None:
+        yield found
+        start = found[2]
 
 
 _LENGTH = struct.Struct(">I")

@@ -44,6 +44,7 @@ from bastion.wire.pg_protocol import (
     cstring,
     data_rows,
     message,
+    next_message,
     parse_bind,
     parse_execute,
     parse_parse,
@@ -358,7 +359,7 @@ class _Relay:
             pieces: list[bytes] = []
             keep = 0  # start of the bytes passed on as they are
             pos = 0
-            while (found := next(split_messages(buf, pos), None)) is not None:
+            while (found := next_message(buf, pos)) is not None:
                 tag, start, end = found
                 if tag == _D and (most := self._bulk_rows()):
                     # A result past its recorded rows, with nothing to scrub: its rows are
