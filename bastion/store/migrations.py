@@ -149,6 +149,17 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             )""",
         ),
     ),
+    (
+        # The installation's tag (one row): the bastions sharing this store name their database
+        # grant accounts with it, so that two installations on one database server keep apart.
+        5,
+        (
+            """CREATE TABLE installation (
+                one INTEGER PRIMARY KEY CHECK (one = 1),
+                tag TEXT NOT NULL
+            )""",
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
