@@ -477,7 +477,9 @@ class Tmux:
 
     def __init__(self, root: Path, command: list[str]) -> None:
         self.socket = str(root / "tmux.sock")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")}
+        # COLUMNS and LINES would override the pane's size for Textual (pytest-xdist workers set them).
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("TMUX") and k not in ("COLUMNS", "LINES")}
         env["TERM"] = "xterm-256color"
         self.env = env
         # The exit status goes to a file: tmux 3.3 marks a pane dead when its terminal closes and
