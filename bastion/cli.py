@@ -64,9 +64,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "check-config":
         from bastion.config import load_config
 
+        from bastion.cluster.settings import cluster_notes
+
         config = load_config(args.file)
         print(f"{args.file}: OK ({len(config.users)} users, {len(config.roles)} roles, "
               f"{len(config.targets)} targets)")
+        for note in cluster_notes(config):
+            print(f"  {note}")
         return 0
     if args.command == "demo":
         from bastion.demo import run_demo

@@ -184,6 +184,10 @@ class Store(ABC):
         """Note that a bastion is alive now (`starting`: it has just started)."""
 
     @abstractmethod
+    async def forget_node(self, bastion_id: str) -> None:
+        """Remove a bastion that stopped cleanly (it is not dead, and has no live sessions)."""
+
+    @abstractmethod
     async def list_nodes(self) -> list[Node]:
         """Return the bastions that heartbeat, by id."""
 

@@ -52,6 +52,11 @@ class ClusterSqlStore(SqlStore, ABC):
                 (bastion_id, address, at, at),
             )
 
+    async def forget_node(self, bastion_id: str) -> None:
+        """Remove a bastion that stopped cleanly (it is not dead, and has no live sessions)."""
+        async with self._transaction(write=True) as tx:
+            await tx.execute("DELETE FROM nodes WHERE bastion_id = ?", (bastion_id,))
+
     async def list_nodes(self) -> list[Node]:
         """Return the bastions that heartbeat, by id."""
         async with self._transaction(write=False) as tx:
