@@ -62,9 +62,8 @@ def _run(args: argparse.Namespace) -> int:
         asyncio.run(serve(args.config))
         return 0
     if args.command == "check-config":
-        from bastion.config import load_config
-
         from bastion.cluster.settings import cluster_notes
+        from bastion.config import load_config
 
         config = load_config(args.file)
         print(f"{args.file}: OK ({len(config.users)} users, {len(config.roles)} roles, "
