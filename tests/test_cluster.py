@@ -3,170 +3,49 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from conftest import PG_ADMIN_URL, _pg_url_for
-from harness import (
-    REPO,
-    BastionProcess,
-    World,
-    control,
-    control_json,
-    free_port,
-    ssh,
-    ssh_argv,
-    start_target,
-    wait_for,
-)
+from cluster_harness import Cluster, running_cluster
+from harness import REPO, BastionProcess, control, control_json, ssh, ssh_argv, wait_for
 
 from recorder import OutputEvent, RecordingReader, load_auditor_private_key
 
-USERS = {"alice": ["developer"], "bob": ["approver"], "dave": ["approver"], "carol": ["auditor"]}
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+USERS = {"alice": ["developer"], "bob": ["approver"], "dave": ["approver"], "carol": ["auditor"],
+         "eve": ["contractor"]}
 NODE_TIMEOUT = 3  # seconds without a heartbeat before a node is dead (short, for the test)
-
-
-@dataclass
-class Node:
-    """One `bastion serve` of the cluster, with its own config file, log and local recordings."""
-
-    bastion_id: str
-    port: int
-    config: Path
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bastion.cli", "serve", "--config", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def wait_listening(self) -> None:
-        assert self.proc is not None
-        started = wait_for(lambda: self.proc is not None and (
-            self.proc.poll() is not None or "bastion listening on" in self.log.read_text()), 30)
-        assert started and self.proc.poll() is None, self.log.read_text()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-@dataclass
-class Cluster:
-    front: BastionProcess  # never started itself: its port is HAProxy's, its keys the nodes'
-    nodes: list[Node]
-    shared: Path
-
-
-def _haproxy_config(front_port: int, nodes: list[Node]) -> str:
-    servers = "\n".join(f"  server {n.bastion_id} 127.0.0.1:{n.port} check inter 500ms fall 2 rise 1"
-                        for n in nodes)
-    return f"""
-defaults
-  mode tcp
-  timeout connect 2s
-  timeout client 1h
-  timeout server 1h
-  retries 2
-  option redispatch
-frontend ssh
-  bind 127.0.0.1:{front_port}
-  default_backend bastions
-backend bastions
-  balance roundrobin
-{servers}
-"""
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    name = f"bastion_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    root = tmp_path_factory.mktemp("cluster")
-    shared = root / "shared-recordings"
-    world = World(root=root, port=free_port(), users=dict(USERS), store_url=_pg_url_for(name))
-    world.extra = f"""
-[cluster]
-recordings_store = "{shared}"
-heartbeat_interval = "1s"
-node_timeout = "{NODE_TIMEOUT}s"
-recheck_interval = "30s"
-"""
-    target = start_target(world)
-    template = world.write_config().read_text()
-    nodes = []
-    for i in (1, 2, 3):
-        node_dir = root / f"node{i}"
-        node_dir.mkdir()
-        node = Node(f"node{i}", free_port(), node_dir / "bastion.toml", node_dir / "bastion.log")
-        # The same config on every node but for what a node's own machine would differ in.
-        node.config.write_text(
-            template.replace(f'listen = "127.0.0.1:{world.port}"', f'listen = "127.0.0.1:{node.port}"')
-            .replace('bastion_id = "test"', f'bastion_id = "node{i}"\naudit_log = "{node_dir}/audit.jsonl"')
-            .replace(f'dir = "{root / "recordings"}"', f'dir = "{node_dir / "recordings"}"'))
-        nodes.append(node)
-    nodes[0].start()  # the first one creates the schema and the keys the others share
-    nodes[0].wait_listening()
-    for node in nodes[1:]:
-        node.start()
-    for node in nodes[1:]:
-        node.wait_listening()
-    haproxy_cfg = root / "haproxy.cfg"
-    haproxy_cfg.write_text(_haproxy_config(world.port, nodes))
-    with (root / "haproxy.log").open("wb") as haproxy_log:
-        haproxy = subprocess.Popen([HAPROXY, "-db", "-f", str(haproxy_cfg)],
-                                   stdout=subprocess.DEVNULL, stderr=haproxy_log)
-    front = BastionProcess(world)
-    try:
-        assert wait_for(lambda: ssh(front, world.key("carol"), "access", ["whoami"]).returncode == 0)
-        yield Cluster(front, nodes, shared)
-    finally:
-        haproxy.terminate()
-        haproxy.wait(timeout=10)
-        for node in nodes:
-            node.stop()
-        target.stop()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with running_cluster(tmp_path_factory.mktemp("cluster"), USERS, 3,
+                         node_timeout=f"{NODE_TIMEOUT}s") as running:
+        yield running
 
 
-def grant(front: BastionProcess, target: str = "prod") -> tuple[Path, int]:
-    """A fresh approved request for alice and her certificate file."""
-    req = control_json(front, "alice", "request", target, "--reason", "INC-12")
+def grant(front: BastionProcess, user: str = "alice") -> tuple[Path, int]:
+    """A fresh approved request of a user's for prod, and their certificate file."""
+    req = control_json(front, user, "request", "prod", "--reason", "INC-12")
     control_json(front, "bob", "approve", str(req["id"]))
-    result = control(front, "alice", "cert", str(req["id"]))
+    result = control(front, user, "cert", str(req["id"]))
     assert result.returncode == 0, result.stderr
-    cert = front.world.root / f"alice-{req['id']}-cert.pub"
+    cert = front.world.root / f"{user}-{req['id']}-cert.pub"
     cert.write_text(result.stdout)
     return cert, req["id"]
 
 
-def open_session(front: BastionProcess, cert: Path, marker: str) -> subprocess.Popen[str]:
-    """A live shell session of alice's through HAProxy, once it has printed `marker`."""
+def open_session(front: BastionProcess, cert: Path, marker: str, user: str = "alice"
+                 ) -> subprocess.Popen[str]:
+    """A live shell session through HAProxy, once it has printed `marker`."""
     live = subprocess.Popen(
-        [*ssh_argv(front, front.world.key("alice"), "prod", cert=cert), f"echo {marker}; sleep 60"],
+        [*ssh_argv(front, front.world.key(user), "prod", cert=cert), f"echo {marker}; sleep 60"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert live.stdout is not None and live.stdout.readline() == f"{marker}\n"
     return live
@@ -264,6 +143,27 @@ def test_concurrent_approvals_on_two_nodes_count_once(cluster: Cluster) -> None:
     control_json(front, "dave", "approve", str(req["id"]))
     mine = next(r for r in control_json(front, "alice", "requests") if r["id"] == req["id"])
     assert mine["status"] == "approved"
+
+
+def test_a_user_removed_on_one_node_loses_sessions_on_every_node(cluster: Cluster) -> None:
+    front = cluster.front
+    cert, _ = grant(front, "eve")
+    lives = [open_session(front, cert, f"eve-{i}", "eve") for i in range(3)]
+    assert {session_of(front, f"eve-{i}")["bastion_id"] for i in range(3)} == {
+        "node1", "node2", "node3"}
+    for node in cluster.nodes:  # the operator rolls the new config out to every node's file …
+        text = node.config.read_text()
+        start = text.index('[[users]]\nname = "eve"')
+        end = text.index("\n\n", start)
+        node.config.write_text(text[:start] + text[end:])
+    first = cluster.nodes[0]
+    assert first.proc is not None
+    first.proc.send_signal(signal.SIGHUP)  # … and reloads one node; the others follow
+    sent = time.monotonic()
+    for live in lives:
+        _, err = live.communicate(timeout=10)
+        assert live.returncode == 255 and "your access was removed from the bastion" in err
+    assert time.monotonic() - sent < 2.0
 
 
 def test_a_killed_node_has_its_sessions_ended_and_users_reconnect(cluster: Cluster) -> None:
