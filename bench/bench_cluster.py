@@ -141,11 +141,7 @@ def revoke_to_end(cluster: Cluster, rounds: int) -> tuple[list[float], list[floa
                      if s["request_id"] == req["id"] and s["bastion_id"] != "node1"}
         ended: list[float] = []
 
-        def wait(live: subprocess.Popen[str]) -> None:
-            live.communicate()
-            ended.append(time.perf_counter())
-
-        waiters = [threading.Thread(target=wait, args=(live,)) for live in lives]
+        waiters = [threading.Thread(target=_wait_into, args=(live, ended)) for live in lives]
         for w in waiters:
             w.start()
         start = time.perf_counter()
@@ -159,6 +155,11 @@ def revoke_to_end(cluster: Cluster, rounds: int) -> tuple[list[float], list[floa
         from_start += [(t - start) * 1000 for t in last]
         from_return += [(t - at) * 1000 for t in last]
     return from_start, from_return
+
+
+def _wait_into(live: subprocess.Popen[str], ended: list[float]) -> None:
+    live.communicate()
+    ended.append(time.perf_counter())
 
 
 def main() -> None:
