@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tomllib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -93,6 +94,19 @@ def test_check_config_says_what_a_cluster_needs(tmp_path: Path) -> None:
     alone = cluster_notes(parse_config({"server": {"data_dir": str(tmp_path)}}, tmp_path / "b.toml"))
     assert alone == ["one bastion (SQLite state store); for several, see [cluster] in "
                      "config.example.toml"]
+
+
+def test_the_example_cluster_table_is_valid(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parent.parent / "config.example.toml").read_text()
+    block = text[text.index("# [cluster]"):]
+    block = block[:block.index("\n\n")]
+    table = "\n".join(line.removeprefix("# ") for line in block.splitlines()
+                      if not line.startswith("# #"))
+    data = {"server": {"state_store": PG, "data_dir": str(tmp_path)}, **tomllib.loads(table)}
+    cluster = parse_config(data, tmp_path / "b.toml").cluster
+    assert cluster is not None and cluster.recordings_store == Path("/mnt/bastion-recordings")
+    assert (cluster.heartbeat_interval, cluster.node_timeout, cluster.recheck_interval) == (
+        2.0, 10.0, 5.0)
 
 
 # the store's cluster queries, on both backends ---------------------------------------------

@@ -67,9 +67,11 @@ class ClusterNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.notifications.stop()
-        with contextlib.suppress(BastionError):
-            await self.lander.land_finished()
-            await self.store.forget_node(self.bastion_id)
+        for last_step in (self.lander.land_finished, lambda: self.store.forget_node(self.bastion_id)):
+            try:
+                await last_step()
+            except BastionError as exc:
+                log.error("cluster: stopping: %s", exc)
 
     def session_ended(self) -> None:
         """A session of this node ended: land its recording now."""
