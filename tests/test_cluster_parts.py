@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from bastion.audit import AuditTrail
+from bastion.cluster.node import ClusterNode
 from bastion.cluster.notifications import ClusterMessage, Notifications, decode, encode
 from bastion.cluster.recordings import RecordingLander, SharedDirectory
-from bastion.cluster.settings import cluster_notes, parse_cluster
+from bastion.cluster.settings import ClusterConfig, cluster_notes, parse_cluster
 from bastion.config import parse_config
 from bastion.config_table import ConfigTable
 from bastion.errors import ConfigError
 from bastion.models import IssuedCertificate, RequestStatus, SessionRecord, SessionStatus
+from bastion.sessions import LiveSession
 from bastion.store import Store, open_store
 from bastion.store.cluster_sql import end_reason
 
@@ -123,16 +126,17 @@ async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         await store.close()
 
 
-async def _live_session(store: Store, sid: str, bastion: str, serial: int) -> int:
+async def _live_session(store: Store, sid: str, bastion: str, serial: int, at: datetime = T0
+                        ) -> int:
     req = await store.create_request(user="alice", target="prod", reason="r",
                                      duration=timedelta(hours=1), approvals_required=0,
-                                     pending_until=T0 + timedelta(hours=1), now=T0)
+                                     pending_until=at + timedelta(hours=1), now=at)
     await store.record_certificate(IssuedCertificate(
         serial=serial, request_id=req.id, user="alice", key_fingerprint="SHA256:k",
-        principals=("prod",), valid_after=T0, valid_before=T0 + timedelta(hours=1), issued_at=T0))
+        principals=("prod",), valid_after=at, valid_before=at + timedelta(hours=1), issued_at=at))
     await store.start_session(SessionRecord(
         id=sid, user="alice", target="prod", kind="ssh", request_id=req.id, cert_serial=serial,
-        client="127.0.0.1:1", bastion_id=bastion, started_at=T0))
+        client="127.0.0.1:1", bastion_id=bastion, started_at=at))
     return req.id
 
 
@@ -226,3 +230,39 @@ async def test_nodes_hear_each_other_but_not_themselves(pg_url: str) -> None:
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_a_lost_notification_is_caught_by_the_recheck(stores: list[Store],
+                                                           tmp_path: Path) -> None:
+    here, elsewhere = stores
+    now = datetime.now(UTC)
+    revoked = await _live_session(here, "revoked-here", "a", 31, now)
+    await _live_session(here, "killed-there", "a", 32, now)
+    await _live_session(here, "untouched", "a", 33, now)
+    live = {sid: LiveSession(await _record(here, sid), datetime.now(UTC) + timedelta(hours=1))
+            for sid in ("revoked-here", "killed-there", "untouched")}
+    node = ClusterNode(
+        ClusterConfig(tmp_path / "shared"), here, AuditTrail(here, tmp_path / "audit.jsonl", None),
+        store_url="postgresql://unused", bastion_id="a", live=lambda: live,
+        reload=_no_reload, lander=RecordingLander(here, SharedDirectory(tmp_path / "shared"),
+                                                  lambda: tmp_path, lambda: live))
+    # Another node revokes and kills, and its notifications never arrive: the re-check finds both.
+    await elsewhere.close_request(revoked, status=RequestStatus.REVOKED, by="bob", reason="r",
+                                  now=datetime.now(UTC))
+    await elsewhere.end_session("killed-there", status=SessionStatus.ENDED,
+                                reason="ended by carol", now=datetime.now(UTC))
+    assert await node.recheck() == 2
+    assert {sid: s.end_reason for sid, s in live.items()} == {
+        "revoked-here": f"request {revoked} was revoked",
+        "killed-there": "the session was ended elsewhere: ended by carol",
+        "untouched": None}
+
+
+async def _record(store: Store, sid: str) -> SessionRecord:
+    record = await store.get_session(sid)
+    assert record is not None
+    return record
+
+
+async def _no_reload() -> bool:
+    return True
