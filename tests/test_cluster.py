@@ -133,9 +133,11 @@ def test_auditor_lists_every_session_and_replays_any_from_any_node(cluster: Clus
 def test_concurrent_approvals_on_two_nodes_count_once(cluster: Cluster) -> None:
     front = cluster.front
     req = control_json(front, "alice", "request", "critical", "--reason", "INC-12 two approvals")
+    # One command line for both (building it rewrites known_hosts, which must not race).
+    approve = [*ssh_argv(front, front.world.key("bob"), "access"), f"approve {req['id']} --json"]
     with ThreadPoolExecutor(2) as pool:
-        twice = list(pool.map(lambda _: control(front, "bob", "approve", str(req["id"]), "--json"),
-                              range(2)))
+        twice = list(pool.map(lambda _: subprocess.run(approve, capture_output=True, text=True,
+                                                       timeout=30), range(2)))
     assert all(r.returncode == 0 for r in twice), [r.stderr for r in twice]
     after = control_json(front, "alice", "requests")
     mine = next(r for r in after if r["id"] == req["id"])
