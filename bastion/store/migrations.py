@@ -150,8 +150,19 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
         ),
     ),
     (
-        # The nodes of a cluster and their last heartbeat: a survivor ends a silent node's sessions.
+        # The installation's tag (one row): the bastions sharing this store name their database
+        # grant accounts with it, so that two installations on one database server keep apart.
         5,
+        (
+            """CREATE TABLE installation (
+                one INTEGER PRIMARY KEY CHECK (one = 1),
+                tag TEXT NOT NULL
+            )""",
+        ),
+    ),
+    (
+        # The nodes of a cluster and their last heartbeat: a survivor ends a silent node's sessions.
+        6,
         (
             """CREATE TABLE nodes (
                 bastion_id TEXT PRIMARY KEY,
