@@ -200,3 +200,15 @@ def test_a_killed_node_has_its_sessions_ended_and_users_reconnect(cluster: Clust
     for live in lives:
         live.kill()
         live.communicate()
+    # Back again, the node lands what its killed run left: the recording, reported cut off.
+    doomed.start()
+    doomed.wait_listening()
+
+    def landed() -> bool:
+        return str(sessions(front)[orphan["id"]]["recording"]).startswith(str(cluster.shared))
+
+    assert wait_for(landed, 10)
+    verify = subprocess.run(
+        [sys.executable, "-m", "bastion.cli", "recordings", "verify", orphan["id"], "--config",
+         str(cluster.nodes[0].config)], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert verify.returncode == 3 and "cut off" in verify.stdout, verify.stdout + verify.stderr
