@@ -62,11 +62,14 @@ def _run(args: argparse.Namespace) -> int:
         asyncio.run(serve(args.config))
         return 0
     if args.command == "check-config":
+        from bastion.cluster.settings import cluster_notes
         from bastion.config import load_config
 
         config = load_config(args.file)
         print(f"{args.file}: OK ({len(config.users)} users, {len(config.roles)} roles, "
               f"{len(config.targets)} targets)")
+        for note in cluster_notes(config):
+            print(f"  {note}")
         return 0
     if args.command == "demo":
         from bastion.demo import run_demo

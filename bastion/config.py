@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
+from bastion.cluster.settings import ClusterConfig, parse_cluster
 from bastion.config_table import ConfigTable
 from bastion.errors import ConfigError
 from bastion.notify import Webhook
@@ -179,6 +180,7 @@ class BastionConfig:
     roles: tuple[Role, ...]
     targets: tuple[Target, ...]
     webhooks: tuple[Webhook, ...] = ()
+    cluster: ClusterConfig | None = None
 
     def user(self, name: str) -> User | None:
         """Return a user by name."""
@@ -204,7 +206,6 @@ class BastionConfig:
                 if asyncssh.import_public_key(text).public_data == wanted:
                     return user
         return None
-
 
 
 def load_config(path: str | os.PathLike[str]) -> BastionConfig:
@@ -235,10 +236,12 @@ def parse_config(data: dict[str, Any], path: Path, *, now: datetime | None = Non
     users = _unique(file, "users", [_user(t, role_names, now) for t in root.tables("users")])
     targets = _unique(file, "targets", [_target(t, base) for t in root.tables("targets")])
     webhooks = tuple(_webhook(t) for t in root.tables("webhooks"))
+    cluster = parse_cluster(root.table("cluster"), server.state_store, recordings.dir, base)
     root.done()
     _check_keys_unique(file, users)
     _check_approvable(file, targets, users, roles)
-    return BastionConfig(path, server, certificates, recordings, users, roles, targets, webhooks)
+    return BastionConfig(path, server, certificates, recordings, users, roles, targets, webhooks,
+                         cluster)
 
 
 def _path(value: str, base: Path) -> Path:

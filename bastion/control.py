@@ -18,7 +18,14 @@ from bastion import policy
 from bastion.access import AccessWorkflow
 from bastion.durations import format_duration, parse_duration
 from bastion.errors import AccessDenied, BastionError, InvalidRequest, NotFound
-from bastion.models import AccessRequest, Decision, RequestStatus, SessionRecord, utcnow
+from bastion.models import (
+    AccessRequest,
+    Decision,
+    RequestStatus,
+    SessionRecord,
+    SessionStatus,
+    utcnow,
+)
 from bastion.text import control_characters, terminal_safe
 from bastion.wire.commands import native_client_commands
 
@@ -212,7 +219,7 @@ def session_json(s: SessionRecord) -> dict[str, Any]:
         "request_id": s.request_id, "status": s.status.value, "client": s.client,
         "started_at": s.started_at.isoformat(),
         "ended_at": s.ended_at.isoformat() if s.ended_at else None,
-        "end_reason": s.end_reason, "recording": s.recording,
+        "end_reason": s.end_reason, "recording": s.recording, "bastion_id": s.bastion_id,
     }
 
 
@@ -445,8 +452,12 @@ class ControlPlane:
             # Encrypted for the auditors: the bastion hands over bytes it cannot read itself.
             handle = await asyncio.to_thread(path.open, "rb")
         except OSError as exc:
+            # In a cluster a live session's recording is still on its own node's disk.
+            elsewhere = (f" (the session is live on bastion {session.bastion_id}: its recording "
+                         "can be read there now, or from any bastion once the session ends)"
+                         if session.status is SessionStatus.LIVE else "")
             raise NotFound(f"the recording of session {session.id} cannot be read: "
-                           f"{exc.strerror}") from None
+                           f"{exc.strerror}{elsewhere}") from None
         await self.workflow.audit.record("recording.fetched", actor=self.user,
                                          target=session.target, session_id=session.id,
                                          offset=args.offset)

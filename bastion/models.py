@@ -15,6 +15,7 @@ __all__ = [
     "AuditEvent",
     "Decision",
     "IssuedCertificate",
+    "Node",
     "QueryRecord",
     "RequestStatus",
     "Review",
@@ -140,6 +141,16 @@ class SessionRecord:
     ended_at: datetime | None = None
     end_reason: str | None = None
     recording: str | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    """One bastion of a cluster as the store knows it: its last heartbeat."""
+
+    bastion_id: str
+    address: str
+    started_at: datetime
+    heartbeat_at: datetime
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bastion.config import load_config
+from bastion.config import BastionConfig, load_config
 from bastion.errors import BastionError, InvalidRequest, NotFound
 from bastion.store import open_store
 from recorder import (
@@ -82,11 +82,18 @@ def _resolve(arg: str, config_path: Path) -> Path:
         return path
     if "/" in arg:
         raise NotFound(f"no recording file {arg}")
-    directory = load_config(config_path).recordings.dir
-    candidate = directory / f"{arg}{RECORDING_SUFFIX}"
-    if not candidate.is_file():
-        raise NotFound(f"no recording {arg!r} in {directory}")
-    return candidate
+    directories = _directories(load_config(config_path))
+    for directory in directories:
+        candidate = directory / f"{arg}{RECORDING_SUFFIX}"
+        if candidate.is_file():
+            return candidate
+    raise NotFound(f"no recording {arg!r} in {' or '.join(str(d) for d in directories)}")
+
+
+def _directories(config: BastionConfig) -> list[Path]:
+    """Where recordings are: this node's own directory, then the cluster's shared store."""
+    shared = [config.cluster.recordings_store] if config.cluster is not None else []
+    return [config.recordings.dir, *shared]
 
 
 def _session_of(path: Path, config_path: Path) -> tuple[SessionFacts | None, str]:
@@ -182,10 +189,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    directory = load_config(args.config).recordings.dir
+    directories = _directories(load_config(args.config))
     signer = _signer(args.config)
     rows: list[dict[str, Any]] = []
-    for path in sorted(directory.glob(f"*{RECORDING_SUFFIX}")) if directory.is_dir() else []:
+    paths = [p for d in directories if d.is_dir() for p in sorted(d.glob(f"*{RECORDING_SUFFIX}"))]
+    for path in paths:
         try:
             header = read_header_unencrypted(path)
         except RecordingError as exc:
@@ -204,7 +212,7 @@ def _list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print(f"no recordings in {directory}")
+        print(f"no recordings in {' or '.join(str(d) for d in directories)}")
         return 0
     for r in rows:
         print(f"{r['id']:<18} {r.get('start', '-')[:19]:<19} {r['user'] or '-':<12} "

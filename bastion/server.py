@@ -13,6 +13,8 @@ import asyncssh
 from bastion.access import AccessWorkflow
 from bastion.audit import AuditTrail
 from bastion.ca import CertificateAuthority, load_or_create_key, load_or_create_secret
+from bastion.cluster.node import ClusterNode
+from bastion.cluster.recordings import RecordingLander, SharedDirectory
 from bastion.config import BastionConfig, load_config
 from bastion.db.accounts import AccountNames, new_installation_tag
 from bastion.db.grants import DatabaseGrants, setup_target
@@ -57,8 +59,24 @@ class Bastion:
                                         AccountNames(installation))
         self.workflow.revoke_listeners.append(self.db_grants.end_request)
         self.frontdoor = FrontDoor(self)
+        self.cluster = self._join_cluster(config)
         self._sweeper: asyncio.Task[None] | None = None
         self._account_sweeper: asyncio.Task[None] | None = None
+
+    def _join_cluster(self, config: BastionConfig) -> ClusterNode | None:
+        """This bastion as a node of a cluster, when the config has a [cluster] table."""
+        if config.cluster is None:
+            return None
+        lander = RecordingLander(self.store, SharedDirectory(config.cluster.recordings_store),
+                                 lambda: self.config.recordings.dir, lambda: self.frontdoor.live)
+        cluster = ClusterNode(
+            config.cluster, self.store, self.audit, store_url=config.server.state_store,
+            bastion_id=config.server.bastion_id, live=lambda: self.frontdoor.live,
+            reload=lambda: self.reload(announce=False), lander=lander)
+        self.frontdoor.end_session = cluster.end_session
+        self.frontdoor.session_ended = cluster.session_ended
+        self.workflow.revoke_listeners.append(lambda _request: cluster.announce("recheck"))
+        return cluster
 
     @classmethod
     async def open(cls, config: BastionConfig) -> Bastion:
@@ -81,6 +99,8 @@ class Bastion:
                 reason="the bastion stopped while the session was live",
             )
         await self.frontdoor.start()
+        if self.cluster is not None:
+            await self.cluster.start(f"{self.config.server.listen_host}:{self.frontdoor.port}")
         await self.audit.record("bastion.started", port=self.frontdoor.port,
                                 bastion_id=self.config.server.bastion_id)
         self._sweeper = asyncio.create_task(self._sweep())
@@ -94,11 +114,14 @@ class Bastion:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.frontdoor.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.notifier.stop()
         await self.store.close()
 
-    async def reload(self) -> bool:
-        """Load the config file again; on any error keep the old one and log why."""
+    async def reload(self, *, announce: bool = True) -> bool:
+        """Load the config file again; on any error keep the old one and log why. `announce`
+        tells the other nodes of a cluster to reload theirs too."""
         path = self.config.path
         try:
             new = await asyncio.to_thread(load_config, path)
@@ -124,6 +147,8 @@ class Bastion:
         )
         log.info("config reloaded from %s", path)
         await self._end_disallowed_sessions()
+        if announce and self.cluster is not None:
+            await self.cluster.announce("config_reloaded")
         return True
 
     async def _reprovision(self, old: BastionConfig, new: BastionConfig) -> None:
@@ -169,6 +194,8 @@ class Bastion:
                 expired = await self.workflow.expire()
                 if expired:
                     self._end_requests({r.id for r in expired}, "your access window has ended")
+                    if self.cluster is not None:
+                        await self.cluster.announce("recheck")
                 await self._end_disallowed_sessions()
             except Exception:
                 log.exception("periodic sweep failed; will retry")

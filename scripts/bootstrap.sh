@@ -18,6 +18,8 @@ if [ "${BASTION_BOOTSTRAP_TEST:-0}" = 1 ]; then
   command -v javac >/dev/null || need+=(default-jdk-headless)
   [ -e /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
   [ -e /usr/share/java/mariadb-java-client.jar ] || need+=(libmariadb-java)
+  # The load balancer in front of the cluster test's three bastions.
+  [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

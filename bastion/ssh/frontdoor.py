@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
@@ -85,6 +85,9 @@ class FrontDoor:
         self._server: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refusals = _AuditBudget(REFUSALS_PER_MINUTE)
+        # What `kill` calls, and what hears of each ended session: in a cluster, the cluster's.
+        self.end_session: Callable[[str, str], Awaitable[bool]] = self.end_live_session
+        self.session_ended: Callable[[], None] = lambda: None
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a coroutine in the background, keeping a reference until it finishes."""
@@ -190,6 +193,7 @@ class FrontDoor:
             mine.discard(live)
             if not mine:
                 del self._channels[login]
+        self.session_ended()
 
     def ended_by_bastion(self, login: Login, reason: str) -> None:
         """A forwarded channel was ended by the bastion: when nothing else is left on the
@@ -317,7 +321,7 @@ class FrontDoor:
             process.exit(0)
             return
         plane = ControlPlane(self.bastion.workflow, identity.user, identity.key,
-                             self.end_live_session)
+                             self.end_session)
         result = await plane.run(command)
         out = result.stdout
         if isinstance(out, str | bytes):

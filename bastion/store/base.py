@@ -16,6 +16,7 @@ from bastion.models import (
     AuditEvent,
     Decision,
     IssuedCertificate,
+    Node,
     QueryRecord,
     RequestStatus,
     SessionRecord,
@@ -174,6 +175,35 @@ class Store(ABC):
     @abstractmethod
     async def end_abandoned_sessions(self, bastion_id: str, now: datetime) -> list[SessionRecord]:
         """Mark live sessions of a bastion that restarted as ended abnormally; return them."""
+
+    # cluster -------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def heartbeat(self, bastion_id: str, address: str, now: datetime, *,
+                        starting: bool = False) -> None:
+        """Note that a bastion is alive now (`starting`: it has just started)."""
+
+    @abstractmethod
+    async def forget_node(self, bastion_id: str) -> None:
+        """Remove a bastion that stopped cleanly (it is not dead, and has no live sessions)."""
+
+    @abstractmethod
+    async def list_nodes(self) -> list[Node]:
+        """Return the bastions that heartbeat, by id."""
+
+    @abstractmethod
+    async def reap_dead_nodes(self, silent_since: datetime, now: datetime, *, by: str
+                              ) -> list[tuple[Node, list[SessionRecord]]]:
+        """Forget bastions (other than `by`) silent since `silent_since` and mark their live
+        sessions ended abnormally; each dead node is returned to exactly one caller."""
+
+    @abstractmethod
+    async def sessions_to_end(self, session_ids: Sequence[str], now: datetime) -> dict[str, str]:
+        """Of these live sessions, those the store says must end now, with the reason why."""
+
+    @abstractmethod
+    async def set_session_recording(self, session_id: str, location: str) -> None:
+        """Point a session at where its recording is kept now."""
 
     # query log -----------------------------------------------------------------------------
 

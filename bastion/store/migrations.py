@@ -160,6 +160,18 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             )""",
         ),
     ),
+    (
+        # The nodes of a cluster and their last heartbeat: a survivor ends a silent node's sessions.
+        6,
+        (
+            """CREATE TABLE nodes (
+                bastion_id TEXT PRIMARY KEY,
+                address TEXT NOT NULL,
+                started_at BIGINT NOT NULL,
+                heartbeat_at BIGINT NOT NULL
+            )""",
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,1 @@
+"""Several bastions as one: shared state, revocation everywhere, dead nodes, shared recordings."""
