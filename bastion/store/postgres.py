@@ -20,8 +20,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from bastion.errors import StoreError
+from bastion.store.bindings import BindingRows
 from bastion.store.migrations import Dialect
-from bastion.store.sql import Row, SqlStore, Tx
+from bastion.store.sql import Row, Tx
 
 __all__ = ["PostgresStore"]
 
@@ -82,7 +83,7 @@ class _PostgresTx(Tx):
             raise self._store._error(exc) from exc
 
 
-class PostgresStore(SqlStore):
+class PostgresStore(BindingRows):
     """State in a PostgreSQL database, shared by several bastions."""
 
     def __init__(self, url: str, *, max_connections: int = 4) -> None:

@@ -19,8 +19,9 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from bastion.errors import StoreError
+from bastion.store.bindings import BindingRows
 from bastion.store.migrations import Dialect
-from bastion.store.sql import Row, SqlStore, Tx
+from bastion.store.sql import Row, Tx
 
 __all__ = ["SQLiteStore"]
 
@@ -89,7 +90,7 @@ class _SQLiteTx(Tx):
         await self._store._call(self._store._run_many, sql, [tuple(r) for r in rows])
 
 
-class SQLiteStore(SqlStore):
+class SQLiteStore(BindingRows):
     """State in one SQLite file, for a single bastion."""
 
     def __init__(self, path: str) -> None:
