@@ -18,7 +18,15 @@ from bastion import policy
 from bastion.access import AccessWorkflow
 from bastion.durations import format_duration, parse_duration
 from bastion.errors import AccessDenied, BastionError, InvalidRequest, NotFound
-from bastion.models import AccessRequest, Decision, RequestStatus, SessionRecord, utcnow
+from bastion.identity.bindings import Identities
+from bastion.models import (
+    AccessRequest,
+    Decision,
+    IdentityBinding,
+    RequestStatus,
+    SessionRecord,
+    utcnow,
+)
 from bastion.text import control_characters, terminal_safe
 from bastion.wire.commands import native_client_commands
 
@@ -35,7 +43,13 @@ Commands (add --json to any of them for machine-readable output):
   revoke ID [--reason TEXT]                      end an approved or pending request now
   cert [ID]                                      print a certificate for the key you logged in with
   targets                                        targets you may request, approve or audit
-  whoami                                         your user, roles and key
+  whoami                                         your user, roles and key (and sign-in)
+  login                                          sign in through the identity provider with
+                                                 this SSH key (any key)
+  logout                                         end this key's sign-in
+  identities                                     keys bound to signed-in people (auditors)
+  unbind USER [--reason TEXT]                    end a person's sign-ins and live sessions
+                                                 (auditors)
   sessions [--live] [--limit N]                  sessions through the bastion (auditors: all)
   kill SESSION [--reason TEXT]                   end a live session now (auditors)
   recording SESSION [--from OFFSET]              the session's encrypted recording file (auditors)
@@ -106,6 +120,11 @@ def _parser() -> _Parser:
     cmd("cert").add_argument("id", type=_request_id, nargs="?")
     cmd("targets")
     cmd("whoami")
+    cmd("logout")
+    cmd("identities")
+    p = cmd("unbind")
+    p.add_argument("user")
+    p.add_argument("--reason", nargs="+", default=[])
     p = cmd("sessions")
     p.add_argument("--live", action="store_true")
     p.add_argument("--limit", type=_count, default=200)
@@ -237,11 +256,15 @@ class ControlPlane:
         user: str,
         key: asyncssh.SSHKey,
         end_session: Callable[[str, str], Awaitable[bool]] | None = None,
+        identities: Identities | None = None,
+        binding: IdentityBinding | None = None,
     ) -> None:
         self.workflow = workflow
         self.user = user
         self.key = key
         self.end_session = end_session
+        self.identities = identities
+        self.binding = binding  # this key's sign-in through the identity provider, if any
 
     async def run(self, command_line: str) -> CommandResult:
         """Parse and run a command; errors become a message on stderr and exit status."""
@@ -288,6 +311,12 @@ class ControlPlane:
         return {"help": HELP} if args.json else HELP
 
     async def _request(self, args: argparse.Namespace) -> Any:
+        if self.identities is not None and self.binding is not None:
+            refusal = self.identities.target_refusal(self.binding, args.target)
+            if refusal is not None:
+                await self.workflow.audit.record("request.refused", actor=self.user,
+                                                 target=args.target, reason=refusal)
+                raise AccessDenied(refusal)
         duration = None
         if args.duration:
             try:
@@ -406,13 +435,64 @@ class ControlPlane:
             # So an auditor can pin the key that signs recordings instead of trusting the file.
             info["recording_signer"] = await asyncio.to_thread(
                 _public_line, Path(f"{self._config.recordings.signing_key}.pub"))
+        binding = self.binding
+        if binding is not None:
+            info["signed_in"] = binding.to_json()
         if args.json:
             return info
         lines = [f"user:    {user.name}", f"roles:   {', '.join(user.roles) or '-'}",
                  f"key:     {info['key']}"]
-        if user.expires:
+        if binding is not None:
+            lines += [f"signed in through the identity provider at {_when(binding.bound_at)} UTC "
+                      f"(subject {binding.subject}; groups {', '.join(binding.groups) or '-'}; "
+                      f"{'MFA' if binding.mfa else 'no MFA'})",
+                      f"bound:   until {_when(binding.expires_at)} UTC; last re-checked "
+                      f"{_when(binding.checked_at)} UTC"]
+        elif user.expires:
             lines.append(f"expires: {_when(user.expires)} UTC")
         return "\n".join(lines) + "\n"
+
+    async def _logout(self, args: argparse.Namespace) -> Any:
+        if self.identities is None or self.binding is None:
+            raise InvalidRequest("this key is not signed in through the identity provider "
+                                 "(a key of the config stays until an administrator removes it)")
+        await self.identities.logout(self.key)
+        if args.json:
+            return {"user": self.user, "key": self.binding.key_fingerprint, "signed_out": True}
+        return f"signed out: this key no longer works as {self.user}\n"
+
+    def _identity_auditor(self) -> Identities:
+        if self.identities is None or self._config.identity is None:
+            raise InvalidRequest("sign-in through an identity provider is not set up on this "
+                                 "bastion")
+        if not policy.can_audit(self._config, self.user):
+            raise AccessDenied("signed-in identities are for auditors: none of your roles has "
+                               "`audit`")
+        return self.identities
+
+    async def _identities(self, args: argparse.Namespace) -> Any:
+        bindings = await self._identity_auditor().store.identity_bindings()
+        now = utcnow()
+        bindings = [b for b in bindings if b.expires_at > now]
+        if args.json:
+            return [b.to_json() for b in bindings]
+        if not bindings:
+            return "no signed-in identities\n"
+        return _table(("USER", "ROLES", "GROUPS", "MFA", "KEY", "UNTIL", "CHECKED"),
+                      [(b.user, ",".join(b.roles), ",".join(b.groups), "yes" if b.mfa else "no",
+                        b.key_fingerprint, _when(b.expires_at), _when(b.checked_at))
+                       for b in bindings])
+
+    async def _unbind(self, args: argparse.Namespace) -> Any:
+        identities = self._identity_auditor()
+        reason = f"unbound by {self.user}" + (f": {args.reason}" if args.reason else "")
+        removed = await identities.unbind(args.user, by=self.user, reason=reason)
+        if not removed:
+            raise NotFound(f"{args.user} has no signed-in key")
+        if args.json:
+            return {"user": args.user, "unbound": [b.key_fingerprint for b in removed]}
+        return (f"{args.user}: {len(removed)} key(s) unbound; their live sessions on this bastion "
+                "ended (other bastions end theirs within seconds)\n")
 
     async def _sessions(self, args: argparse.Namespace) -> Any:
         auditor = policy.can_audit(self._config, self.user)
