@@ -128,9 +128,10 @@ class ProviderClient:
             return validate_id_token(token, await self._keys(False), issuer=s.issuer,
                                      client_id=s.client_id, nonce=nonce, now=utcnow())
         except TokenRejected as exc:
-            if "does not publish" not in str(exc):
+            if "does not publish" not in str(exc) and "signature" not in str(exc):
                 raise
-        # An unknown key id: the provider may have rotated its keys since they were cached.
+        # An unknown key, or one that does not verify: the provider may have rotated its keys
+        # since they were cached; fetch them once more before refusing.
         return validate_id_token(token, await self._keys(True), issuer=s.issuer,
                                  client_id=s.client_id, nonce=nonce, now=utcnow())
 
