@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import shlex
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ from bastion import policy
 from bastion.access import AccessWorkflow
 from bastion.durations import format_duration, parse_duration
 from bastion.errors import AccessDenied, BastionError, InvalidRequest, NotFound
+from bastion.identity import commands as identity_commands
 from bastion.identity.bindings import Identities
 from bastion.models import (
     AccessRequest,
@@ -28,6 +29,8 @@ from bastion.models import (
     utcnow,
 )
 from bastion.text import control_characters, terminal_safe
+from bastion.text import table as _table
+from bastion.text import when as _when
 from bastion.wire.commands import native_client_commands
 
 __all__ = ["HELP", "CommandResult", "ControlPlane"]
@@ -194,10 +197,6 @@ def _plain_text(name: str, value: str) -> None:
         raise InvalidRequest(f"{name} is {len(value)} characters long; at most {MAX_TEXT}")
 
 
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
 def request_json(req: AccessRequest, now: datetime) -> dict[str, Any]:
     """A request as the `--json` output shows it."""
     return {
@@ -233,15 +232,6 @@ def session_json(s: SessionRecord) -> dict[str, Any]:
         "ended_at": s.ended_at.isoformat() if s.ended_at else None,
         "end_reason": s.end_reason, "recording": s.recording,
     }
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    # Cells hold text users typed (reasons, comments, statements): shown escaped, one line each.
-    cells = [[str(c) for c in headers]] + [[terminal_safe(str(c)) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
-    return "\n".join(lines) + "\n"
 
 
 Handler = Callable[[argparse.Namespace], Awaitable[Any]]
@@ -453,46 +443,15 @@ class ControlPlane:
         return "\n".join(lines) + "\n"
 
     async def _logout(self, args: argparse.Namespace) -> Any:
-        if self.identities is None or self.binding is None:
-            raise InvalidRequest("this key is not signed in through the identity provider "
-                                 "(a key of the config stays until an administrator removes it)")
-        await self.identities.logout(self.key)
-        if args.json:
-            return {"user": self.user, "key": self.binding.key_fingerprint, "signed_out": True}
-        return f"signed out: this key no longer works as {self.user}\n"
-
-    def _identity_auditor(self) -> Identities:
-        if self.identities is None or self._config.identity is None:
-            raise InvalidRequest("sign-in through an identity provider is not set up on this "
-                                 "bastion")
-        if not policy.can_audit(self._config, self.user):
-            raise AccessDenied("signed-in identities are for auditors: none of your roles has "
-                               "`audit`")
-        return self.identities
+        return await identity_commands.logout(self.identities, self.binding, self.key, args.json)
 
     async def _identities(self, args: argparse.Namespace) -> Any:
-        bindings = await self._identity_auditor().store.identity_bindings()
-        now = utcnow()
-        bindings = [b for b in bindings if b.expires_at > now]
-        if args.json:
-            return [b.to_json() for b in bindings]
-        if not bindings:
-            return "no signed-in identities\n"
-        return _table(("USER", "ROLES", "GROUPS", "MFA", "KEY", "UNTIL", "CHECKED"),
-                      [(b.user, ",".join(b.roles), ",".join(b.groups), "yes" if b.mfa else "no",
-                        b.key_fingerprint, _when(b.expires_at), _when(b.checked_at))
-                       for b in bindings])
+        return await identity_commands.identities(self.identities, self._config, self.user,
+                                                  args.json)
 
     async def _unbind(self, args: argparse.Namespace) -> Any:
-        identities = self._identity_auditor()
-        reason = f"unbound by {self.user}" + (f": {args.reason}" if args.reason else "")
-        removed = await identities.unbind(args.user, by=self.user, reason=reason)
-        if not removed:
-            raise NotFound(f"{args.user} has no signed-in key")
-        if args.json:
-            return {"user": args.user, "unbound": [b.key_fingerprint for b in removed]}
-        return (f"{args.user}: {len(removed)} key(s) unbound; their live sessions on this bastion "
-                "ended (other bastions end theirs within seconds)\n")
+        return await identity_commands.unbind(self.identities, self._config, self.user, args.user,
+                                              args.reason, args.json)
 
     async def _sessions(self, args: argparse.Namespace) -> Any:
         auditor = policy.can_audit(self._config, self.user)

@@ -33,6 +33,7 @@ PEOPLE = {
     "gina": {"password": "gina-pw", "groups": ["eng"]},
     "alice": {"password": "alice-pw", "groups": ["eng"]},  # also a user of the config file
     "nobody": {"password": "nobody-pw", "groups": ["marketing"]},
+    "hank": {"password": "hank-pw", "groups": ["eng"]},
 }
 
 
@@ -206,6 +207,19 @@ def test_removal_from_the_group_takes_effect_at_the_next_recheck(
     assert "not signed in" in as_key(bastion, key, "requests").stderr
     assert "gina" not in [b["user"] for b in control_json(bastion, "carol", "identities")]
     assert "identity.recheck_failed" in audit_kinds(bastion)
+
+
+def test_removal_from_the_provider_takes_effect_at_the_next_recheck(
+        bastion: BastionProcess, idp: OidcProvider) -> None:
+    result, key = sign_in(bastion, idp, "hank")
+    assert result.returncode == 0, result.stderr
+    del idp.state["users"]["hank"]
+    idp.save()
+    time.sleep(1.1)
+    refused = as_key(bastion, key, "whoami")
+    assert refused.returncode == 1
+    assert "your sign-in is no longer valid: the identity provider no longer accepts this " \
+        "sign-in" in refused.stderr
 
 
 def test_unbind_ends_the_person_s_live_sessions(bastion: BastionProcess,

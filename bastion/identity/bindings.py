@@ -125,6 +125,12 @@ class Identities:
                 u.name for u in self._file_config().users))
             user = person.user
             binding = self._bind(person, key, tokens, nonce, settings)
+            others = await self.store.identity_bindings(user=person.user)
+            if any(b.subject != person.subject and b.expires_at > utcnow() for b in others):
+                # A name reused at the provider must not inherit someone else's requests.
+                raise SignInRefused(f"the name {person.user} is signed in here by another person "
+                                    "(another subject at the provider); ask an auditor to "
+                                    f"`unbind {person.user}` first")
         except IdentityError as exc:
             await self.audit.record("identity.sign_in_failed", actor=user, key=fingerprint,
                                     client=client, reason=str(exc))

@@ -407,7 +407,8 @@ class FrontDoor:
         """`login`: the device flow, its prompts on stderr, the binding on stdout."""
 
         async def say(text: str) -> None:
-            process.stderr.write(text.encode())
+            # The URL and the code come from the provider: shown, never interpreted.
+            process.stderr.write(terminal_safe(text, keep_newlines=True).encode())
             await process.stderr.drain()
 
         try:
@@ -422,11 +423,11 @@ class FrontDoor:
             process.stdout.write((json.dumps(binding.to_json(), indent=2) + "\n").encode())
         else:
             note = self.bastion.identities.withheld_note(binding) or ""
-            process.stdout.write(
+            process.stdout.write(terminal_safe(
                 f"signed in as {binding.user} (roles: {', '.join(binding.roles)}; groups: "
                 f"{', '.join(binding.groups) or '-'}{'; MFA' if binding.mfa else ''}).\n"
                 f"This key works for request, cert and targets until "
-                f"{binding.expires_at:%Y-%m-%d %H:%M} UTC.\n{note}".encode())
+                f"{binding.expires_at:%Y-%m-%d %H:%M} UTC.\n{note}", keep_newlines=True).encode())
         process.exit(0)
 
     async def _target_session(
