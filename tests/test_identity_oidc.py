@@ -231,8 +231,14 @@ def test_unbind_ends_the_person_s_live_sessions(bastion: BastionProcess,
     cert.write_text(as_key(bastion, key, "cert").stdout)
     live = subprocess.Popen([*ssh_argv(bastion, key, "staging", cert=cert), "sleep 60"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert wait_for(lambda: any(s["user"] == "frank" for s in control_json(
-        bastion, "carol", "sessions", "--live")))
+    try:
+        started = wait_for(lambda: any(s["user"] == "frank" for s in control_json(
+            bastion, "carol", "sessions", "--live")))
+    finally:
+        if live.poll() is not None or not started:
+            live.kill()
+            _, err = live.communicate()
+            pytest.fail(f"frank's session did not start: {err}")
     denied = as_key(bastion, bastion.world.key("alice"), "unbind", "frank")
     assert "identities are for auditors" in denied.stderr
     unbound = control(bastion, "carol", "unbind", "frank", "--reason", "left the company")

@@ -53,6 +53,7 @@ class Identities:
         self._effective: tuple[BastionConfig, BastionConfig] | None = None
         self._provider: ProviderClient | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        self._refreshing = asyncio.Lock()
 
     @property
     def settings(self) -> IdentitySettings | None:
@@ -84,13 +85,16 @@ class Identities:
         """Read the bindings again; remove the ones past key_ttl (auditing each once)."""
         if self.settings is None and not self._bindings:
             return
-        now = utcnow()
-        bindings = await self.store.identity_bindings()
-        for stale in [b for b in bindings if b.expires_at <= now]:
-            for gone in await self.store.unbind_identity(key_fingerprint=stale.key_fingerprint):
-                await self.audit.record("identity.expired", actor=gone.user,
-                                        key=gone.key_fingerprint, reason="key_ttl reached")
-        self._remember([b for b in bindings if b.expires_at > now])
+        # One at a time: a sweep's read from before a sign-in must not land after the sign-in's
+        # own refresh and hide the new binding (its sessions would be ended as "removed").
+        async with self._refreshing:
+            now = utcnow()
+            bindings = await self.store.identity_bindings()
+            for stale in [b for b in bindings if b.expires_at <= now]:
+                for gone in await self.store.unbind_identity(key_fingerprint=stale.key_fingerprint):
+                    await self.audit.record("identity.expired", actor=gone.user,
+                                            key=gone.key_fingerprint, reason="key_ttl reached")
+            self._remember([b for b in bindings if b.expires_at > now])
 
     async def binding_for(self, key: asyncssh.SSHKey) -> IdentityBinding | None:
         """The binding of this key in force now, as the store has it."""
