@@ -4,6 +4,7 @@ the device flow's answers, the [identity] config, and bindings in both stores.""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -18,8 +19,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from harness import make_key
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from bastion.audit import AuditTrail
 from bastion.config import parse_config
 from bastion.errors import ConfigError
+from bastion.identity.bindings import Identities
 from bastion.identity.claims import held_roles, person_from_claims
 from bastion.identity.device_flow import (
     HttpResponse,
@@ -328,3 +331,28 @@ async def test_bindings_in_the_store(store_url: str) -> None:
     finally:
         await store.close()
         await other.close()
+
+
+async def test_bindings_past_key_ttl_leave_the_users_and_are_audited(tmp_path: Path) -> None:
+    config = parse_config(config_data({}), tmp_path / "c.toml")
+    store = await open_store(f"sqlite:///{tmp_path}/state.db")
+    ended: list[tuple[str, str]] = []
+    try:
+        people = Identities(lambda: config, store, AuditTrail(store, tmp_path / "audit.jsonl", None),
+                            TokenSeal(b"k" * 32), lambda user, why: ended.append((user, why)) or 1)
+        now = datetime.now(UTC)
+        await store.bind_identity(dataclasses.replace(binding(), bound_at=now,
+                                                      expires_at=now + timedelta(hours=1)))
+        await store.bind_identity(dataclasses.replace(binding("erin", "SHA256:k2"), bound_at=now,
+                                                      expires_at=now - timedelta(seconds=1)))
+        await people.refresh()
+        assert people.config().user("dora") is not None
+        assert people.config().user("erin") is None
+        assert [b.user for b in await store.identity_bindings()] == ["dora"]
+        events = await store.list_audit(kind="identity.")
+        assert [(e.kind, e.actor) for e in events] == [("identity.expired", "erin")]
+        assert [b.user for b in await people.unbind("dora", by="carol", reason="left")] == ["dora"]
+        assert people.config().user("dora") is None
+        assert ended == [("dora", "your sign-in was ended: left")]
+    finally:
+        await store.close()

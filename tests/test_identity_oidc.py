@@ -170,8 +170,10 @@ def test_unmapped_groups_and_config_names_are_refused(bastion: BastionProcess,
     assert "none of your groups (marketing) is mapped to a role" in result.stderr
     result, _ = sign_in(bastion, idp, "alice", "alice-idp")
     assert "alice is a user of the bastion's config file: one name cannot be both" in result.stderr
-    # The config's alice is unaffected.
+    # The config's alice is unaffected, and her key is hers: it cannot be signed in.
     assert control_json(bastion, "alice", "whoami")["user"] == "alice"
+    own = control(bastion, "alice", "login")
+    assert own.returncode == 1 and "this key belongs to alice" in own.stderr
 
 
 def test_mfa_required_by_a_role_and_by_a_target(bastion: BastionProcess,
