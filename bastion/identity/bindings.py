@@ -27,6 +27,8 @@ __all__ = ["Identities"]
 log = logging.getLogger("bastion.identity")
 
 MAX_SIGN_IN_WAIT = 900.0  # seconds a `login` waits for the person, whatever the provider allows
+# Sign-ins waiting at once on one bastion: any key may start one, so they are bounded.
+MAX_PENDING_SIGN_INS = 64
 EndSessions = Callable[[str, str], int]
 
 
@@ -54,6 +56,7 @@ class Identities:
         self._provider: ProviderClient | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._refreshing = asyncio.Lock()
+        self._pending = 0
 
     @property
     def settings(self) -> IdentitySettings | None:
@@ -113,6 +116,19 @@ class Identities:
                       gone: Callable[[], bool], client: str) -> IdentityBinding:
         """Run the device flow for this connection's key; bind it to the person who signed in."""
         fingerprint = key_fingerprint(key)
+        if self._pending >= MAX_PENDING_SIGN_INS:
+            # Not audited one by one: a flood of these would flood the trail.
+            raise SignInRefused(f"{MAX_PENDING_SIGN_INS} sign-ins are already waiting on this "
+                                "bastion; try again in a minute")
+        self._pending += 1
+        try:
+            return await self._sign_in(key, fingerprint, say, gone, client)
+        finally:
+            self._pending -= 1
+
+    async def _sign_in(self, key: asyncssh.SSHKey, fingerprint: str,
+                       say: Callable[[str], Awaitable[None]], gone: Callable[[], bool],
+                       client: str) -> IdentityBinding:
         user: str | None = None
         try:
             provider = self.provider()

@@ -353,9 +353,11 @@ class FrontDoor:
                 return
             name = binding.user if binding else None
         elif words[:1] == ["login"]:
-            process.stderr.write(f"error: this key belongs to {identity.user}, a user of the "
-                                 "bastion's config; login is for keys that are not registered "
-                                 "(use another key)\n".encode())
+            why = (f"this key belongs to {identity.user}, a user of the bastion's config; login "
+                   "is for keys that are not registered (use another key)"
+                   if self.bastion.config.identity is not None else
+                   "sign-in through an identity provider is not set up on this bastion")
+            process.stderr.write(f"error: {why}\n".encode())
             process.exit(1)
             return
         # Checked per command too: the connection may outlive the user's place in the config.
