@@ -14,6 +14,7 @@ from bastion.access import AccessWorkflow
 from bastion.audit import AuditTrail
 from bastion.ca import CertificateAuthority, load_or_create_key, load_or_create_secret
 from bastion.config import BastionConfig, load_config
+from bastion.db.accounts import AccountNames, new_installation_tag
 from bastion.db.grants import DatabaseGrants, setup_target
 from bastion.errors import BastionError
 from bastion.identity.bindings import Identities
@@ -35,7 +36,7 @@ ACCOUNT_SWEEP_INTERVAL = 2.0
 class Bastion:
     """Everything one bastion process runs, wired together."""
 
-    def __init__(self, config: BastionConfig, store: Store) -> None:
+    def __init__(self, config: BastionConfig, store: Store, installation: str) -> None:
         self.file_config = config
         self.store = store
         data_dir = config.server.data_dir
@@ -60,7 +61,8 @@ class Bastion:
         self.workflow = AccessWorkflow(lambda: self.config, store, self.audit, self.user_ca)
         self.workflow.revoke_listeners.append(self._on_revoked)
         # One database account per approved grant on SQL targets, ended when the grant ends.
-        self.db_grants = DatabaseGrants(lambda: self.config, store, self.audit, self.masking_key)
+        self.db_grants = DatabaseGrants(lambda: self.config, store, self.audit, self.masking_key,
+                                        AccountNames(installation))
         self.workflow.revoke_listeners.append(self.db_grants.end_request)
         self.frontdoor = FrontDoor(self)
         self._sweeper: asyncio.Task[None] | None = None
@@ -76,7 +78,7 @@ class Bastion:
         """Open the store and build the bastion."""
         store = await open_store(config.server.state_store)
         try:
-            return cls(config, store)
+            return cls(config, store, await store.installation_tag(new_installation_tag()))
         except BaseException:
             await store.close()
             raise

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import shlex
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from typing import Any
 
 from sshd import Sshd
 
+from bastion.db.accounts import AccountNames
 from recorder import generate_auditor_key, write_key_pair
 
 REPO = Path(__file__).resolve().parent.parent
@@ -232,6 +235,19 @@ class BastionProcess:
         host_pub = (self.world.root / "data" / "host_key.pub").read_text().strip()
         path.write_text(f"[127.0.0.1]:{self.world.port} {host_pub}\n")
         return path
+
+
+def account_names(bastion: BastionProcess) -> AccountNames:
+    """How the bastion names its database grant accounts (its installation's tag, from its
+    SQLite state store)."""
+    with contextlib.closing(sqlite3.connect(bastion.world.root / "data" / "state.db")) as db:
+        (tag,) = db.execute("SELECT tag FROM installation").fetchone()
+    return AccountNames(tag)
+
+
+def grant_account(bastion: BastionProcess, user: str, request_id: int) -> str:
+    """The database account of a grant, as the bastion names it."""
+    return account_names(bastion).account(user, request_id)
 
 
 def ssh(

@@ -106,18 +106,28 @@ def seeded_databases() -> Iterator[dict[str, str]]:
     try:
         yield {"name": name, "password": password}
     finally:
+        # Only the grant accounts that were given this test's databases: tests of other
+        # bastions (other installations) run at the same time on the same servers.
         with my.cursor() as cur:
+            cur.execute("SELECT User FROM mysql.db WHERE Db IN (%s, %s) AND Host = '%%' "
+                        "UNION SELECT User FROM mysql.tables_priv WHERE Db IN (%s, %s) AND Host = '%%'",
+                        (name, f"{name}_masked", name, f"{name}_masked"))
+            grantees = [str(account) for (account,) in cur.fetchall()]
             cur.execute(f"DROP DATABASE {name}")
             cur.execute(f"DROP DATABASE IF EXISTS {name}_masked")
             cur.execute(f"DROP USER '{name}'@'127.0.0.1'")
-            cur.execute("SELECT user FROM mysql.user WHERE user LIKE 'bx\\_%' AND host = '%'")
-            for (account,) in cur.fetchall():  # the grant accounts the bastion made
-                cur.execute(f"DROP USER '{account}'@'%'")
+            for account in grantees:
+                if account.startswith("bx_"):
+                    cur.execute(f"DROP USER IF EXISTS '{account}'@'%'")
         my.close()
+        roles = admin.execute(
+            "SELECT DISTINCT a.grantee::regrole::text FROM pg_database d, aclexplode(d.datacl) a "
+            "WHERE d.datname = %s", (name,)).fetchall()
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.execute(f"DROP ROLE {name}")
-        for (account,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'bx\\_%'"
-                                        ).fetchall():
-            with contextlib.suppress(psycopg.Error):  # still holds privileges in another database
-                admin.execute(f'DROP ROLE "{account}"')
+        for (account,) in roles:
+            account = account.strip('"')
+            if account.startswith("bx_"):
+                with contextlib.suppress(psycopg.Error):  # still holds privileges elsewhere
+                    admin.execute(f'DROP ROLE "{account}"')
         admin.close()

@@ -15,7 +15,17 @@ from typing import Any
 import psycopg
 import pymysql
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, setup_databases, ssh_argv
+from harness import (
+    BastionProcess,
+    World,
+    account_names,
+    control,
+    control_json,
+    free_port,
+    grant_account,
+    setup_databases,
+    ssh_argv,
+)
 from sqldb import MASKING_RULES, MY_HOST, MY_PORT, PG_ADMIN, seeded_databases, target_toml
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mysql, pytest.mark.sshd]
@@ -189,13 +199,13 @@ def test_unmasked_and_read_only_grants_get_what_they_allow(
     request_id, path = cert(bastion, "alice", target, "--unmasked")
     raw = sql(bastion, "alice", target, path, "SELECT ssn FROM customers WHERE id = 1")
     assert "123-45-6789" in raw.stdout, raw.stdout + raw.stderr
-    name = f"bx_alice_r{request_id}"
+    name = grant_account(bastion, "alice", request_id)
     if kind == "postgres":
         assert admin(kind, dbs[0], "SELECT has_column_privilege(%s, 'public.customers', 'ssn', "
                                    "'SELECT')", (name,)) == [(True,)]
     masked_id, _path = cert(bastion, "erin", target)
     sql(bastion, "erin", target, _path, "SELECT 1")
-    masked = f"bx_erin_r{masked_id}"
+    masked = grant_account(bastion, "erin", masked_id)
     if kind == "postgres":
         rows = admin(kind, dbs[0], "SELECT has_column_privilege(%s, 'public.customers', 'ssn', "
                                    "'SELECT'), has_table_privilege(%s, 'bastion_masking.state', "
@@ -241,11 +251,12 @@ def test_each_grant_has_its_own_account_and_sees_no_other_statement(
                              "SELECT pg_sleep(8), 'erin-was-here' AS tag"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        mine = account_names(bastion).prefix
         until(lambda: any(n for a, n in accounts("postgres", dbs[0]).items()
-                          if a.startswith("bx_erin")), 10)
+                          if a.startswith(f"{mine}erin_")), 10)
         seen = sql(bastion, "alice", "pgdb", alice,
                    "SELECT usename, query FROM pg_stat_activity WHERE usename LIKE 'bx%'")
-        assert "bx_erin" in seen.stdout and "bx_alice" in seen.stdout  # the logs name the person
+        assert f"{mine}erin_" in seen.stdout and f"{mine}alice_" in seen.stdout  # the logs name the person
         assert "erin-was-here" not in seen.stdout and "insufficient privilege" in seen.stdout
     finally:
         slow.kill()
@@ -257,7 +268,7 @@ def test_revoke_ends_the_account_and_its_connections_within_seconds(
         bastion: BastionProcess, dbs: tuple[dict[str, str], dict[str, str]], kind: str,
         target: str, _: str) -> None:
     request_id, path = cert(bastion, "alice", target)
-    account = f"bx_alice_r{request_id}"
+    account = grant_account(bastion, "alice", request_id)
     sleep = "SELECT pg_sleep(60)" if kind == "postgres" else "SELECT SLEEP(60)"
     slow = subprocess.Popen([*ssh_argv(bastion, bastion.world.key("alice"), target, cert=path),
                              "--", sleep], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -276,14 +287,15 @@ def test_removing_a_user_ends_their_accounts(bastion: BastionProcess,
                                              dbs: tuple[dict[str, str], dict[str, str]]) -> None:
     _, path = cert(bastion, "erin", "mydb")
     assert sql(bastion, "erin", "mydb", path, "SELECT 1").returncode == 0
-    assert any(a.startswith("bx_erin") for a in accounts("mysql", dbs[0]))
+    erin = f"{account_names(bastion).prefix}erin_"
+    assert any(a.startswith(erin) for a in accounts("mysql", dbs[0]))
     world = bastion.world
     saved = dict(world.users)
     world.users.pop("erin")
     world.write_config()
     try:
         bastion.sighup()
-        until(lambda: not any(a.startswith("bx_erin") for a in accounts("mysql", dbs[0])), 10)
+        until(lambda: not any(a.startswith(erin) for a in accounts("mysql", dbs[0])), 10)
     finally:
         world.users.clear()
         world.users.update(saved)
@@ -358,7 +370,7 @@ def test_harmless_statements_the_text_analysis_refused_now_run(
 def test_window_end_ends_the_account_and_its_connections(
         bastion: BastionProcess, dbs: tuple[dict[str, str], dict[str, str]]) -> None:
     request_id, path = cert(bastion, "erin", "pgdb", "--duration", "6s")
-    account = f"bx_erin_r{request_id}"
+    account = grant_account(bastion, "erin", request_id)
     slow = subprocess.Popen([*ssh_argv(bastion, bastion.world.key("erin"), "pgdb", cert=path),
                              "--", "SELECT pg_sleep(60)"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -377,7 +389,7 @@ def test_a_grant_account_made_member_of_a_role_refuses_the_session(
     """NOINHERIT does not stop SET ROLE: membership of any role (pg_read_all_data, say) fails."""
     request_id, path = cert(bastion, "alice", "pgdb")
     assert sql(bastion, "alice", "pgdb", path, "SELECT 1").returncode == 0
-    account = f"bx_alice_r{request_id}"
+    account = grant_account(bastion, "alice", request_id)
     admin("postgres", dbs[0], f'GRANT pg_read_all_data TO "{account}"')
     refused = sql(bastion, "alice", "pgdb", path,
                   "SET ROLE pg_read_all_data; SELECT ssn FROM public.customers")
@@ -392,7 +404,7 @@ def test_an_account_that_changes_its_own_password_is_ended(
     """Both servers let an account change its own password; a user who does it to log in past
     the bastion loses the account within seconds."""
     request_id, path = cert(bastion, "alice", target)
-    account = f"bx_alice_r{request_id}"
+    account = grant_account(bastion, "alice", request_id)
     change = ("ALTER ROLE CURRENT_USER PASSWORD 'mallory-knows'" if kind == "postgres"
               else "SET PASSWORD = PASSWORD('mallory-knows')")
     done = sql(bastion, "alice", target, path, change)

@@ -17,7 +17,16 @@ from typing import Any
 import asyncpg
 import psycopg
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, setup_databases, wait_for
+from harness import (
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    grant_account,
+    setup_databases,
+    wait_for,
+)
 from native import approved, tunnel
 from sqldb import MASKING_RULES, PG_ADMIN, SECRETS, seeded_databases, target_toml
 
@@ -279,12 +288,13 @@ def test_recording_holds_statements_and_results(bastion: BastionProcess, pg: tup
 
 
 def test_unix_socket_forward(bastion: BastionProcess, db: dict[str, str], tmp_path: Path) -> None:
-    _, cert = approved(bastion, "erin", "pgdb")
+    request_id, cert = approved(bastion, "erin", "pgdb")
+    account = grant_account(bastion, "erin", request_id)
     sockdir = tmp_path / "pg"
     sockdir.mkdir(mode=0o700)
     with tunnel(bastion, "erin", "pgdb", cert, local=str(sockdir / ".s.PGSQL.5432")):
         result = subprocess.run(["psql", "-X", "-h", str(sockdir), "-U", "erin", "-A", "-t",
-                                 "-c", "SELECT current_user LIKE 'bx_erin_%'", db["name"]],
+                                 "-c", f"SELECT current_user = '{account}'", db["name"]],
                                 capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "t"

@@ -1,6 +1,6 @@
 """Red team of the database-enforced masking: a masked grant's own account, on the real servers.
 
-Every attempt runs as `bx_mallory_r<n>` (a masked grant; read-write unless said otherwise) against
+Every attempt runs as `bx_<tag>_mallory_r<n>` (a masked grant; read-write unless said otherwise) against
 the seeded `customers` table, whose `ssn` is `partial`, `card_number` `redact`, `email` `hash`.
 Before the views are built the admin mirrors the first digit of every SSN (1 -> 8, 2 -> 7, ...), so
 the raw SSN order is the reverse of the primary-key and physical order: any output whose row order
@@ -28,10 +28,10 @@ from sqldb import MY_HOST, MY_PORT, PG_ADMIN, seeded_databases
 
 from bastion.config import MaskingRule, Target
 from bastion.console.render import cell
-from bastion.db.accounts import Grant
-from bastion.db.admin import admin_session
+from bastion.db.accounts import AccountNames, Grant, new_installation_tag
+from bastion.db.admin import Admin, admin_session
 from bastion.db.grants import setup_target, target_key
-from bastion.db.layout import _pads
+from bastion.db.layout import Layout, _pads
 from bastion.models import utcnow
 from bastion.secrets import Secret, SecretRef
 from bastion.sql import SqlPolicy, open_sql_connection
@@ -41,6 +41,7 @@ from bastion.sql.lookups import Lookups
 pytestmark = [pytest.mark.postgres, pytest.mark.mysql]
 
 MASTER = b"r" * 32
+NAMES = AccountNames(new_installation_tag())  # this module's own accounts
 RULES = (MaskingRule(("*.customers.ssn",), "partial"),
          MaskingRule(("*.customers.card_number",), "redact"),
          MaskingRule(("*.customers.email",), "hash"))
@@ -112,7 +113,7 @@ def env() -> Iterator[Env]:
             accounts = {}
             with admin_session(target) as admin:
                 for name, grant in grants.items():
-                    accounts[name] = admin.ensure_account(layout, grant)
+                    accounts[name] = _ensure(admin, layout, grant)
                     assert not admin.account_problems(layout, accounts[name][0])
             engines[kind] = Engine(target, layout, accounts, grants)
         yield Env(db, engines, secrets, key_forms)
@@ -126,11 +127,17 @@ def env() -> Iterator[Env]:
             pass
 
 
+def _ensure(admin: Admin, layout: Layout, grant: Grant) -> tuple[str, str]:
+    """The grant's account (made or brought up to date) and its new password."""
+    account = NAMES.account(grant.user, grant.request_id)
+    return account, admin.ensure_account(layout, grant, account)
+
+
 def _refresh(env: Env, kind: str, which: str) -> None:
-    """Another test process's cleanup drops every `bx_%` MySQL account: make ours again."""
+    """Make an account again after an attempt ended it."""
     engine = env.engines[kind]
     with admin_session(engine.target) as admin:
-        engine.accounts[which] = admin.ensure_account(engine.layout, engine.grants[which])
+        engine.accounts[which] = _ensure(admin, engine.layout, engine.grants[which])
 
 
 def pg_connect(env: Env, which: str = "rw", password: str | None = None) -> psycopg.Connection:
@@ -469,7 +476,7 @@ def test_revoke_ends_live_connections_and_a_self_set_password(env: Env, kind: st
     engine = env.engines[kind]
     grant = Grant(9, "mallory", False, False, utcnow() + timedelta(hours=1))
     with admin_session(engine.target) as admin:
-        account, password = admin.ensure_account(engine.layout, grant)
+        account, password = _ensure(admin, engine.layout, grant)
     engine.accounts["revoked"], engine.grants["revoked"] = (account, password), grant
     if kind == "postgres":
         live = pg_connect(env, "revoked")

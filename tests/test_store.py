@@ -580,3 +580,12 @@ async def test_a_batch_of_statements_is_logged_in_one_call(store: Store) -> None
     by_text = {q.statement: q for q in logged}
     assert by_text["SELECT 3 -- 100% ?"].blocked == "refused"
     assert by_text["SELECT 4 -- 100% ?"].error == "error"
+
+
+async def test_the_installation_tag_is_set_once_and_shared(store: Store, open_new: Opener) -> None:
+    """The first bastion to ask sets the tag; every bastion on the same store reads the same."""
+    first = await store.installation_tag("aaaaa")
+    assert first == "aaaaa"
+    assert await store.installation_tag("bbbbb") == "aaaaa"
+    again = await open_new()
+    assert await again.installation_tag("ccccc") == "aaaaa"

@@ -10,16 +10,17 @@ read-write grants may also write the columns they may read. No grant may create 
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
 from bastion.db.layout import MASKED_SUFFIX, Layout
 
-__all__ = ["ACCOUNT_PREFIX", "Grant", "account_name", "grant_sql", "request_of"]
+__all__ = ["ACCOUNT_PREFIX", "AccountNames", "Grant", "grant_sql", "new_installation_tag"]
 
 ACCOUNT_PREFIX = "bx_"
 _UNSAFE = re.compile(r"[^a-z0-9_]")
-_ACCOUNT = re.compile(r"^bx_[a-z0-9_]*_r(\d+)$")
+_INSTALLATION = re.compile(r"^[a-z0-9]{5}$")
 
 
 @dataclass(frozen=True)
@@ -33,18 +34,47 @@ class Grant:
     expires_at: datetime | None
 
 
-def account_name(user: str, request_id: int) -> str:
-    """`bx_<user>_r<request>`: the database's own logs and activity views name the person.
-    At most 32 characters (MySQL's limit)."""
-    suffix = f"_r{request_id}"
-    person = _UNSAFE.sub("_", user.lower())[: 32 - len(ACCOUNT_PREFIX) - len(suffix)]
-    return f"{ACCOUNT_PREFIX}{person}{suffix}"
+def new_installation_tag() -> str:
+    """A random tag for a new installation: 5 of [a-z0-9]."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "".join(secrets.choice(alphabet) for _ in range(5))
 
 
-def request_of(account: str) -> int | None:
-    """The request an account was made for, or None if it is not one of the bastion's."""
-    match = _ACCOUNT.match(account)
-    return int(match.group(1)) if match else None
+@dataclass(frozen=True)
+class AccountNames:
+    """The grant accounts of one installation (the bastions sharing one state store).
+
+    Request numbers are only unique within a state store: two installations on one database
+    server (staging and production bastions, say) would otherwise both own `bx_alice_r1`, reset
+    each other's passwords and end each other's sessions. The installation's tag in every name
+    keeps each bastion to its own accounts.
+    """
+
+    installation: str
+
+    def __post_init__(self) -> None:
+        if not _INSTALLATION.match(self.installation):
+            raise ValueError(f"installation tag {self.installation!r} is not 5 of [a-z0-9]")
+
+    @property
+    def prefix(self) -> str:
+        """What every account of this installation starts with."""
+        return f"{ACCOUNT_PREFIX}{self.installation}_"
+
+    def account(self, user: str, request_id: int) -> str:
+        """`bx_<installation>_<user>_r<request>`: the database's own logs and activity views
+        name the person. At most 32 characters (MySQL's limit)."""
+        suffix = f"_r{request_id}"
+        person = _UNSAFE.sub("_", user.lower())[: 32 - len(self.prefix) - len(suffix)]
+        return f"{self.prefix}{person}{suffix}"
+
+    def request_of(self, account: str) -> int | None:
+        """The request an account was made for, or None if it is not one of this
+        installation's."""
+        if not account.startswith(self.prefix):
+            return None
+        match = re.fullmatch(r"[a-z0-9_]*_r(\d+)", account[len(self.prefix):])
+        return int(match.group(1)) if match else None
 
 
 def _cols(dialect: str, names: tuple[str, ...]) -> str:

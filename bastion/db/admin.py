@@ -18,7 +18,7 @@ import psycopg
 import pymysql
 
 from bastion.config import Target
-from bastion.db.accounts import ACCOUNT_PREFIX, Grant, account_name, grant_sql
+from bastion.db.accounts import Grant, grant_sql
 from bastion.db.layout import (
     MASKED_SUFFIX,
     MYSQL_STATE_TABLE,
@@ -196,16 +196,15 @@ class Admin:
 
     # -- grant accounts ------------------------------------------------------------------------
 
-    def ensure_account(self, layout: Layout, grant: Grant) -> tuple[str, str]:
+    def ensure_account(self, layout: Layout, grant: Grant, account: str) -> str:
         """Create the grant's account (or bring it up to date) with a new random password;
-        return (account, password)."""
-        account = account_name(grant.user, grant.request_id)
+        return the password."""
         password = secrets.token_hex(24)
         if self.dialect == "postgres":
             self._ensure_postgres(layout, grant, account, password)
         else:
             self._ensure_mysql(layout, grant, account, password)
-        return account, password
+        return password
 
     def _ensure_postgres(self, layout: Layout, grant: Grant, account: str, password: str) -> None:
         who = '"' + account + '"'
@@ -363,9 +362,10 @@ class Admin:
             with contextlib.suppress(pymysql.err.MySQLError):
                 self._run([f"KILL CONNECTION {int(conn_id)}"])
 
-    def accounts(self) -> list[str]:
-        """The bastion's grant accounts on this server."""
-        pattern = ACCOUNT_PREFIX.replace("_", "\\_") + "%"
+    def accounts(self, prefix: str) -> list[str]:
+        """The grant accounts on this server whose names start with `prefix` (one
+        installation's)."""
+        pattern = prefix.replace("_", "\\_") + "%"
         if self.dialect == "postgres":
             return [str(n) for (n,) in self._rows(
                 "SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (pattern,))]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from bastion.audit import AuditTrail
 from bastion.config import BastionConfig, Target
-from bastion.db.accounts import Grant, request_of
+from bastion.db.accounts import AccountNames, Grant
 from bastion.db.admin import DatabaseError, admin_session, first_line, logs_in
 from bastion.db.layout import MASKED_SUFFIX, Layout
 from bastion.errors import BastionError
@@ -89,8 +89,9 @@ class DatabaseGrants:
     """The bastion's grant accounts on every SQL target."""
 
     def __init__(self, config: Callable[[], BastionConfig], store: Store, audit: AuditTrail,
-                 masking_key: bytes) -> None:
+                 masking_key: bytes, names: AccountNames) -> None:
         self._config = config
+        self.names = names
         self.store = store
         self.audit = audit
         self.masking_key = masking_key
@@ -121,7 +122,8 @@ class DatabaseGrants:
                     raise MaskingNotReady(
                         f"{target.name}: {problems[0]}; masked sessions are refused until an "
                         f"operator runs `bastion db setup {target.name} --config FILE`")
-            account, password = admin.ensure_account(layout, grant)
+            account = self.names.account(grant.user, grant.request_id)
+            password = admin.ensure_account(layout, grant, account)
             verifier = admin.verifier(account)
             if masking:
                 problems = admin.account_problems(layout, account)
@@ -158,8 +160,8 @@ class DatabaseGrants:
     def _end(self, target: Target, request_ids: set[int]) -> list[str]:
         ended = []
         with admin_session(target) as admin:
-            for account in admin.accounts():
-                if request_of(account) in request_ids:
+            for account in admin.accounts(self.names.prefix):
+                if self.names.request_of(account) in request_ids:
                     admin.end_account(account)
                     ended.append(account)
         return ended
@@ -176,7 +178,7 @@ class DatabaseGrants:
                 over: set[int] = set()
                 active: set[int] = set()
                 for account in accounts:
-                    request_id = request_of(account)
+                    request_id = self.names.request_of(account)
                     if request_id is None:
                         continue
                     request = await self.store.get_request(request_id)
@@ -194,8 +196,8 @@ class DatabaseGrants:
                     for account in await asyncio.to_thread(self._end, target, over):
                         self._passwords.pop((target.name, account), None)
                         await self.audit.record("db.account_ended", target=target.name,
-                                                request_id=request_of(account), account=account)
-                live = [a for a in accounts if request_of(a) in active]
+                                                request_id=self.names.request_of(account), account=account)
+                live = [a for a in accounts if self.names.request_of(a) in active]
                 await self._check_passwords(target, live)
             except Exception as exc:
                 # Once per change, not every two seconds while a database is away.
@@ -214,7 +216,7 @@ class DatabaseGrants:
         if not accounts:
             return
         async with contextlib.AsyncExitStack() as held:
-            for request_id in sorted({request_of(a) or 0 for a in accounts}):
+            for request_id in sorted({self.names.request_of(a) or 0 for a in accounts}):
                 await held.enter_async_context(self._locks.setdefault(request_id, asyncio.Lock()))
             known = {a: self._passwords.get((target.name, a)) for a in accounts}
             reset, tampered = await asyncio.to_thread(self._audit_passwords, target, known)
@@ -225,7 +227,7 @@ class DatabaseGrants:
         for account in tampered:
             log.warning("%s: account %s changed its password: ended", target.name, account)
             await self.audit.record("db.account_tampered", target=target.name,
-                                    request_id=request_of(account), account=account,
+                                    request_id=self.names.request_of(account), account=account,
                                     reason="its password was changed outside the bastion")
 
     @staticmethod
@@ -252,4 +254,4 @@ class DatabaseGrants:
 
     def _accounts(self, target: Target) -> list[str]:
         with admin_session(target) as admin:
-            return admin.accounts()
+            return admin.accounts(self.names.prefix)

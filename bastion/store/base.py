@@ -198,6 +198,11 @@ class Store(ABC):
         """Count `count` more masked-column lookups against a grant if that keeps it within
         `limit`; return whether it did and how many the grant had used before."""
 
+    @abstractmethod
+    async def installation_tag(self, new_tag: str) -> str:
+        """The tag of the installation this store belongs to; `new_tag` becomes it if it has
+        none yet (the first bastion to ask sets it, every other one reads it)."""
+
     # audit ---------------------------------------------------------------------------------
 
     @abstractmethod

@@ -150,9 +150,20 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
         ),
     ),
     (
+        # The installation's tag (one row): the bastions sharing this store name their database
+        # grant accounts with it, so that two installations on one database server keep apart.
+        5,
+        (
+            """CREATE TABLE installation (
+                one INTEGER PRIMARY KEY CHECK (one = 1),
+                tag TEXT NOT NULL
+            )""",
+        ),
+    ),
+    (
         # SSH keys bound to people signed in through the identity provider: shared by every
         # bastion of a cluster, so a sign-in, a re-check or an unbind holds on all of them.
-        5,
+        6,
         (
             """CREATE TABLE identity_bindings (
                 key_fingerprint TEXT PRIMARY KEY,

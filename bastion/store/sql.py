@@ -573,6 +573,15 @@ class SqlStore(Store, ABC):
                              (used + count, request_id))
         return True, used
 
+    async def installation_tag(self, new_tag: str) -> str:
+        """The installation's tag, set to `new_tag` by the first bastion that asks."""
+        async with self._transaction(write=True) as tx:
+            await tx.execute("INSERT INTO installation (one, tag) VALUES (1, ?) "
+                             "ON CONFLICT (one) DO NOTHING", (new_tag,))
+            row = await tx.fetchone("SELECT tag FROM installation WHERE one = 1")
+        assert row is not None
+        return str(row[0])
+
     async def list_queries(
         self, *, session_id: str | None = None, user: str | None = None, limit: int = 500
     ) -> list[QueryRecord]:
