@@ -20,7 +20,9 @@ import asyncssh
 
 from bastion.cluster.settings import ClusterConfig, parse_cluster
 from bastion.config_table import ConfigTable
+from bastion.config_table import secret_ref as _secret_ref
 from bastion.errors import ConfigError
+from bastion.identity.settings import IdentitySettings, parse_identity
 from bastion.notify import Webhook
 from bastion.secrets import SecretRef
 
@@ -181,6 +183,7 @@ class BastionConfig:
     targets: tuple[Target, ...]
     webhooks: tuple[Webhook, ...] = ()
     cluster: ClusterConfig | None = None
+    identity: IdentitySettings | None = None  # people signing in through an OpenID provider
 
     def user(self, name: str) -> User | None:
         """Return a user by name."""
@@ -237,11 +240,12 @@ def parse_config(data: dict[str, Any], path: Path, *, now: datetime | None = Non
     targets = _unique(file, "targets", [_target(t, base) for t in root.tables("targets")])
     webhooks = tuple(_webhook(t) for t in root.tables("webhooks"))
     cluster = parse_cluster(root.table("cluster"), server.state_store, recordings.dir, base)
+    identity = parse_identity(root.table("identity"), role_names, base) if "identity" in data else None
     root.done()
     _check_keys_unique(file, users)
-    _check_approvable(file, targets, users, roles)
+    _check_approvable(file, targets, users, roles, identity)
     return BastionConfig(path, server, certificates, recordings, users, roles, targets, webhooks,
-                         cluster)
+                         cluster, identity)
 
 
 def _path(value: str, base: Path) -> Path:
@@ -510,25 +514,6 @@ def _max_rows(t: ConfigTable) -> int | None:
     return int(value) if value is not None else None
 
 
-def _secret_ref(t: ConfigTable, name: str, base: Path) -> SecretRef | None:
-    """Read a credential reference: {env = "VAR"} or {file = "/path"}, never the value inline."""
-    value = t.data.get(name)
-    if isinstance(value, str):
-        t.seen.add(name)
-        raise t.error(name, 'credentials are never inline: give {env = "VARIABLE"} or '
-                      '{file = "/path"}')
-    value = t.get(name, dict, None)
-    if value is None:
-        return None
-    ref = ConfigTable(t.file, t.key(name), value)
-    env = ref.get("env", str, None)
-    file = ref.get("file", str, None)
-    ref.done()
-    if (env is None) == (file is None):
-        raise t.error(name, 'must be {env = "VARIABLE"} or {file = "/path"}')
-    return SecretRef(env=env, file=_path(file, base) if file else None)
-
-
 def _masking(t: ConfigTable) -> MaskingRule:
     columns = t.strings("columns")
     for i, col in enumerate(columns):
@@ -588,15 +573,19 @@ def _check_keys_unique(file: str, users: tuple[User, ...]) -> None:
 
 
 def _check_approvable(
-    file: str, targets: tuple[Target, ...], users: tuple[User, ...], roles: tuple[Role, ...]
+    file: str, targets: tuple[Target, ...], users: tuple[User, ...], roles: tuple[Role, ...],
+    identity: IdentitySettings | None,
 ) -> None:
     by_name = {r.name: r for r in roles}
+    # A group may have any number of members: an approving role mapped from one is enough.
+    signed_in = identity.mapped_roles() if identity else frozenset()
 
     def holders(action: str, target: str) -> list[str]:
         return [u.name for u in users if any(by_name[r].may(action, target) for r in u.roles)]
 
     for i, target in enumerate(targets):
-        if target.approvals_required == 0:
+        if target.approvals_required == 0 or any(by_name[r].may("approve", target.name)
+                                                 for r in signed_in):
             continue
         approvers = holders("approve", target.name)
         if len(approvers) < target.approvals_required:

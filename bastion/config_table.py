@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from bastion.durations import parse_duration
 from bastion.errors import ConfigError
+from bastion.secrets import SecretRef
 
-__all__ = ["ConfigTable"]
+__all__ = ["ConfigTable", "secret_ref"]
 
 T = TypeVar("T")
 
@@ -100,3 +102,27 @@ def _article(noun: str) -> str:
         noun, noun
     )
     return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
+
+def secret_ref(t: ConfigTable, name: str, base: Path) -> SecretRef | None:
+    """Read a credential reference: {env = "VAR"} or {file = "/path"}, never the value inline."""
+    value = t.data.get(name)
+    if isinstance(value, str):
+        t.seen.add(name)
+        raise t.error(name, 'credentials are never inline: give {env = "VARIABLE"} or '
+                      '{file = "/path"}')
+    value = t.get(name, dict, None)
+    if value is None:
+        return None
+    ref = ConfigTable(t.file, t.key(name), value)
+    env = ref.get("env", str, None)
+    file = ref.get("file", str, None)
+    ref.done()
+    if (env is None) == (file is None):
+        raise t.error(name, 'must be {env = "VARIABLE"} or {file = "/path"}')
+    return SecretRef(env=env, file=_under(file, base) if file else None)
+
+
+def _under(value: str, base: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path

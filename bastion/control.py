@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import shlex
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,15 +18,20 @@ from bastion import policy
 from bastion.access import AccessWorkflow
 from bastion.durations import format_duration, parse_duration
 from bastion.errors import AccessDenied, BastionError, InvalidRequest, NotFound
+from bastion.identity import commands as identity_commands
+from bastion.identity.bindings import Identities
 from bastion.models import (
     AccessRequest,
     Decision,
+    IdentityBinding,
     RequestStatus,
     SessionRecord,
     SessionStatus,
     utcnow,
 )
 from bastion.text import control_characters, terminal_safe
+from bastion.text import table as _table
+from bastion.text import when as _when
 from bastion.wire.commands import native_client_commands
 
 __all__ = ["HELP", "CommandResult", "ControlPlane"]
@@ -42,7 +47,13 @@ Commands (add --json to any of them for machine-readable output):
   revoke ID [--reason TEXT]                      end an approved or pending request now
   cert [ID]                                      print a certificate for the key you logged in with
   targets                                        targets you may request, approve or audit
-  whoami                                         your user, roles and key
+  whoami                                         your user, roles and key (and sign-in)
+  login                                          sign in through the identity provider with
+                                                 this SSH key (any key)
+  logout                                         end this key's sign-in
+  identities                                     keys bound to signed-in people (auditors)
+  unbind USER [--reason TEXT]                    end a person's sign-ins and live sessions
+                                                 (auditors)
   sessions [--live] [--limit N]                  sessions through the bastion (auditors: all)
   kill SESSION [--reason TEXT]                   end a live session now (auditors)
   recording SESSION [--from OFFSET]              the session's encrypted recording file (auditors)
@@ -113,6 +124,11 @@ def _parser() -> _Parser:
     cmd("cert").add_argument("id", type=_request_id, nargs="?")
     cmd("targets")
     cmd("whoami")
+    cmd("logout")
+    cmd("identities")
+    p = cmd("unbind")
+    p.add_argument("user")
+    p.add_argument("--reason", nargs="+", default=[])
     p = cmd("sessions")
     p.add_argument("--live", action="store_true")
     p.add_argument("--limit", type=_count, default=200)
@@ -182,10 +198,6 @@ def _plain_text(name: str, value: str) -> None:
         raise InvalidRequest(f"{name} is {len(value)} characters long; at most {MAX_TEXT}")
 
 
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
 def request_json(req: AccessRequest, now: datetime) -> dict[str, Any]:
     """A request as the `--json` output shows it."""
     return {
@@ -223,15 +235,6 @@ def session_json(s: SessionRecord) -> dict[str, Any]:
     }
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    # Cells hold text users typed (reasons, comments, statements): shown escaped, one line each.
-    cells = [[str(c) for c in headers]] + [[terminal_safe(str(c)) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
-    return "\n".join(lines) + "\n"
-
-
 Handler = Callable[[argparse.Namespace], Awaitable[Any]]
 
 
@@ -244,11 +247,15 @@ class ControlPlane:
         user: str,
         key: asyncssh.SSHKey,
         end_session: Callable[[str, str], Awaitable[bool]] | None = None,
+        identities: Identities | None = None,
+        binding: IdentityBinding | None = None,
     ) -> None:
         self.workflow = workflow
         self.user = user
         self.key = key
         self.end_session = end_session
+        self.identities = identities
+        self.binding = binding  # this key's sign-in through the identity provider, if any
 
     async def run(self, command_line: str) -> CommandResult:
         """Parse and run a command; errors become a message on stderr and exit status."""
@@ -295,6 +302,12 @@ class ControlPlane:
         return {"help": HELP} if args.json else HELP
 
     async def _request(self, args: argparse.Namespace) -> Any:
+        if self.identities is not None and self.binding is not None:
+            refusal = self.identities.target_refusal(self.binding, args.target)
+            if refusal is not None:
+                await self.workflow.audit.record("request.refused", actor=self.user,
+                                                 target=args.target, reason=refusal)
+                raise AccessDenied(refusal)
         duration = None
         if args.duration:
             try:
@@ -413,13 +426,33 @@ class ControlPlane:
             # So an auditor can pin the key that signs recordings instead of trusting the file.
             info["recording_signer"] = await asyncio.to_thread(
                 _public_line, Path(f"{self._config.recordings.signing_key}.pub"))
+        binding = self.binding
+        if binding is not None:
+            info["signed_in"] = binding.to_json()
         if args.json:
             return info
         lines = [f"user:    {user.name}", f"roles:   {', '.join(user.roles) or '-'}",
                  f"key:     {info['key']}"]
-        if user.expires:
+        if binding is not None:
+            lines += [f"signed in through the identity provider at {_when(binding.bound_at)} UTC "
+                      f"(subject {binding.subject}; groups {', '.join(binding.groups) or '-'}; "
+                      f"{'MFA' if binding.mfa else 'no MFA'})",
+                      f"bound:   until {_when(binding.expires_at)} UTC; last re-checked "
+                      f"{_when(binding.checked_at)} UTC"]
+        elif user.expires:
             lines.append(f"expires: {_when(user.expires)} UTC")
         return "\n".join(lines) + "\n"
+
+    async def _logout(self, args: argparse.Namespace) -> Any:
+        return await identity_commands.logout(self.identities, self.binding, self.key, args.json)
+
+    async def _identities(self, args: argparse.Namespace) -> Any:
+        return await identity_commands.identities(self.identities, self._config, self.user,
+                                                  args.json)
+
+    async def _unbind(self, args: argparse.Namespace) -> Any:
+        return await identity_commands.unbind(self.identities, self._config, self.user, args.user,
+                                              args.reason, args.json)
 
     async def _sessions(self, args: argparse.Namespace) -> Any:
         auditor = policy.can_audit(self._config, self.user)

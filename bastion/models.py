@@ -14,6 +14,7 @@ __all__ = [
     "AccessRequest",
     "AuditEvent",
     "Decision",
+    "IdentityBinding",
     "IssuedCertificate",
     "Node",
     "QueryRecord",
@@ -203,4 +204,36 @@ class AuditEvent:
             "request_id": self.request_id,
             "session_id": self.session_id,
             "details": self.details,
+        }
+
+
+@dataclass(frozen=True)
+class IdentityBinding:
+    """An SSH public key bound to a person who signed in through the identity provider.
+
+    The tokens are sealed (encrypted by the bastion) and never shown; `checked_at` is the last
+    time the provider confirmed the person.
+    """
+
+    key_fingerprint: str
+    public_key: str  # the OpenSSH public key line
+    user: str
+    subject: str
+    roles: tuple[str, ...]
+    groups: tuple[str, ...]
+    amr: tuple[str, ...]
+    acr: str | None
+    mfa: bool
+    bound_at: datetime
+    expires_at: datetime
+    checked_at: datetime
+    sealed_tokens: str = field(default="", repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The binding as `identities --json` and `whoami --json` show it (no tokens)."""
+        return {
+            "user": self.user, "key": self.key_fingerprint, "subject": self.subject,
+            "roles": list(self.roles), "groups": list(self.groups), "amr": list(self.amr),
+            "acr": self.acr, "mfa": self.mfa, "bound_at": self.bound_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(), "checked_at": self.checked_at.isoformat(),
         }

@@ -19,6 +19,8 @@ from bastion.config import BastionConfig, load_config
 from bastion.db.accounts import AccountNames, new_installation_tag
 from bastion.db.grants import DatabaseGrants, setup_target
 from bastion.errors import BastionError
+from bastion.identity.bindings import Identities
+from bastion.identity.sealing import TokenSeal
 from bastion.models import AccessRequest, SessionRecord, utcnow
 from bastion.notify import WebhookNotifier
 from bastion.recording import RecordingSetup
@@ -37,7 +39,7 @@ class Bastion:
     """Everything one bastion process runs, wired together."""
 
     def __init__(self, config: BastionConfig, store: Store, installation: str) -> None:
-        self.config = config
+        self.file_config = config
         self.store = store
         data_dir = config.server.data_dir
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -52,6 +54,12 @@ class Bastion:
         self.masking_key = load_or_create_secret(data_dir / "masking_key")
         self.notifier = WebhookNotifier(config.webhooks, logger=logging.getLogger("bastion.notify"))
         self.audit = AuditTrail(store, config.server.audit_log, self.notifier)
+        # People signed in through the identity provider join the config's users (§11).
+        self.identities = Identities(
+            lambda: self.file_config, store, self.audit,
+            TokenSeal(load_or_create_secret(data_dir / "identity_key")),
+            lambda user, reason: self.frontdoor.end_sessions(
+                lambda r: r.user == user, reason))
         self.workflow = AccessWorkflow(lambda: self.config, store, self.audit, self.user_ca)
         self.workflow.revoke_listeners.append(self._on_revoked)
         # One database account per approved grant on SQL targets, ended when the grant ends.
@@ -62,6 +70,11 @@ class Bastion:
         self.cluster = self._join_cluster(config)
         self._sweeper: asyncio.Task[None] | None = None
         self._account_sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def config(self) -> BastionConfig:
+        """The config in force, with a user for every person signed in through the provider."""
+        return self.identities.config()
 
     def _join_cluster(self, config: BastionConfig) -> ClusterNode | None:
         """This bastion as a node of a cluster, when the config has a [cluster] table."""
@@ -98,6 +111,7 @@ class Bastion:
                 session_id=session.id, request_id=session.request_id,
                 reason="the bastion stopped while the session was live",
             )
+        await self.identities.refresh()
         await self.frontdoor.start()
         if self.cluster is not None:
             await self.cluster.start(f"{self.config.server.listen_host}:{self.frontdoor.port}")
@@ -129,7 +143,8 @@ class Bastion:
             log.error("config reload failed, keeping the previous config: %s", exc)
             await self.audit.record("config.reload_failed", error=str(exc))
             return False
-        if new.server != self.config.server or new.certificates != self.config.certificates:
+        if new.server != self.file_config.server or \
+                new.certificates != self.file_config.certificates:
             log.warning("config reload: [server] and [certificates] changes need a restart")
         try:
             recordings = RecordingSetup(new.recordings)
@@ -137,8 +152,8 @@ class Bastion:
             log.error("config reload failed, keeping the previous config: %s", exc)
             await self.audit.record("config.reload_failed", error=str(exc))
             return False
-        old = self.config
-        self.config = new
+        old = self.file_config
+        self.file_config = new
         self.recordings = recordings
         self.notifier.replace(new.webhooks)
         await self._reprovision(old, new)
@@ -196,6 +211,7 @@ class Bastion:
                     self._end_requests({r.id for r in expired}, "your access window has ended")
                     if self.cluster is not None:
                         await self.cluster.announce("recheck")
+                await self.identities.refresh()
                 await self._end_disallowed_sessions()
             except Exception:
                 log.exception("periodic sweep failed; will retry")

@@ -8,7 +8,11 @@ U+200B and U+202E, unassigned code points) is shown as a visible escape instead.
 
 from __future__ import annotations
 
-__all__ = ["control_characters", "printable", "terminal_safe"]
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+__all__ = ["control_characters", "printable", "table", "terminal_safe", "when"]
 
 
 def _escape(char: str) -> str:
@@ -40,3 +44,18 @@ def control_characters(text: str) -> list[str]:
         if not char.isprintable() and name not in found:
             found.append(name)
     return found
+
+
+def when(value: datetime | None) -> str:
+    """A moment as the command tables show it (UTC, to the second), or "-"."""
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows under headers, in aligned columns."""
+    # Cells hold text users typed (reasons, comments, statements): shown escaped, one line each.
+    cells = [[str(c) for c in headers]] + [[terminal_safe(str(c)) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    return "\n".join(lines) + "\n"

@@ -43,3 +43,22 @@ if [ ! -e "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+
+if [ "${BASTION_BOOTSTRAP_TEST:-0}" = 1 ]; then
+  # The identity tests' OpenID provider (node-oidc-provider), from the npm registry at the
+  # versions tests/oidc/package-lock.json pins.
+  if [ ! -e tests/oidc/node_modules/.package-lock.json ] || \
+     ! cmp -s tests/oidc/package-lock.json tests/oidc/node_modules/.installed-lock; then
+    if ! command -v npm >/dev/null; then
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+      else
+        echo "missing Node.js and npm for the identity tests (e.g. sudo apt-get install nodejs npm)" >&2
+        exit 1
+      fi
+    fi
+    (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    cp tests/oidc/package-lock.json tests/oidc/node_modules/.installed-lock
+  fi
+fi

@@ -61,6 +61,9 @@ def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     orders = config.target("prod-orders")
     assert orders is not None and orders.kind == "mysql" and orders.read_only and orders.max_rows == 5000
     assert "token-value" not in repr(config)  # header secrets never show in reprs
+    identity = config.identity
+    assert identity is not None and identity.roles_for(("eng",)) == ("developer",)
+    assert identity.mfa.roles == ("sre",) and identity.client_secret is not None
 
 
 def test_check_config_command(tmp_path: Path) -> None:

@@ -65,7 +65,9 @@ class Forwards:
         facts = await self.door.refreshed(identity.facts)
         target = config.target(facts.username)
         person = facts.issued.user if facts.issued else identity.person
-        reason = policy.check_login(config, facts, utcnow())
+        reason = await self.door.sign_in_refusal(facts, identity.key, login.peer)
+        config = bastion.config  # a sign-in may have just been re-read
+        reason = reason or policy.check_login(config, facts, utcnow())
         if reason is None and target is not None and facts.issued is not None:
             reason = policy.forward_refusal(config, facts.issued.user, target, host, port)
         if reason is None and target is not None and facts.issued is not None and \

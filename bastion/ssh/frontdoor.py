@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 import uuid
@@ -22,13 +23,15 @@ from asyncssh.public_key import SSHOpenSSHCertificate
 from bastion import policy
 from bastion.access import key_fingerprint
 from bastion.ca import CertificateInfo, certificate_info
-from bastion.config import CONTROL_USER, Target
+from bastion.config import CONTROL_USER, BastionConfig, Target
 from bastion.control import HELP, ControlPlane
+from bastion.errors import BastionError
 from bastion.models import AccessRequest, IssuedCertificate, SessionRecord, SessionStatus, utcnow
 from bastion.sessions import LiveSession, run_target_session
 from bastion.ssh.file_session import refusing_server, start_transfer
 from bastion.ssh.forwarding import Forwards
 from bastion.ssh.login import Login
+from bastion.text import terminal_safe
 from recorder import RECORDING_SUFFIX
 
 if TYPE_CHECKING:
@@ -70,6 +73,13 @@ class _AuditBudget:
         return True, reported
 
 
+
+
+def _login_command(config: BastionConfig) -> str:
+    """The command that signs a key in through the identity provider."""
+    server = config.server
+    port = "" if server.listen_port == 22 else f"-p {server.listen_port} "
+    return f"ssh {port}access@{server.public_host} login"
 
 
 class FrontDoor:
@@ -222,6 +232,22 @@ class FrontDoor:
         signed_here = self.bastion.user_ca.is_signer_of(cert.signing_key)
         return await self._facts(username, info, signed_here, key_fingerprint(cert.key))
 
+    async def sign_in_refusal(self, facts: policy.LoginFacts, key: asyncssh.SSHKey | None,
+                              peer: str) -> str | None:
+        """Why a certificate of a person signed in through the identity provider may not be used
+        now (sign-in ended, re-check failed, MFA missing), if so; None for users of the config."""
+        issued = facts.issued
+        if issued is None or key is None or self.bastion.file_config.user(issued.user) or \
+                self.bastion.file_config.identity is None:
+            return None
+        people = self.bastion.identities
+        binding = await people.binding_for(key)
+        if binding is None or binding.user != issued.user:
+            return (f"the sign-in of {issued.user} with this key has ended (logout, unbind or "
+                    f"key_ttl); sign in again: {_login_command(self.bastion.config)}")
+        return await people.recheck(binding, peer) or people.target_refusal(binding,
+                                                                             facts.username)
+
     async def _on_record(self, serial: int) -> tuple[
             IssuedCertificate | None, AccessRequest | None, bool]:
         """What the store says now of a certificate: as issued, its request, whether revoked."""
@@ -303,25 +329,55 @@ class FrontDoor:
 
     async def _control(self, process: asyncssh.SSHServerProcess[bytes], login: Login) -> None:
         identity = login.identity
-        if identity is None or identity.user is None or identity.username != CONTROL_USER:
+        if identity is None or identity.username != CONTROL_USER:
             process.stderr.write(b"error: this connection did not sign in as access@\n")
             process.exit(1)
             return
+        command = process.command
+        words = (command or "").split()
+        binding = None
+        name = identity.user
+        if self.bastion.config.identity is not None and \
+                self.bastion.file_config.user_for_key(identity.key) is None:
+            # Not a key of the config: who it is comes from its binding, looked up per command.
+            binding = await self.bastion.identities.binding_for(identity.key)
+            if words[:1] == ["login"]:
+                await self._sign_in(process, login, identity.key, "--json" in words)
+                return
+            refusal = None if binding else self._unbound_refusal(words)
+            if refusal is None and binding is not None:
+                refusal = await self.bastion.identities.recheck(binding, login.peer)
+            if refusal == HELP:
+                process.stdout.write(HELP.replace("\n", "\r\n").encode())
+                process.exit(0)
+                return
+            if refusal is not None:
+                process.stderr.write(f"error: {refusal}\n".encode())
+                process.exit(1)
+                return
+            name = binding.user if binding else None
+        elif words[:1] == ["login"]:
+            why = (f"this key belongs to {identity.user}, a user of the bastion's config; login "
+                   "is for keys that are not registered (use another key)"
+                   if self.bastion.config.identity is not None else
+                   "sign-in through an identity provider is not set up on this bastion")
+            process.stderr.write(f"error: {why}\n".encode())
+            process.exit(1)
+            return
         # Checked per command too: the connection may outlive the user's place in the config.
-        user = self.bastion.config.user(identity.user)
+        user = self.bastion.config.user(name) if name else None
         if user is None or user.expired(utcnow()) or self.bastion.config.user_for_key(
                 identity.key) != user:
-            process.stderr.write(f"error: {identity.user} may no longer use this bastion "
+            process.stderr.write(f"error: {name} may no longer use this bastion "
                                  "(removed, expired or key changed)\n".encode())
             process.exit(1)
             return
-        command = process.command
         if command is None:
             process.stdout.write(HELP.replace("\n", "\r\n").encode())
             process.exit(0)
             return
-        plane = ControlPlane(self.bastion.workflow, identity.user, identity.key,
-                             self.end_session)
+        plane = ControlPlane(self.bastion.workflow, user.name, identity.key,
+                             self.end_session, self.bastion.identities, binding)
         result = await plane.run(command)
         out = result.stdout
         if isinstance(out, str | bytes):
@@ -338,9 +394,47 @@ class FrontDoor:
                 aclose = getattr(out, "aclose", None)
                 if aclose is not None:
                     await aclose()
+        note = self.bastion.identities.withheld_note(binding) if binding else None
         if result.stderr:
             process.stderr.write(result.stderr.encode())
+        if note and result.exit_status:
+            process.stderr.write(note.encode())
         process.exit(result.exit_status)
+
+    def _unbound_refusal(self, words: list[str]) -> str:
+        """What an unbound key is told: help, or that it must sign in first."""
+        if words[:1] in ([], ["help"]):
+            return HELP
+        return ("this SSH key is not signed in. Sign in through your identity provider first: "
+                f"{_login_command(self.bastion.config)}")
+
+    async def _sign_in(self, process: asyncssh.SSHServerProcess[bytes], login: Login,
+                       key: asyncssh.SSHKey, as_json: bool) -> None:
+        """`login`: the device flow, its prompts on stderr, the binding on stdout."""
+
+        async def say(text: str) -> None:
+            # The URL and the code come from the provider: shown, never interpreted.
+            process.stderr.write(terminal_safe(text, keep_newlines=True).encode())
+            await process.stderr.drain()
+
+        try:
+            binding = await self.bastion.identities.sign_in(
+                key, say, process.channel.is_closing, login.peer)
+        except BastionError as exc:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                process.stderr.write(f"error: sign-in failed: {terminal_safe(str(exc))}\n".encode())
+                process.exit(1)
+            return
+        if as_json:
+            process.stdout.write((json.dumps(binding.to_json(), indent=2) + "\n").encode())
+        else:
+            note = self.bastion.identities.withheld_note(binding) or ""
+            process.stdout.write(terminal_safe(
+                f"signed in as {binding.user} (roles: {', '.join(binding.roles)}; groups: "
+                f"{', '.join(binding.groups) or '-'}{'; MFA' if binding.mfa else ''}).\n"
+                f"This key works for request, cert and targets until "
+                f"{binding.expires_at:%Y-%m-%d %H:%M} UTC.\n{note}", keep_newlines=True).encode())
+        process.exit(0)
 
     async def _target_session(
         self, process: asyncssh.SSHServerProcess[bytes], login: Login,
@@ -420,7 +514,8 @@ class FrontDoor:
         # Every session checks again: one SSH connection can open many channels (ControlMaster),
         # and the request may have been revoked or the user removed since the login.
         facts = await self.refreshed(facts)
-        reason = policy.check_login(self.bastion.config, facts, utcnow())
+        reason = await self.sign_in_refusal(facts, identity.key if identity else None, login.peer)
+        reason = reason or policy.check_login(self.bastion.config, facts, utcnow())
         if reason is None and facts.request is not None and facts.issued is not None:
             reason = self.reserve(login, facts.issued.user)
         if reason is not None or facts.issued is None or facts.request is None:

@@ -133,6 +133,8 @@ class Login(asyncssh.SSHServer):
         config = self.door.bastion.config
         if username == CONTROL_USER:
             user = config.user_for_key(key)
+            if user is None and config.identity is not None:
+                return True  # any key may run `login` (and `help`); commands check its binding
             if user is None:
                 await self._refuse(username, None, "this SSH key is not registered on the bastion; "
                                    "ask an administrator to add its public key to your user",
@@ -213,7 +215,8 @@ class Login(asyncssh.SSHServer):
             if username == CONTROL_USER:
                 return False  # access@ takes the plain key that the client offers next
             facts = await self.door.login_facts(username, cert)
-            reason = policy.check_login(self.door.bastion.config, facts, utcnow())
+            reason = await self.door.sign_in_refusal(facts, cert.key, self.peer)
+            reason = reason or policy.check_login(self.door.bastion.config, facts, utcnow())
             if reason is not None:
                 self.cert_refused.add(username)
                 actor = facts.issued.user if facts.issued else facts.key_id.partition("/")[0]

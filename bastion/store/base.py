@@ -15,6 +15,7 @@ from bastion.models import (
     AccessRequest,
     AuditEvent,
     Decision,
+    IdentityBinding,
     IssuedCertificate,
     Node,
     QueryRecord,
@@ -248,3 +249,25 @@ class Store(ABC):
         limit: int = 500,
     ) -> list[AuditEvent]:
         """Return events, newest first; `kind` matches a prefix (e.g. "login.")."""
+
+    # identity bindings -------------------------------------------------------------------
+
+    @abstractmethod
+    async def bind_identity(self, binding: IdentityBinding) -> None:
+        """Store a key's binding, replacing any earlier binding of the same key."""
+
+    @abstractmethod
+    async def identity_bindings(self, *, user: str | None = None, key_fingerprint: str | None = None
+                                ) -> list[IdentityBinding]:
+        """Return bindings (of one user, or of one key), newest first."""
+
+    @abstractmethod
+    async def update_identity_check(self, key_fingerprint: str, *, roles: tuple[str, ...],
+                                    groups: tuple[str, ...], checked_at: datetime,
+                                    sealed_tokens: str) -> bool:
+        """Record a re-check's outcome on a binding; return whether the binding still existed."""
+
+    @abstractmethod
+    async def unbind_identity(self, *, user: str | None = None, key_fingerprint: str | None = None
+                              ) -> list[IdentityBinding]:
+        """Remove the bindings of a user or of one key; return what was removed."""

@@ -172,6 +172,29 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             )""",
         ),
     ),
+    (
+        # SSH keys bound to people signed in through the identity provider: shared by every
+        # bastion of a cluster, so a sign-in, a re-check or an unbind holds on all of them.
+        7,
+        (
+            """CREATE TABLE identity_bindings (
+                key_fingerprint TEXT PRIMARY KEY,
+                public_key TEXT NOT NULL,
+                username TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                roles TEXT NOT NULL,
+                groups_json TEXT NOT NULL,
+                amr TEXT NOT NULL,
+                acr TEXT,
+                mfa INTEGER NOT NULL,
+                bound_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                checked_at BIGINT NOT NULL,
+                sealed_tokens TEXT NOT NULL
+            )""",
+            "CREATE INDEX identity_bindings_by_user ON identity_bindings (username)",
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

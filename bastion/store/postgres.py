@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from bastion.errors import StoreError
+from bastion.store.bindings import BindingRows
 from bastion.store.cluster_sql import ClusterSqlStore
 from bastion.store.migrations import Dialect
 from bastion.store.sql import Row, Tx
@@ -83,7 +84,7 @@ class _PostgresTx(Tx):
             raise self._store._error(exc) from exc
 
 
-class PostgresStore(ClusterSqlStore):
+class PostgresStore(BindingRows, ClusterSqlStore):
     """State in a PostgreSQL database, shared by several bastions."""
 
     def __init__(self, url: str, *, max_connections: int = 4) -> None:

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from bastion.errors import StoreError
+from bastion.store.bindings import BindingRows
 from bastion.store.cluster_sql import ClusterSqlStore
 from bastion.store.migrations import Dialect
 from bastion.store.sql import Row, Tx
@@ -90,7 +91,7 @@ class _SQLiteTx(Tx):
         await self._store._call(self._store._run_many, sql, [tuple(r) for r in rows])
 
 
-class SQLiteStore(ClusterSqlStore):
+class SQLiteStore(BindingRows, ClusterSqlStore):
     """State in one SQLite file, for a single bastion."""
 
     def __init__(self, path: str) -> None:
