@@ -14,6 +14,7 @@ from bastion.access import AccessWorkflow
 from bastion.audit import AuditTrail
 from bastion.ca import CertificateAuthority, load_or_create_key, load_or_create_secret
 from bastion.config import BastionConfig, load_config
+from bastion.console.history import ConsoleHistories
 from bastion.db.grants import DatabaseGrants, setup_target
 from bastion.errors import BastionError
 from bastion.models import AccessRequest, SessionRecord, utcnow
@@ -54,6 +55,8 @@ class Bastion:
         # One database account per approved grant on SQL targets, ended when the grant ends.
         self.db_grants = DatabaseGrants(lambda: self.config, store, self.audit, self.masking_key)
         self.workflow.revoke_listeners.append(self.db_grants.end_request)
+        # SQL console history per user and target, in memory only (see bastion.console.history).
+        self.console_histories = ConsoleHistories()
         self.frontdoor = FrontDoor(self)
         self._sweeper: asyncio.Task[None] | None = None
         self._account_sweeper: asyncio.Task[None] | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,19 +198,31 @@ async def _console(bastion: BastionProcess, cert: Path, target: str) -> tuple[
     return conn, await conn.create_process(term_type="xterm", term_size=(100, 30))
 
 
+_CURSOR_RIGHT = re.compile(r"\x1b\[(\d*)C")
+_ESCAPE = re.compile(r"\x1b(?:\[[0-9;?]*[A-Za-z]|[=>])")
+
+
+def visible(stream: str) -> str:
+    """Terminal output as text: the editor moves the cursor right over blanks instead of writing
+    them, and colours what it draws."""
+    stream = _CURSOR_RIGHT.sub(lambda m: " " * int(m.group(1) or 1), stream)
+    return _ESCAPE.sub("", stream)
+
+
 class Screen:
     def __init__(self, proc: asyncssh.SSHClientProcess[str]) -> None:
         self.proc, self.seen, self.pos = proc, "", 0
 
     async def expect(self, needle: str, timeout: float = 20) -> str:
         async with asyncio.timeout(timeout):
-            while needle not in self.seen[self.pos:]:
+            while needle not in visible(self.seen)[self.pos:]:
                 chunk = await self.proc.stdout.read(4096)
                 assert chunk, f"closed before {needle!r}: {self.seen[-500:]!r}"
                 self.seen += chunk
+        text = visible(self.seen)
         start = self.pos
-        self.pos = self.seen.index(needle, self.pos) + len(needle)
-        return self.seen[start:self.pos]
+        self.pos = text.index(needle, self.pos) + len(needle)
+        return text[start:self.pos]
 
 
 @pytest.mark.parametrize("target", ENGINES)

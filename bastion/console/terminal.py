@@ -1,0 +1,136 @@
+"""prompt_toolkit over the SSH channel of a console session, without a second server.
+
+prompt_toolkit reads keys from an `Input` and draws on an `Output`. `ChannelInput` is an Input fed
+with the bytes the console reads from the SSH channel (no pipe, no file descriptor: a paste of any
+size never blocks the event loop); `channel_output` is a VT100 Output whose writes go to the
+console's `echo` (the editing area holds literals, so it is shown to the user and not recorded,
+like keystroke echo always was).
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TextIO, cast
+
+from prompt_toolkit.data_structures import Size
+from prompt_toolkit.input import Input
+from prompt_toolkit.input.vt100_parser import Vt100Parser
+from prompt_toolkit.key_binding import KeyPress
+from prompt_toolkit.output.vt100 import Vt100_Output
+
+__all__ = ["ChannelInput", "channel_output"]
+
+
+class ChannelInput(Input):
+    """Keys parsed from what the SSH client sends, handed to whichever prompt is attached."""
+
+    def __init__(self) -> None:
+        self._keys: list[KeyPress] = []
+        self._parser = Vt100Parser(lambda key: self._keys.append(key))
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._ready: Callable[[], None] | None = None
+        self._closed = False
+
+    def feed(self, data: bytes) -> None:
+        """Parse bytes from the client; wake the attached prompt."""
+        self._parser.feed(self._decoder.decode(data))
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._ready is not None and (self._keys or self._closed):
+            self._ready()
+
+    def fileno(self) -> int:
+        """No file descriptor: prompt_toolkit is woken by `feed`."""
+        raise NotImplementedError("a channel input has no file descriptor")
+
+    def typeahead_hash(self) -> str:
+        """Keys typed ahead of a prompt are kept for the next prompt on this channel."""
+        return f"bastion-channel-{id(self)}"
+
+    def read_keys(self) -> list[KeyPress]:
+        """The keys parsed so far."""
+        keys, self._keys = self._keys, []
+        return keys
+
+    def flush_keys(self) -> list[KeyPress]:
+        """The keys parsed so far, a lone Escape included (its sequence timed out)."""
+        self._parser.flush()
+        return self.read_keys()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the client's input ended (or the session did)."""
+        return self._closed
+
+    def close(self) -> None:
+        """End the input: the attached prompt raises EOFError."""
+        self._closed = True
+        self._wake()
+
+    def raw_mode(self) -> AbstractContextManager[None]:
+        """The client's terminal is already raw (it asked for a PTY)."""
+        return nullcontext()
+
+    def cooked_mode(self) -> AbstractContextManager[None]:
+        """Nothing to change on the server side."""
+        return nullcontext()
+
+    def attach(self, input_ready_callback: Callable[[], None]) -> AbstractContextManager[None]:
+        """Make `input_ready_callback` the one woken by new keys, until the context ends."""
+        return self._attached(input_ready_callback)
+
+    def detach(self) -> AbstractContextManager[None]:
+        """Wake nobody until the context ends."""
+        return self._attached(None)
+
+    @contextmanager
+    def _attached(self, callback: Callable[[], None] | None) -> Generator[None, None, None]:
+        previous, self._ready = self._ready, callback
+        try:
+            self._wake()
+            yield
+        finally:
+            self._ready = previous
+
+    def send_bytes(self, data: bytes) -> None:
+        """The same as `feed`."""
+        self.feed(data)
+
+    def send_text(self, data: str) -> None:
+        """Feed text as if typed."""
+        self.feed(data.encode())
+
+
+class _ChannelText:
+    """The text stream prompt_toolkit writes to: CRLF line ends, handed on as UTF-8 bytes."""
+
+    encoding = "utf-8"
+
+    def __init__(self, write: Callable[[bytes], None], flush: Callable[[], None]) -> None:
+        self._write = write
+        self._flush = flush
+
+    def write(self, text: str) -> int:
+        """Pass text on (no terminal on this side turns LF into CRLF)."""
+        self._write(text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "replace"))
+        return len(text)
+
+    def flush(self) -> None:
+        """Send what was written."""
+        self._flush()
+
+    def isatty(self) -> bool:
+        """The client asked for a PTY."""
+        return True
+
+
+def channel_output(write: Callable[[bytes], None], flush: Callable[[], None],
+                   size: Callable[[], Size], term: str) -> Vt100_Output:
+    """A VT100 output drawing through `write`/`flush`, sized by `size` (the client's window)."""
+    # No cursor position requests: the answer would arrive among the user's keys, and scripted
+    # clients never send one.
+    return Vt100_Output(cast(TextIO, _ChannelText(write, flush)), size, term=term or "xterm",
+                        enable_cpr=False)

@@ -1,0 +1,108 @@
+"""The console's editor without a network: completion decisions, history, and prompt_toolkit
+driven through the channel input exactly as the SSH session drives it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prompt_toolkit.history import InMemoryHistory
+
+from bastion.console.completion import SqlCompleter, Vocabulary, suggest
+from bastion.console.history import ConsoleHistories, SessionHistory
+from bastion.console.prompt import ConsolePrompt
+
+VOCABULARY = Vocabulary.from_columns([
+    ("public_masked", "customers", "id"), ("public_masked", "customers", "name"),
+    ("public_masked", "customers", "ssn"), ("public", "notes", "id"), ("public", "notes", "body"),
+    ("public", "evil\x1b]0;x\x07", "id"), ("public", "notes", "bad\x9b31m"),
+])
+
+
+def texts(text: str, statement: str | None = None) -> list[str]:
+    return [s.text for s in suggest(text, VOCABULARY, statement)[1]]
+
+
+def test_tables_after_from_and_columns_of_the_tables_named() -> None:
+    assert texts("SELECT * FROM cu") == ["customers"]
+    assert "public." in texts("SELECT * FROM ")
+    assert texts("SELECT na") == ["name"]
+    # The columns of the table named (after the cursor too) first, then keywords.
+    assert texts("SELECT b", "SELECT b FROM notes") == ["body", "begin", "between", "by"]
+    assert texts("SELECT n FROM customers c WHERE c.n") == ["c.name"]  # through the alias
+    assert texts("SELECT public.notes.b") == ["public.notes.body"]
+    assert texts("SELECT * FROM public.") == ["public.notes"]  # the raw customers table: unreadable
+    assert texts("\\d cus") == ["customers"]
+
+
+def test_keywords_follow_the_case_typed_and_commands_start_a_line() -> None:
+    assert "select" in texts("sel") and "SELECT" in texts("SEL")
+    assert texts("\\") == ["\\?", "\\d", "\\dt", "\\format", "\\q", "\\x"]
+    assert texts("\\f") == ["\\format"]
+    assert texts("select 1 \\") == []
+
+
+def test_names_a_terminal_cannot_show_are_never_offered() -> None:
+    everything = texts("SELECT ") + texts("SELECT * FROM ") + texts("SELECT b", "SELECT b FROM notes")
+    assert not any(ch in "".join(everything) for ch in ("\x1b", "\x9b", "\x07"))
+
+
+def test_history_is_per_user_and_target_bounded_and_skips_repeats() -> None:
+    kept = ConsoleHistories(per_history=3, histories=2)
+    for sql in ("select 1;", "select 1;", "select 2;", "select 3;", "select 4;"):
+        kept.add("alice", "pg", sql)
+    assert kept.statements("alice", "pg") == ["select 2;", "select 3;", "select 4;"]
+    assert kept.statements("bob", "pg") == [] and kept.statements("alice", "my") == []
+    kept.add("alice", "pg", "x" * 20000)  # a pasted script: run, not kept
+    assert kept.statements("alice", "pg")[-1] == "select 4;"
+    kept.add("bob", "pg", "b;")
+    kept.add("carol", "pg", "c;")  # a third history: the least recently used one goes
+    assert kept.statements("alice", "pg") == []
+    assert list(SessionHistory(kept, "carol", "pg").load_history_strings()) == ["c;"]
+
+
+async def _read(prompt: ConsolePrompt, *chunks: bytes) -> str | None:
+    task = asyncio.create_task(prompt.read("db=> ", "db-> "))
+    for chunk in chunks:
+        await asyncio.sleep(0.05)
+        prompt.feed(chunk)
+    return await asyncio.wait_for(task, 5)
+
+
+def _prompt(history: InMemoryHistory | None = None) -> tuple[ConsolePrompt, list[bytes]]:
+    drawn: list[bytes] = []
+    prompt = ConsolePrompt(write=drawn.append, flush=lambda: None, term="xterm", size=(80, 24),
+                           dialect="postgres", history=history or InMemoryHistory(),
+                           completer=SqlCompleter(VOCABULARY))
+    return prompt, drawn
+
+
+async def test_prompt_completes_spans_lines_and_submits_at_semicolon() -> None:
+    prompt, drawn = _prompt()
+    assert await _read(prompt, b"SELECT na\t", b"\r", b"FROM customers;\r") == \
+        "SELECT name\nFROM customers;"
+    assert b"db-> " in b"".join(drawn) or b"db->" in b"".join(drawn)
+    assert await _read(prompt, b"\\dt\r") == "\\dt"
+
+
+async def test_prompt_ctrl_c_clears_ctrl_d_ends_and_keys_typed_ahead_wait() -> None:
+    prompt, _ = _prompt()
+    assert await _read(prompt, b"SELECT half\x03") == ""
+    prompt.feed(b"SELECT 'ahead';\r")  # typed while a statement ran: the next prompt reads it
+    assert await _read(prompt) == "SELECT 'ahead';"
+    assert await _read(prompt, b"\x04") is None
+
+
+async def test_ctrl_r_finds_an_earlier_statement() -> None:
+    history = InMemoryHistory()
+    for sql in ("SELECT 'first';", "SELECT 'second';"):
+        history.append_string(sql)
+    prompt, _ = _prompt(history)
+    assert await _read(prompt, b"\x12fir", b"\r", b"\r") == "SELECT 'first';"
+
+
+async def test_closing_the_input_ends_a_prompt_on_screen() -> None:
+    prompt, _ = _prompt()
+    task = asyncio.create_task(prompt.read("db=> ", "db-> "))
+    await asyncio.sleep(0.05)
+    prompt.close()
+    assert await asyncio.wait_for(task, 5) is None
