@@ -11,10 +11,22 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, setup_databases, ssh_argv
+from harness import (
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    setup_databases,
+    ssh_argv,
+    wait_for,
+)
 from sqldb import MASKING_RULES, assert_no_secrets, seeded_databases, target_toml
+
+from recorder import RecordingReader, event_to_json, load_auditor_private_key
 
 # Names of this run only: database roles (bx_<user>_r<request>) are shared by the whole server.
 RUN = uuid.uuid4().hex[:6]
@@ -91,6 +103,16 @@ def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess
     finally:
         proc.stop()
         databases.close()
+
+
+def recorded(bastion: BastionProcess) -> list[list[dict[str, Any]]]:
+    """The events of every recording so far (one still open reads as cut off)."""
+    identity = load_auditor_private_key(bastion.world.root / "keys" / "auditor")
+    out = []
+    for path in sorted((bastion.world.root / "recordings").glob("*.rec")):
+        with RecordingReader(path, identity) as reader:
+            out.append([event_to_json(e) for e in reader])
+    return out
 
 
 def _cert(bastion: BastionProcess, user: str) -> Path:
@@ -206,13 +228,21 @@ def test_history_search_finds_an_earlier_statement_of_the_same_user_only(
     time.sleep(0.3)
     assert "41 + 1" not in other.screen()
     other.keys("C-c")
-    # Kept in memory only: nothing the bastion wrote holds the statement.
+    # Kept in memory only: nothing the bastion wrote holds the statement as typed.
     for path in (bastion.world.root / "data").rglob("*"):
         if path.is_file():
             assert b"needle-" not in path.read_bytes(), path
+    # The recording holds what the bastion showed (the result) and the statement with its
+    # literals redacted; the editing area (the literals as typed) is not recorded.
+    session = next(events for events in recorded(bastion)
+                   if any("needle-42" in e.get("text", "") for e in events))
+    statements = [e["payload"]["statement"] for e in session if e["type"] == "sql_statement"]
+    assert statements and "needle" not in statements[0] and "41" not in statements[0]
+    assert not any("needle-'" in e.get("text", "") for e in session)
 
 
-def test_the_console_follows_a_window_resize(tmux: Callable[[str], Pane]) -> None:
+def test_the_console_follows_a_window_resize(bastion: BastionProcess,
+                                             tmux: Callable[[str], Pane]) -> None:
     pane = tmux(ALICE)
     query = "SELECT repeat('x', 50) AS a, repeat('y', 50) AS b;"
     pane.type(query)
@@ -227,3 +257,6 @@ def test_the_console_follows_a_window_resize(tmux: Callable[[str], Pane]) -> Non
     narrow = [line for line in pane.after("AS bb").splitlines() if "xxx" in line]
     assert wide and narrow, pane.screen()
     assert len(wide[0]) > 60 and len(narrow[0]) <= 60 and "…" in narrow[0]
+    pane.keys("C-d")  # the recording is closed (and so read whole) when the session ends
+    assert wait_for(lambda: any(e["type"] == "resize" and (e["cols"], e["rows"]) == (60, 20)
+                                for events in recorded(bastion) for e in events), timeout=5)
