@@ -106,3 +106,17 @@ async def test_closing_the_input_ends_a_prompt_on_screen() -> None:
     await asyncio.sleep(0.05)
     prompt.close()
     assert await asyncio.wait_for(task, 5) is None
+
+
+async def test_a_long_paste_is_inserted_at_once_and_every_statement_of_it_runs() -> None:
+    prompt, _ = _prompt()
+    script = "".join(f"INSERT INTO notes VALUES ({i}, 'n{i}');\r" for i in range(3000)).encode()
+    task = asyncio.create_task(prompt.read("db=> ", "db-> "))
+    await asyncio.sleep(0.05)
+    for start in range(0, len(script), 4096):  # as the SSH channel hands it over
+        prompt.feed(script[start:start + 4096])
+    read = [await asyncio.wait_for(task, 10)]  # a key at a time, this took minutes
+    while "(2999, 'n2999');" not in (read[-1] or ""):  # a chunk ending in Enter ran what it held
+        read.append(await asyncio.wait_for(prompt.read("db=> ", "db-> "), 10))
+    text = "\n".join(r or "" for r in read)
+    assert text.count("INSERT INTO notes") == 3000 and len(read) < 100

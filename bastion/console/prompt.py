@@ -45,7 +45,9 @@ def statement_complete(text: str) -> bool:
 def submits(text: str) -> bool:
     """Whether Enter runs the input: a finished statement, a `\\` command or an empty line."""
     stripped = text.strip()
-    return not stripped or stripped.startswith("\\") or statement_complete(text)
+    # The ';' test first: a long statement is scanned only when it may be over.
+    return not stripped or stripped.startswith("\\") or (stripped.endswith(";")
+                                                          and statement_complete(text))
 
 
 def _bindings() -> KeyBindings:
@@ -74,7 +76,9 @@ class ConsolePrompt:
         self.size = Size(columns=size[0] or 80, rows=size[1] or 24)
         self.output = channel_output(write, flush, lambda: self.size, term)
         self._continuation = "-> "
-        lexer = PygmentsLexer(MySqlLexer if dialect == "mysql" else PostgresLexer)
+        # Lexing from a nearby line, not from the start: a long paste is lexed once, not per key.
+        lexer = PygmentsLexer(MySqlLexer if dialect == "mysql" else PostgresLexer,
+                              sync_from_start=False)
         self.session: PromptSession[str] = PromptSession(
             input=self.input, output=self.output, history=history, completer=completer,
             lexer=lexer, multiline=True, key_bindings=_bindings(), complete_while_typing=False,

@@ -18,9 +18,17 @@ from prompt_toolkit.data_structures import Size
 from prompt_toolkit.input import Input
 from prompt_toolkit.input.vt100_parser import Vt100Parser
 from prompt_toolkit.key_binding import KeyPress
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.output.vt100 import Vt100_Output
 
-__all__ = ["ChannelInput", "channel_output"]
+__all__ = ["PASTE_SIZE", "ChannelInput", "channel_output"]
+
+PASTE_SIZE = 256  # characters arriving at once, without control keys: pasted, not typed
+
+
+def _plain(text: str) -> bool:
+    """Text with no key but printable characters, tabs and line ends."""
+    return text.isprintable() or all(ch.isprintable() or ch in "\t\r\n" for ch in text)
 
 
 class ChannelInput(Input):
@@ -35,7 +43,16 @@ class ChannelInput(Input):
 
     def feed(self, data: bytes) -> None:
         """Parse bytes from the client; wake the attached prompt."""
-        self._parser.feed(self._decoder.decode(data))
+        text = self._decoder.decode(data)
+        if len(text) >= PASTE_SIZE and _plain(text.rstrip("\r\n")):
+            # A paste the terminal did not bracket (or a script typed in): one insert, not a key
+            # at a time (prompt_toolkit spends about a millisecond of the shared event loop on
+            # each key). A final Enter stays a key, so a finished statement still runs.
+            body = text.rstrip("\r\n")
+            self._parser.flush()
+            self._keys.append(KeyPress(Keys.BracketedPaste, body))
+            text = text[len(body):]
+        self._parser.feed(text)
         self._wake()
 
     def _wake(self) -> None:
