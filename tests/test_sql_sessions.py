@@ -213,15 +213,25 @@ class Screen:
     def __init__(self, proc: asyncssh.SSHClientProcess[str]) -> None:
         self.proc, self.seen, self.pos = proc, "", 0
 
+    def _find(self, text: str, needle: str) -> int:
+        """Where `needle` is, after what was matched before. A prompt (ending in "> ") counts only
+        with nothing after it yet: the editor redraws a prompt with the line typed after it when
+        Enter is pressed, before the results and the next prompt."""
+        at = text.find(needle, self.pos)
+        if needle.endswith("> "):
+            while at >= 0 and text[at + len(needle):].strip():
+                at = text.find(needle, at + 1)
+        return at
+
     async def expect(self, needle: str, timeout: float = 20) -> str:
         async with asyncio.timeout(timeout):
-            while needle not in visible(self.seen)[self.pos:]:
+            while self._find(visible(self.seen), needle) < 0:
                 chunk = await self.proc.stdout.read(4096)
                 assert chunk, f"closed before {needle!r}: {self.seen[-500:]!r}"
                 self.seen += chunk
         text = visible(self.seen)
         start = self.pos
-        self.pos = text.index(needle, self.pos) + len(needle)
+        self.pos = self._find(text, needle) + len(needle)
         return text[start:self.pos]
 
 
