@@ -120,3 +120,15 @@ async def test_a_long_paste_is_inserted_at_once_and_every_statement_of_it_runs()
         read.append(await asyncio.wait_for(prompt.read("db=> ", "db-> "), 10))
     text = "\n".join(r or "" for r in read)
     assert text.count("INSERT INTO notes") == 3000 and len(read) < 100
+
+
+async def test_hostile_escape_runs_and_floods_of_typed_ahead_keys_are_bounded() -> None:
+    prompt, _ = _prompt()
+    # An escape sequence that never ends: prompt_toolkit alone spent seconds per 10 KB on it.
+    flood = ("\x1b[" + "1;" * 40000).encode()
+    for start in range(0, len(flood), 4096):
+        prompt.feed(flood[start:start + 4096])
+    assert await _read(prompt, b"x\x15SELECT 1;\r") == "SELECT 1;"  # Ctrl-U cleared what was left
+    # Keys typed while no prompt reads them are kept up to a bound, then refused.
+    accepted = [prompt.feed(b"\x01" * 4096) for _ in range(40)]
+    assert accepted[0] and not accepted[-1]

@@ -97,9 +97,10 @@ class ConsolePrompt:
             except EOFError:
                 return None
 
-    def feed(self, data: bytes) -> None:
-        """Keys from the client (kept for the next prompt while a statement runs)."""
-        self.input.feed(data)
+    def feed(self, data: bytes) -> bool:
+        """Keys from the client (kept for the next prompt while a statement runs); False when
+        too many wait already and these were dropped."""
+        return self.input.feed(data)
 
     def resize(self, columns: int, rows: int) -> None:
         """Follow the client's window; a prompt on screen is drawn again."""

@@ -108,6 +108,7 @@ class SqlConsole:
         self._exiting = False
         self._running = False  # a console statement is running: Ctrl-C cancels it
         self._ddl_seen = False  # the names completion offers may have changed
+        self._dropping = False  # typed-ahead keys are being dropped (too many wait)
 
     async def show(self, text: str, *, stderr: bool = False) -> None:
         """Write to the user and to the recording (exactly what they see)."""
@@ -324,7 +325,7 @@ class SqlConsole:
                     if await self._meta(line.strip()) == "quit":
                         break
                     continue
-                self._running = True
+                self._running, self._dropping = True, False
                 try:
                     await self._run_sql(line)
                 finally:
@@ -371,7 +372,10 @@ class SqlConsole:
                 await self.show("^C\n")
                 if self.conn is not None:
                     await self.conn.cancel()
-            prompt.feed(data)
+            if not prompt.feed(data) and not self._dropping:
+                self._dropping = True  # said once per statement, not per read
+                await self.show("bastion: too much typed ahead of a running statement; the rest "
+                                "is ignored (Ctrl-C cancels the statement)\n")
 
     async def _meta(self, command: str) -> str | None:
         assert self.conn is not None

@@ -10,6 +10,7 @@ like keystroke echo always was).
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TextIO, cast
@@ -21,9 +22,16 @@ from prompt_toolkit.key_binding import KeyPress
 from prompt_toolkit.keys import Keys
 from prompt_toolkit.output.vt100 import Vt100_Output
 
-__all__ = ["PASTE_SIZE", "ChannelInput", "channel_output"]
+__all__ = ["MAX_WAITING_KEYS", "PASTE_SIZE", "ChannelInput", "channel_output"]
 
 PASTE_SIZE = 256  # characters arriving at once, without control keys: pasted, not typed
+# No key or mouse report a terminal sends has a longer CSI parameter run; prompt_toolkit's parser
+# retries every shorter prefix of an unfinished one (quadratic: 10 KB of "\x1b[1;1;…" held the
+# event loop for 9 s), so longer runs are cut here.
+MAX_SEQUENCE = 32
+MAX_WAITING_KEYS = 65536  # keys typed ahead while a statement runs (each is an object in memory)
+_CSI_RUN = re.compile(r"\x1b\[<?[\d;]*")
+_PARAMETERS = re.compile(r"[\d;]*")
 
 
 def _plain(text: str) -> bool:
@@ -40,10 +48,14 @@ class ChannelInput(Input):
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._ready: Callable[[], None] | None = None
         self._closed = False
+        self._run = 0  # length of a CSI parameter run the last chunk ended in
 
-    def feed(self, data: bytes) -> None:
-        """Parse bytes from the client; wake the attached prompt."""
-        text = self._decoder.decode(data)
+    def feed(self, data: bytes) -> bool:
+        """Parse bytes from the client and wake the attached prompt; False when nothing reads
+        them and too many wait already (they are dropped)."""
+        if self._ready is None and len(self._keys) >= MAX_WAITING_KEYS:
+            return False
+        text = self._bounded(self._decoder.decode(data))
         if len(text) >= PASTE_SIZE and _plain(text.rstrip("\r\n")):
             # A paste the terminal did not bracket (or a script typed in): one insert, not a key
             # at a time (prompt_toolkit spends about a millisecond of the shared event loop on
@@ -54,6 +66,25 @@ class ChannelInput(Input):
             text = text[len(body):]
         self._parser.feed(text)
         self._wake()
+        return True
+
+    def _bounded(self, text: str) -> str:
+        """The text with every escape sequence's parameters cut at MAX_SEQUENCE characters."""
+        if self._run:
+            run = _PARAMETERS.match(text)
+            length = run.end() if run else 0
+            keep = max(0, MAX_SEQUENCE - self._run)
+            self._run = self._run + length if length == len(text) else 0
+            text = text[:min(length, keep)] + text[length:]
+            if self._run:
+                return text
+
+        def cut(match: re.Match[str]) -> str:
+            if match.end() == len(text):
+                self._run = len(match.group())
+            return match.group()[:MAX_SEQUENCE]
+
+        return _CSI_RUN.sub(cut, text)
 
     def _wake(self) -> None:
         if self._ready is not None and (self._keys or self._closed):
