@@ -10,8 +10,10 @@ terminal; `SqlCompleter` adapts them to prompt_toolkit.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -28,6 +30,7 @@ KEYWORDS = (
     "PARTITION", "RETURNING", "RIGHT", "ROLLBACK", "SELECT", "SET", "SHOW", "SUM", "TABLE", "THEN",
     "TRUE", "UNION", "UPDATE", "USING", "VALUES", "WHEN", "WHERE", "WITH",
 )
+NAMES_WAIT = 3.0  # seconds a Tab waits for the names at the start of a console
 META_COMMANDS = {
     "\\?": "this help", "\\d": "describe a table", "\\dt": "list tables",
     "\\format": "table, expanded, csv, tsv or json", "\\q": "quit", "\\x": "expanded display on/off",
@@ -149,6 +152,23 @@ class SqlCompleter(Completer):
 
     def __init__(self, vocabulary: Vocabulary | None = None) -> None:
         self.vocabulary = vocabulary or Vocabulary()
+        self.ready = asyncio.Event()  # the names were read (or could not be)
+        if vocabulary is not None:
+            self.ready.set()
+
+    def learned(self, vocabulary: Vocabulary | None) -> None:
+        """Offer these names from now on (None: the reading failed, keep what there is)."""
+        if vocabulary is not None:
+            self.vocabulary = vocabulary
+        self.ready.set()
+
+    async def get_completions_async(self, document: Document,
+                                    complete_event: CompleteEvent) -> AsyncGenerator[Completion, None]:
+        """A Tab pressed while the names are still being read waits for them, briefly."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ready.wait(), NAMES_WAIT)
+        for completion in self.get_completions(document, complete_event):
+            yield completion
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
         """Completions for the word before the cursor."""

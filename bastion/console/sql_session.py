@@ -343,8 +343,9 @@ class SqlConsole:
         """Give completion the tables and columns the session's account may read."""
         assert self.conn is not None
         try:
-            completer.vocabulary = Vocabulary.from_columns(await self.conn.readable_columns())
+            completer.learned(Vocabulary.from_columns(await self.conn.readable_columns()))
         except SqlError as exc:  # completion goes on with keywords only
+            completer.learned(None)
             log.warning("session %s: cannot read names for completion: %s", self.live.record.id, exc)
 
     async def _close_on_stop(self, prompt: ConsolePrompt) -> None:
