@@ -108,18 +108,31 @@ async def test_closing_the_input_ends_a_prompt_on_screen() -> None:
     assert await asyncio.wait_for(task, 5) is None
 
 
-async def test_a_long_paste_is_inserted_at_once_and_every_statement_of_it_runs() -> None:
-    prompt, _ = _prompt()
-    script = "".join(f"INSERT INTO notes VALUES ({i}, 'n{i}');\r" for i in range(3000)).encode()
+async def _feed_chunks(prompt: ConsolePrompt, data: bytes) -> asyncio.Task[str | None]:
     task = asyncio.create_task(prompt.read("db=> ", "db-> "))
     await asyncio.sleep(0.05)
-    for start in range(0, len(script), 4096):  # as the SSH channel hands it over
-        prompt.feed(script[start:start + 4096])
-    read = [await asyncio.wait_for(task, 10)]  # a key at a time, this took minutes
-    while "(2999, 'n2999');" not in (read[-1] or ""):  # a chunk ending in Enter ran what it held
+    for start in range(0, len(data), 4096):  # as the SSH channel hands it over
+        prompt.feed(data[start:start + 4096])
+    return task
+
+
+async def test_a_script_sent_at_once_runs_statement_by_statement() -> None:
+    prompt, _ = _prompt()
+    script = "".join(f"INSERT INTO notes\rVALUES ({i}, 'n{i}');\r" for i in range(300)).encode()
+    read = [await asyncio.wait_for(await _feed_chunks(prompt, script), 10)]
+    while len(read) < 300:
         read.append(await asyncio.wait_for(prompt.read("db=> ", "db-> "), 10))
-    text = "\n".join(r or "" for r in read)
-    assert text.count("INSERT INTO notes") == 3000 and len(read) < 100
+    assert read[0] == "INSERT INTO notes\nVALUES (0, 'n0');"
+    assert read[-1] == "INSERT INTO notes\nVALUES (299, 'n299');"
+
+
+async def test_a_long_statement_sent_at_once_is_inserted_whole() -> None:
+    prompt, _ = _prompt()
+    rows = ",\r".join(f"({i}, 'n{i}')" for i in range(20000))
+    task = await _feed_chunks(prompt, f"INSERT INTO notes VALUES\r{rows};\r".encode())
+    # Key by key (an Enter per line), prompt_toolkit copied the whole input on every line: 55 s.
+    text = await asyncio.wait_for(task, 10)
+    assert text is not None and text.count("\n") == 20000 and text.endswith("(19999, 'n19999');")
 
 
 async def test_hostile_escape_runs_and_floods_of_typed_ahead_keys_are_bounded() -> None:

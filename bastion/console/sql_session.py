@@ -319,6 +319,9 @@ class SqlConsole:
                 await self.recording.output(text.encode())
                 line = await prompt.read(text, self._prompt(True))
                 if line is None:
+                    failure = reader.exception() if reader.done() and not reader.cancelled() else None
+                    if failure is not None:
+                        raise failure  # e.g. the recording failed: no recording, no session
                     await self.show("\n")
                     break
                 if line.strip().startswith("\\"):
@@ -354,6 +357,12 @@ class SqlConsole:
 
     async def _read_keys(self, prompt: ConsolePrompt) -> None:
         """Hand keys to the editor; Ctrl-C while a statement runs cancels it on the server."""
+        try:
+            await self._pass_keys(prompt)
+        finally:
+            prompt.close()  # the end of input, or a failure the console raises in its place
+
+    async def _pass_keys(self, prompt: ConsolePrompt) -> None:
         while True:
             try:
                 data = await self.process.stdin.read(4096)
@@ -365,7 +374,6 @@ class SqlConsole:
             except (asyncssh.BreakReceived, asyncssh.SignalReceived):
                 continue
             if not data:
-                prompt.close()
                 return
             self.live.touch()
             if self._running and b"\x03" in data:

@@ -22,9 +22,8 @@ from prompt_toolkit.key_binding import KeyPress
 from prompt_toolkit.keys import Keys
 from prompt_toolkit.output.vt100 import Vt100_Output
 
-__all__ = ["MAX_WAITING_KEYS", "PASTE_SIZE", "ChannelInput", "channel_output"]
+__all__ = ["MAX_WAITING_KEYS", "ChannelInput", "channel_output"]
 
-PASTE_SIZE = 256  # characters arriving at once, without control keys: pasted, not typed
 # No key or mouse report a terminal sends has a longer CSI parameter run; prompt_toolkit's parser
 # retries every shorter prefix of an unfinished one (quadratic: 10 KB of "\x1b[1;1;…" held the
 # event loop for 9 s), so longer runs are cut here.
@@ -32,11 +31,9 @@ MAX_SEQUENCE = 32
 MAX_WAITING_KEYS = 65536  # keys typed ahead while a statement runs (each is an object in memory)
 _CSI_RUN = re.compile(r"\x1b\[<?[\d;]*")
 _PARAMETERS = re.compile(r"[\d;]*")
-
-
-def _plain(text: str) -> bool:
-    """Text with no key but printable characters, tabs and line ends."""
-    return text.isprintable() or all(ch.isprintable() or ch in "\t\r\n" for ch in text)
+_TYPED_RUN = re.compile(r"[^\x00-\x1f\x7f-\x9f]{2,}")  # printable characters, two or more
+_PASTED = re.compile(r"[^\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f]*")  # printable and line ends
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 class ChannelInput(Input):
@@ -49,6 +46,8 @@ class ChannelInput(Input):
         self._ready: Callable[[], None] | None = None
         self._closed = False
         self._run = 0  # length of a CSI parameter run the last chunk ended in
+        self._escaped = False  # the last chunk ended near an escape character
+        self._statement_may_end = False  # the line being typed holds a ';'
 
     def feed(self, data: bytes) -> bool:
         """Parse bytes from the client and wake the attached prompt; False when nothing reads
@@ -56,17 +55,58 @@ class ChannelInput(Input):
         if self._ready is None and len(self._keys) >= MAX_WAITING_KEYS:
             return False
         text = self._bounded(self._decoder.decode(data))
-        if len(text) >= PASTE_SIZE and _plain(text.rstrip("\r\n")):
-            # A paste the terminal did not bracket (or a script typed in): one insert, not a key
-            # at a time (prompt_toolkit spends about a millisecond of the shared event loop on
-            # each key). A final Enter stays a key, so a finished statement still runs.
-            body = text.rstrip("\r\n")
-            self._parser.flush()
-            self._keys.append(KeyPress(Keys.BracketedPaste, body))
-            text = text[len(body):]
-        self._parser.feed(text)
+        if "\x1b" in text or self._escaped:
+            self._parser.feed(text)  # keys and escape sequences: prompt_toolkit's parser
+        elif _PASTED.fullmatch(text) and len(_LINE_END.findall(text)) > 1:
+            self._pasted_lines(text)
+        else:
+            self._typed(text)
+        self._escaped = "\x1b" in text[-MAX_SEQUENCE:]  # a sequence may go on in the next chunk
         self._wake()
         return True
+
+    def _typed(self, text: str) -> None:
+        """Runs of several printable characters go in as one insert each, not a key at a time
+        (prompt_toolkit spends about 0.1 ms of the shared event loop on each key); Enter, Tab and
+        the other control keys stay keys."""
+        at = 0
+        for run in _TYPED_RUN.finditer(text):
+            self._parser.feed(text[at:run.start()])
+            self._keys.append(KeyPress(Keys.BracketedPaste, run.group()))
+            at = run.end()
+        self._parser.feed(text[at:])
+        line = _LINE_END.split(text)[-1]
+        self._statement_may_end = ";" in line or (text == line and self._statement_may_end)
+
+    def _pasted_lines(self, text: str) -> None:
+        """Lines pasted at once: a line end is Enter (the editor decides whether the statement
+        runs) after a line that may end one (it holds a ';', or it is a `\\` command) and at
+        the end of the chunk; elsewhere it is a new line in the insert. Enter keys on every line
+        of a long statement cost prompt_toolkit a copy of the whole input each (quadratic: a
+        920 KB statement took 55 s)."""
+        lines = _LINE_END.split(text)
+        insert: list[str] = []
+        for number, line in enumerate(lines):
+            insert.append(line)
+            self._statement_may_end = self._statement_may_end or ";" in line
+            if number == len(lines) - 1:
+                break
+            last = number == len(lines) - 2 and not lines[-1]
+            if last or self._statement_may_end or line.lstrip().startswith("\\"):
+                self._insert("".join(insert))
+                self._parser.feed("\r")
+                insert = []
+            else:
+                insert.append("\n")
+            self._statement_may_end = False
+        self._insert("".join(insert))
+
+    def _insert(self, text: str) -> None:
+        """Text (printable, and new lines) as one key: prompt_toolkit inserts a paste at once."""
+        if len(text) > 1:
+            self._keys.append(KeyPress(Keys.BracketedPaste, text))
+        else:
+            self._parser.feed(text)
 
     def _bounded(self, text: str) -> str:
         """The text with every escape sequence's parameters cut at MAX_SEQUENCE characters."""
