@@ -4,6 +4,7 @@ driven through the channel input exactly as the SSH session drives it."""
 from __future__ import annotations
 
 import asyncio
+import signal
 
 from prompt_toolkit.history import InMemoryHistory
 
@@ -145,3 +146,15 @@ async def test_hostile_escape_runs_and_floods_of_typed_ahead_keys_are_bounded() 
     # Keys typed while no prompt reads them are kept up to a bound, then refused.
     accepted = [prompt.feed(b"\x01" * 4096) for _ in range(40)]
     assert accepted[0] and not accepted[-1]
+
+
+async def test_consoles_leave_no_signal_handler_behind() -> None:
+    first, _ = _prompt()
+    second, _ = _prompt()
+    reads = [asyncio.create_task(p.read("db=> ", "db-> ")) for p in (first, second)]
+    await asyncio.sleep(0.05)
+    for prompt, read in zip((first, second), reads, strict=True):  # the first to start ends first
+        prompt.feed(b"SELECT 1;\r")
+        assert await asyncio.wait_for(read, 5) == "SELECT 1;"
+    handlers = getattr(asyncio.get_running_loop(), "_signal_handlers", {})
+    assert signal.SIGWINCH not in handlers and signal.SIGINT not in handlers

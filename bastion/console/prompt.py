@@ -3,8 +3,10 @@ multi-line statements submitted at `;`, history and Ctrl-R search."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
 
+import prompt_toolkit.application.application as _application
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application.current import create_app_session
 from prompt_toolkit.data_structures import Size
@@ -18,6 +20,18 @@ from bastion.console.completion import SqlCompleter
 from bastion.console.terminal import ChannelInput, channel_output
 
 __all__ = ["ConsolePrompt", "statement_complete", "submits"]
+
+
+@contextmanager
+def _no_winch_handler(handler: Callable[[], None]) -> Generator[None, None, None]:
+    """Window changes arrive over SSH (TerminalSizeChanged), never as the bastion's SIGWINCH."""
+    yield
+
+
+# prompt_toolkit sets the process's SIGWINCH handler while a prompt runs (and restores the one
+# before it): with consoles ending in any order, a finished console's handler stays behind, and
+# the bastion is no terminal program.
+_application.attach_winch_signal_handler = _no_winch_handler
 
 
 def statement_complete(text: str) -> bool:
