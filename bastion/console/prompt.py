@@ -99,6 +99,9 @@ class ConsolePrompt:
             prompt_continuation=lambda width, line, wrapped: self._continuation.rjust(width),
             reserve_space_for_menu=6,
         )
+        # At most one redraw per 10 ms: a statement sent at once is drawn when it is accepted,
+        # not also in between (a third of the editor's CPU per statement); typing is slower.
+        self.session.app.min_redraw_interval = 0.01
 
     async def read(self, prompt: str, continuation: str) -> str | None:
         """One statement or command; "" after Ctrl-C, None when the input ends (Ctrl-D)."""
