@@ -1,16 +1,16 @@
 """Webhook notifications: access-request events POSTed as JSON to team channels, never blocking.
 
 `WebhookNotifier.notify()` only puts a delivery on a bounded per-webhook queue; worker tasks
-deliver it with a minimal HTTP/1.1 client and retry with exponential backoff. Each webhook has its
-own queue and workers, so a dead or hanging URL only ever delays (and at worst drops) its own
-notifications. URLs are logged as scheme://host:port/path with the last path segment, userinfo
+deliver it with httpx (TLS verified against the system's CA store, proxies from the environment:
+HTTPS_PROXY, HTTP_PROXY, NO_PROXY) and retry with exponential backoff. Each webhook has its own
+queue, workers and connection pool, so a dead or hanging URL only ever delays (and at worst drops)
+its own notifications. URLs are logged as scheme://host:port/path with the last path segment, userinfo
 and query removed, and header values are never logged: those are where webhook secrets live.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import math
@@ -19,7 +19,9 @@ import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
+
+import httpx
 
 from bastion import __version__
 
@@ -30,11 +32,8 @@ DEFAULT_EVENTS: frozenset[str] = frozenset(
 )
 
 _MAX_BACKOFF = 60.0
-# Graceful TLS/TCP close after a delivery is a courtesy; never let it hold a worker.
-_CLOSE_TIMEOUT = 1.0
 # How long a webhook removed by replace() may keep delivering what was queued before the reload.
 _RETIRE_GRACE = 2.0
-_MAX_INTERIM = 8
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Framing headers are ours: a configured value would corrupt or smuggle the request.
@@ -128,12 +127,9 @@ class _Delivery:
     body: bytes
 
 
-class _BadResponse(Exception):
-    """The server answered something that is not an HTTP response."""
-
-
 class _Channel:
-    """One webhook's queue and workers, so a dead URL only ever delays its own notifications."""
+    """One webhook's queue, workers and connections, so a dead URL only ever delays its own
+    notifications (a shared pool would let its hanging connections starve the others)."""
 
     def __init__(self, webhook: Webhook, queue_size: int) -> None:
         self.webhook = webhook
@@ -141,6 +137,13 @@ class _Channel:
         self.queue: asyncio.Queue[_Delivery] = asyncio.Queue(queue_size)
         self.workers: list[asyncio.Task[None]] = []
         self.in_flight = 0
+        self.client: httpx.AsyncClient | None = None
+
+    async def close_client(self) -> None:
+        """Close the connection pool (the workers are gone)."""
+        client, self.client = self.client, None
+        if client is not None:
+            await client.aclose()
 
 
 class WebhookNotifier:
@@ -253,6 +256,7 @@ class WebhookNotifier:
             await asyncio.gather(*tasks, return_exceptions=True)
             for channel in channels:
                 channel.workers = []
+                await channel.close_client()
                 # Fresh queues: items left in the old ones would keep join() waiting forever.
                 channel.queue = asyncio.Queue(self._queue_size)
                 channel.in_flight = 0
@@ -302,6 +306,7 @@ class WebhookNotifier:
                 worker.cancel()
             await asyncio.gather(*channel.workers, return_exceptions=True)
             channel.workers = []
+            await channel.close_client()
 
     async def _work(self, channel: _Channel) -> None:
         while True:
@@ -322,7 +327,7 @@ class WebhookNotifier:
         problem = ""
         for attempt in range(1, hook.max_attempts + 1):
             try:
-                status = await self._post(hook, delivery.body)
+                status = await self._post(channel, delivery.body)
             except Exception as exc:  # every failure of an attempt is worth a retry
                 problem = _describe(exc)
             else:
@@ -340,43 +345,29 @@ class WebhookNotifier:
         self._log.warning("webhook %s: gave up on %s notification after %d attempt(s) (last: %s)",
                           channel.label, delivery.kind, hook.max_attempts, problem)
 
-    async def _post(self, hook: Webhook, body: bytes) -> int:
+    async def _post(self, channel: _Channel, body: bytes) -> int:
         """POST once and return the HTTP status; raise on connection failure or timeout."""
-        parts = urlsplit(hook.url)
-        https = parts.scheme == "https"
-        host = parts.hostname
-        assert host is not None
-        port = parts.port or (443 if https else 80)
-        context = await self._ssl_context() if https else None
-        request = _request(hook, body)
-        writer: asyncio.StreamWriter | None = None
-        try:
-            async with asyncio.timeout(hook.timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=context, server_hostname=host if https else None
-                )
-                writer.write(request)
-                await writer.drain()
-                status = await _read_status(reader)
-        except BaseException:
-            if writer is not None:
-                # A failed or cancelled attempt has nothing worth flushing: drop it now.
-                writer.transport.abort()
-            raise
-        writer.close()
-        try:
-            await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT)
-        except Exception:
-            # The answer is in; a peer slow to finish the TLS or TCP close is not our problem.
-            writer.transport.abort()
-        return status
+        hook = channel.webhook
+        client = channel.client or await self._client(channel)
+        url, headers, auth = _request(hook)
+        # httpx's timeout bounds each phase; the webhook's bounds the whole attempt, so a
+        # receiver that trickles its answer cannot hold a worker longer.
+        async with asyncio.timeout(hook.timeout):
+            # The body of the answer is never read: the status is all that counts.
+            async with client.stream("POST", url, content=body, headers=headers,
+                                     auth=auth or httpx.USE_CLIENT_DEFAULT) as response:
+                return response.status_code
 
-    async def _ssl_context(self) -> ssl.SSLContext:
+    async def _client(self, channel: _Channel) -> httpx.AsyncClient:
         if self._ssl is None:
-            # Loading the system CA store reads files: keep it off the event loop. Two first
+            # The system's CA store (and SSL_CERT_FILE), read off the event loop. Two first
             # deliveries racing here build two contexts, which is harmless.
             self._ssl = await asyncio.to_thread(ssl.create_default_context)
-        return self._ssl
+        if channel.client is None:
+            channel.client = httpx.AsyncClient(
+                verify=self._ssl, timeout=channel.webhook.timeout, follow_redirects=False,
+                limits=httpx.Limits(max_connections=self._concurrency), trust_env=True)
+        return channel.client
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -386,51 +377,31 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _request(hook: Webhook, body: bytes) -> bytes:
-    """The request head and body; the URL was checked to be ASCII and free of spaces."""
-    parts = urlsplit(hook.url)
-    https = parts.scheme == "https"
-    host = parts.hostname or ""
-    host_header = f"[{host}]" if ":" in host else host
-    if parts.port is not None and parts.port != (443 if https else 80):
-        host_header += f":{parts.port}"
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+def _request(hook: Webhook) -> tuple[httpx.URL, list[tuple[str, str]], httpx.BasicAuth | None]:
+    """The URL without its userinfo, and the headers: user:password@ in the URL means HTTP Basic
+    (as curl and browsers treat it) unless an Authorization header is configured."""
+    url = httpx.URL(hook.url)
     configured = {name.lower() for name, _ in hook.headers}
-    headers = [("Host", host_header), ("User-Agent", f"bastion/{__version__}")]
+    headers = [("User-Agent", f"bastion/{__version__}"), ("Connection", "close")]
     if "content-type" not in configured:
         headers.append(("Content-Type", "application/json"))
-    headers += [("Content-Length", str(len(body))), ("Connection", "close")]
-    if parts.username is not None and "authorization" not in configured:
-        # user:password@ in the URL means HTTP Basic, as curl and browsers treat it.
-        creds = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-        headers.append(("Authorization", "Basic " + base64.b64encode(creds).decode()))
-    headers += hook.headers
-    head = f"POST {target} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers) + "\r\n"
-    return head.encode("latin-1") + body
-
-
-async def _read_status(reader: asyncio.StreamReader) -> int:
-    """Read the final status code, skipping any interim 1xx responses."""
-    for _ in range(_MAX_INTERIM):
-        line = await reader.readline()
-        if not line:
-            raise _BadResponse("connection closed without a response")
-        fields = line.split(None, 2)
-        if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not (
-            len(fields[1]) == 3 and fields[1].isdigit()
-        ):
-            raise _BadResponse("not an HTTP response")
-        status = int(fields[1])
-        if status >= 200:
-            return status
-        while (await reader.readline()).strip():  # skip the interim response's headers
-            pass
-    raise _BadResponse("too many interim responses")
+    auth = None
+    if url.userinfo and "authorization" not in configured:
+        auth = httpx.BasicAuth(url.username, url.password)
+    return url.copy_with(username=None, password=None), [*headers, *hook.headers], auth
 
 
 def _describe(exc: Exception) -> str:
-    """A short reason for logs; exceptions here carry host and port at most, never the URL."""
-    if isinstance(exc, TimeoutError):
+    """A short reason for logs: the root cause's kind and text (host and port at most, never the
+    URL: httpx's own messages are left out, they may quote it)."""
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return "timed out"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.LocalProtocolError):
+        return "not an HTTP response"
+    root: BaseException = exc
+    while (cause := root.__cause__ or root.__context__) is not None:
+        root = cause
+    if isinstance(root, httpx.HTTPError):
+        return type(root).__name__
+    text = str(root)
+    return f"{type(root).__name__}: {text}" if text else type(root).__name__

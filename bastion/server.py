@@ -16,6 +16,7 @@ from bastion.ca import CertificateAuthority, load_or_create_key, load_or_create_
 from bastion.cluster.node import ClusterNode
 from bastion.cluster.recordings import RecordingLander, SharedDirectory
 from bastion.config import BastionConfig, load_config
+from bastion.console.history import ConsoleHistories
 from bastion.db.accounts import AccountNames, new_installation_tag
 from bastion.db.grants import DatabaseGrants, setup_target
 from bastion.errors import BastionError
@@ -66,6 +67,8 @@ class Bastion:
         self.db_grants = DatabaseGrants(lambda: self.config, store, self.audit, self.masking_key,
                                         AccountNames(installation))
         self.workflow.revoke_listeners.append(self.db_grants.end_request)
+        # SQL console history per user and target, in memory only (see bastion.console.history).
+        self.console_histories = ConsoleHistories()
         self.frontdoor = FrontDoor(self)
         self.cluster = self._join_cluster(config)
         self._sweeper: asyncio.Task[None] | None = None

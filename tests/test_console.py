@@ -1,4 +1,4 @@
-"""The SQL console's line editor, statement splitter and result rendering, without a terminal."""
+"""The SQL console's statement splitter, result rendering and editor pieces, without a terminal."""
 
 from __future__ import annotations
 
@@ -8,32 +8,9 @@ import json
 
 import pytest
 
-from bastion.console.lineedit import EOF, INTERRUPT, LineEditor
+from bastion.console.prompt import statement_complete, submits
 from bastion.console.render import ResultWriter, cell
-from bastion.console.sql_session import parse_exec_options, statement_complete
-
-
-def test_line_editor_edits_and_keeps_history() -> None:
-    ed = LineEditor()
-    ed.start("db=> ")
-    echo, events = ed.feed(b"selct 1;\x1b[D\x1b[D\x1b[D\x1b[D\x1b[D\x7fle\r")
-    assert events == ["select 1;"]
-    assert "selct" in echo
-    ed.feed(b"select 2;\r")
-    _, events = ed.feed(b"\x1b[A\x1b[A\r")
-    assert events == ["select 1;"]
-    _, events = ed.feed("é €\r".encode())
-    assert events == ["é €"]
-
-
-def test_line_editor_interrupt_and_eof() -> None:
-    ed = LineEditor()
-    _, events = ed.feed(b"half a line\x03")
-    assert events == [INTERRUPT] and ed.line == ""
-    _, events = ed.feed(b"x\x15\r")  # Ctrl-U clears
-    assert events == [""]
-    _, events = ed.feed(b"\x04")
-    assert events == [EOF]
+from bastion.console.sql_session import parse_exec_options
 
 
 def test_statement_complete_ignores_semicolons_in_quotes_and_comments() -> None:
@@ -43,6 +20,11 @@ def test_statement_complete_ignores_semicolons_in_quotes_and_comments() -> None:
     assert not statement_complete("select 1 -- ;")
     assert not statement_complete("select 'it''s")
     assert statement_complete("select 'it''s';  ")
+
+
+def test_enter_runs_finished_statements_commands_and_empty_lines() -> None:
+    assert submits("select 1;") and submits("\\dt") and submits("  ") and submits("")
+    assert not submits("select 1") and not submits("select ';'")
 
 
 def test_exec_options() -> None:

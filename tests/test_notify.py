@@ -562,3 +562,34 @@ async def test_attempt_timeout_counts_as_failure(
     [gave_up] = logs[1].messages(logging.WARNING)
     assert "after 2 attempt(s) (last: timed out)" in gave_up
     await hanging.wait_closed_connections()  # timed-out attempts hang up, they do not linger
+
+
+async def test_proxy_from_the_environment(
+    serve: Serve, make_notifier: MakeNotifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = await serve()
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url(""))
+    notifier = make_notifier([Webhook(url="http://hooks.example.invalid/services/T1/tok")])
+
+    notifier.notify("request.created", "through the proxy", {})
+    await notifier.join()
+
+    [request] = proxy.requests  # the name never resolves: only the proxy could have delivered it
+    assert request.target == "http://hooks.example.invalid/services/T1/tok"
+    assert request.body["text"] == "through the proxy"
+
+
+async def test_the_answer_body_is_never_read(
+    serve: Serve, make_notifier: MakeNotifier, logs: tuple[logging.Logger, Records]
+) -> None:
+    # A receiver promising a huge body and never sending it: the status is all that counts.
+    server = await serve(lambda _: b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\nok")
+    notifier = make_notifier([Webhook(url=server.url(), timeout=30, max_attempts=1)])
+
+    notifier.notify("request.created", "x", {})
+    await asyncio.wait_for(notifier.join(), WAIT)
+
+    assert len(server.requests) == 1 and not logs[1].messages(logging.WARNING)
+    await server.wait_closed_connections()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncssh
+import pyte
 import pytest
 from harness import BastionProcess, World, control, control_json, free_port, setup_databases, ssh_argv
 from sqldb import MASKING_RULES, MY_PORT, assert_no_secrets, seeded_databases, target_toml
@@ -197,19 +199,57 @@ async def _console(bastion: BastionProcess, cert: Path, target: str) -> tuple[
     return conn, await conn.create_process(term_type="xterm", term_size=(100, 30))
 
 
+_CURSOR_RIGHT = re.compile(r"\x1b\[(\d*)C")
+_ESCAPE = re.compile(r"\x1b(?:\[[0-9;?]*[A-Za-z]|[=>])")
+
+
+def visible(stream: str) -> str:
+    """Terminal output as text: the editor moves the cursor right over blanks instead of writing
+    them, and colours what it draws."""
+    stream = _CURSOR_RIGHT.sub(lambda m: " " * int(m.group(1) or 1), stream)
+    return _ESCAPE.sub("", stream)
+
+
 class Screen:
     def __init__(self, proc: asyncssh.SSHClientProcess[str]) -> None:
         self.proc, self.seen, self.pos = proc, "", 0
 
+    def _find(self, text: str, needle: str) -> int:
+        """Where `needle` is, after what was matched before. A prompt (ending in "> ") counts only
+        with nothing after it yet: the editor redraws a prompt with the line typed after it when
+        Enter is pressed, before the results and the next prompt."""
+        at = text.find(needle, self.pos)
+        if needle.endswith("> "):
+            while at >= 0 and text[at + len(needle):].strip():
+                at = text.find(needle, at + 1)
+        return at
+
     async def expect(self, needle: str, timeout: float = 20) -> str:
-        async with asyncio.timeout(timeout):
-            while needle not in self.seen[self.pos:]:
-                chunk = await self.proc.stdout.read(4096)
-                assert chunk, f"closed before {needle!r}: {self.seen[-500:]!r}"
-                self.seen += chunk
+        try:
+            async with asyncio.timeout(timeout):
+                while self._find(visible(self.seen), needle) < 0:
+                    chunk = await self.proc.stdout.read(4096)
+                    assert chunk, f"closed before {needle!r}: {self.seen[-500:]!r}"
+                    self.seen += chunk
+        except TimeoutError:
+            raise AssertionError(f"no {needle!r} in {timeout} s; the screen ends with "
+                                 f"{visible(self.seen)[-300:]!r}") from None
+        text = visible(self.seen)
         start = self.pos
-        self.pos = self.seen.index(needle, self.pos) + len(needle)
-        return self.seen[start:self.pos]
+        self.pos = self._find(text, needle) + len(needle)
+        return text[start:self.pos]
+
+    async def shows(self, needle: str, timeout: float = 20) -> None:
+        """Wait until the terminal (an emulator fed everything so far) shows `needle`."""
+        terminal = pyte.Screen(100, 30)
+        stream = pyte.Stream(terminal)
+        stream.feed(self.seen)
+        async with asyncio.timeout(timeout):
+            while not any(needle in line for line in terminal.display):
+                chunk = await self.proc.stdout.read(4096)
+                assert chunk, f"closed before {needle!r} showed"
+                self.seen += chunk
+                stream.feed(chunk)
 
 
 @pytest.mark.parametrize("target", ENGINES)
@@ -253,3 +293,20 @@ async def test_console_multiline_transactions_expanded_and_cancel(
         proc.stdin.write("\\q\r")
         await proc.wait_closed()
     assert_no_secrets(screen.seen, "the console output")
+
+
+@pytest.mark.parametrize("target", ENGINES)
+async def test_console_completes_the_names_the_grant_may_read(
+        bastion: BastionProcess, certs: dict[str, Path], target: str) -> None:
+    conn, proc = await _console(bastion, certs[target], target)
+    screen = Screen(proc)
+    async with conn:
+        await screen.expect(f"{target}=> ")
+        proc.stdin.write("SELECT card_n\t")  # at once: a Tab waits for the names being read
+        await screen.shows("SELECT card_number")
+        proc.stdin.write(" FROM custo\t")
+        await screen.shows("SELECT card_number FROM customers")
+        proc.stdin.write(" WHERE id = 1;\r")
+        assert "****" in await screen.expect("(1 row)")
+        proc.stdin.write("\\q\r")
+        await proc.wait_closed()

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
-from bastion.console.lineedit import EOF, INTERRUPT, LineEditor
+from bastion.console.completion import SqlCompleter, Vocabulary
+from bastion.console.history import SessionHistory
+from bastion.console.prompt import ConsolePrompt
 from bastion.console.render import FORMATS, ResultWriter, cell, safe_text
 from bastion.db.grants import StoreLookupBudget
 from bastion.models import QueryRecord, SessionStatus, utcnow
@@ -36,9 +39,12 @@ if TYPE_CHECKING:
     from bastion.server import Bastion
     from bastion.sessions import LiveSession
 
-__all__ = ["SqlConsole", "parse_exec_options", "statement_complete"]
+__all__ = ["SqlConsole", "parse_exec_options"]
+
+log = logging.getLogger(__name__)
 
 RECORDED_ROWS = 200  # rows of each result kept as structured data in the recording
+_DDL = frozenset({"create", "alter", "drop", "rename"})  # statements that change the names to offer
 HELP = """\
 Statements end with ';' and may span lines. The database's own transactions apply
 (BEGIN / COMMIT / ROLLBACK). Ctrl-C cancels a running statement; Ctrl-D or \\q quits.
@@ -71,34 +77,9 @@ def parse_exec_options(command: str) -> tuple[str, str]:
     return fmt, rest
 
 
-def statement_complete(text: str) -> bool:
-    """Whether console input ends a statement: a ';' outside quotes and comments at the end."""
-    quote: str | None = None
-    last = ""
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in ("'", '"', "`"):
-            quote = ch
-        elif text.startswith("--", i):
-            end = text.find("\n", i)
-            i = len(text) if end < 0 else end
-            continue
-        if not ch.isspace():
-            last = ch if quote is None else ""
-        i += 1
-    return quote is None and last == ";"
-
-
 def _shown(text: str) -> str:
     """Server and bastion messages line by line, control characters escaped."""
     return "\n".join(safe_text(line) for line in text.split("\n"))
-
-
-_STOPPED = object()  # the session was ended from outside (window over, revoked, killed)
 
 
 @dataclass
@@ -125,6 +106,9 @@ class SqlConsole:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._exiting = False
+        self._running = False  # a console statement is running: Ctrl-C cancels it
+        self._ddl_seen = False  # the names completion offers may have changed
+        self._dropping = False  # typed-ahead keys are being dropped (too many wait)
 
     async def show(self, text: str, *, stderr: bool = False) -> None:
         """Write to the user and to the recording (exactly what they see)."""
@@ -139,12 +123,8 @@ class SqlConsole:
         else:
             self._buffer(data)
 
-    def echo(self, text: str) -> None:
-        """Write keystroke echo to the user only (it may contain literals)."""
-        if text:
-            self._buffer(text.encode())
-
     def _buffer(self, data: bytes) -> None:
+        """Gather output for the user only: the editor's drawing holds literals, never recorded."""
         # Output is gathered and sent in one SSH write per prompt or per 64 KiB: a statement's
         # rows, row count and the next prompt travel together.
         self._pending.append(data)
@@ -251,17 +231,17 @@ class SqlConsole:
         self._exit(status)
         return SessionStatus.ENDED, f"exit status {status}"
 
-    async def _run_sql(self, sql: str, interrupt: asyncio.Event | None = None) -> None:
+    async def _run_sql(self, sql: str) -> None:
         assert self.conn is not None
         if not sql.strip():
             return
         async with contextlib.aclosing(self.conn.execute(sql)) as results:
             async for result in results:
-                await self._present(result, interrupt)
+                await self._present(result)
                 if self.live.stop.is_set():
                     return
 
-    async def _present(self, result: StatementResult, interrupt: asyncio.Event | None) -> None:
+    async def _present(self, result: StatementResult) -> None:
         started = utcnow()
         recorded_rows: list[list[str]] = []
         if result.blocked:
@@ -287,6 +267,8 @@ class SqlConsole:
         await self._log(result, started, recorded_rows)
 
     async def _log(self, result: StatementResult, started: Any, rows: list[list[str]]) -> None:
+        if result.kind in _DDL and not result.blocked and not result.error:
+            self._ddl_seen = True
         record = self.live.record
         payload = {
             "statement": result.redacted, "kind": result.kind, "blocked": result.blocked,
@@ -319,75 +301,90 @@ class SqlConsole:
         return f"{self.target.name}{'*' if in_tx else ''}{'-' if continued else '='}> "
 
     async def _console(self) -> tuple[SessionStatus, str]:
-        editor = LineEditor()
-        events: asyncio.Queue[object] = asyncio.Queue()
-        interrupt = asyncio.Event()
-        reader = asyncio.create_task(self._read_keys(editor, events, interrupt))
+        record = self.live.record
+        completer = SqlCompleter()
+        prompt = ConsolePrompt(
+            write=self._buffer, flush=self.flush, term=self.process.term_type or "xterm",
+            size=(self.width, self.process.term_size[1]), dialect=self.target.kind,
+            history=SessionHistory(self.bastion.console_histories, record.user, record.target),
+            completer=completer)
+        reader = asyncio.create_task(self._read_keys(prompt))
+        stopper = asyncio.create_task(self._close_on_stop(prompt))
+        names = asyncio.create_task(self._learn_names(completer))
         await self.show(f"Connected to {self.target.name} ({self.target.kind}) through the bastion. "
                         "Type \\? for help.\n")
-        buffer: list[str] = []
-        self.echo(editor.start(self._prompt(False)))
-        self.flush()
-        await self.recording.output(self._prompt(False).encode())
-        stopper = asyncio.create_task(self._stop_events(events))
         try:
             while not self.live.stop.is_set():
-                event = await events.get()
-                if event is _STOPPED:
-                    break
-                if event is EOF:
+                text = self._prompt(False)
+                await self.recording.output(text.encode())
+                line = await prompt.read(text, self._prompt(True))
+                if line is None:
+                    failure = reader.exception() if reader.done() and not reader.cancelled() else None
+                    if failure is not None:
+                        raise failure  # e.g. the recording failed: no recording, no session
                     await self.show("\n")
                     break
-                if event is INTERRUPT:
-                    buffer.clear()
-                elif isinstance(event, str):
-                    if not buffer and event.strip().startswith("\\"):
-                        if await self._meta(event.strip()) == "quit":
-                            break
-                    elif event.strip() or buffer:
-                        buffer.append(event)
-                        text = "\n".join(buffer)
-                        if statement_complete(text):
-                            buffer.clear()
-                            interrupt.clear()
-                            await self._run_sql(text, interrupt)
-                prompt = self._prompt(bool(buffer))
-                self.echo(editor.start(prompt))
-                self.flush()
-                await self.recording.output(prompt.encode())
+                if line.strip().startswith("\\"):
+                    if await self._meta(line.strip()) == "quit":
+                        break
+                    continue
+                self._running, self._dropping = True, False
+                try:
+                    await self._run_sql(line)
+                finally:
+                    self._running = False
+                if self._ddl_seen and names.done():
+                    self._ddl_seen = False
+                    names = asyncio.create_task(self._learn_names(completer))
         finally:
-            reader.cancel()
-            stopper.cancel()
+            for task in (reader, stopper, names):
+                task.cancel()
         self._exit(1 if self.live.end_reason else 0)
         return SessionStatus.ENDED, "console closed"
 
-    async def _stop_events(self, events: asyncio.Queue[object]) -> None:
-        await self.live.stop.wait()
-        await events.put(_STOPPED)
+    async def _learn_names(self, completer: SqlCompleter) -> None:
+        """Give completion the tables and columns the session's account may read."""
+        assert self.conn is not None
+        try:
+            completer.learned(Vocabulary.from_columns(await self.conn.readable_columns()))
+        except SqlError as exc:  # completion goes on with keywords only
+            completer.learned(None)
+            log.warning("session %s: cannot read names for completion: %s", self.live.record.id, exc)
 
-    async def _read_keys(self, editor: LineEditor, events: asyncio.Queue[object],
-                         interrupt: asyncio.Event) -> None:
+    async def _close_on_stop(self, prompt: ConsolePrompt) -> None:
+        await self.live.stop.wait()
+        prompt.close()
+
+    async def _read_keys(self, prompt: ConsolePrompt) -> None:
+        """Hand keys to the editor; Ctrl-C while a statement runs cancels it on the server."""
+        try:
+            await self._pass_keys(prompt)
+        finally:
+            prompt.close()  # the end of input, or a failure the console raises in its place
+
+    async def _pass_keys(self, prompt: ConsolePrompt) -> None:
         while True:
             try:
                 data = await self.process.stdin.read(4096)
             except asyncssh.TerminalSizeChanged as change:
                 self.width = change.width or self.width
+                prompt.resize(change.width, change.height)
                 await self.recording.resize(change.width, change.height)
                 continue
             except (asyncssh.BreakReceived, asyncssh.SignalReceived):
                 continue
             if not data:
-                await events.put(EOF)
                 return
             self.live.touch()
-            echo, produced = editor.feed(data)
-            self.echo(echo)
-            self.flush()
-            for event in produced:
-                if event is INTERRUPT and self.conn is not None:
-                    interrupt.set()
+            if self._running and b"\x03" in data:
+                data = data.replace(b"\x03", b"")
+                await self.show("^C\n")
+                if self.conn is not None:
                     await self.conn.cancel()
-                await events.put(event)
+            if not prompt.feed(data) and not self._dropping:
+                self._dropping = True  # said once per statement, not per read
+                await self.show("bastion: too much typed ahead of a running statement; the rest "
+                                "is ignored (Ctrl-C cancels the statement)\n")
 
     async def _meta(self, command: str) -> str | None:
         assert self.conn is not None
@@ -407,7 +404,7 @@ class SqlConsole:
                 await self.show(f"\\format takes one of {', '.join(FORMATS)}\n")
         elif word in ("\\dt", "\\d"):
             result = await self.conn.describe(arg.strip() or None)
-            await self._present(result, None)
+            await self._present(result)
         else:
             await self.show(f"unknown command {word}; \\? lists them\n")
         return None

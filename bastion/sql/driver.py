@@ -79,5 +79,9 @@ class Driver(Protocol):
     async def load_catalog(self) -> Catalog:
         """Read the database's relations and functions on a separate connection."""
 
+    async def readable_columns(self) -> list[tuple[str, str, str]]:
+        """(schema, table, column) of every column the session's login may read, on a separate
+        connection (the database's own view of its privileges)."""
+
     async def close(self) -> None:
         """Close every connection the driver holds."""

@@ -119,6 +119,11 @@ class SqlConnection:
         """End the database session."""
         await self.driver.close()
 
+    async def readable_columns(self) -> list[tuple[str, str, str]]:
+        """(schema, table, column) the session may read, the bastion's lookup columns left out."""
+        hidden = self.rewriter.lookup_columns if self.rewriter is not None else frozenset()
+        return [row for row in await self.driver.readable_columns() if row[2].lower() not in hidden]
+
     async def execute(self, sql: str) -> AsyncGenerator[StatementResult, None]:
         """Run each statement of `sql` in turn; read each result's rows before the next."""
         for text in split_statements(sql, self.dialect):

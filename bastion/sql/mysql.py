@@ -217,6 +217,23 @@ class MysqlDriver:
         return Catalog(relations=tuple(rels),
                        functions=frozenset(str(r[0]).lower() for r in routines))
 
+    async def readable_columns(self) -> list[tuple[str, str, str]]:
+        """(schema, table, column) of every column the login may read, on a second connection."""
+        return await asyncio.to_thread(self._readable_columns)
+
+    def _readable_columns(self) -> list[tuple[str, str, str]]:
+        conn = _connect(self.target)
+        try:
+            # information_schema lists a column only to an account with a privilege on it.
+            rows = _rows(conn, "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
+                               "WHERE TABLE_SCHEMA NOT IN ('mysql', 'information_schema', "
+                               "'performance_schema', 'sys') ORDER BY 1, 2, ORDINAL_POSITION")
+        except pymysql.err.MySQLError as exc:
+            raise SqlConnectError(f"cannot read the database catalog: {_message(exc)}") from None
+        finally:
+            conn.close()
+        return [(_text(s), _text(t), _text(c)) for s, t, c in rows]
+
     async def close(self) -> None:
         """Close the session."""
         await asyncio.to_thread(self.conn.close)

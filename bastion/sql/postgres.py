@@ -38,6 +38,12 @@ _FUNCTIONS = """
 SELECT DISTINCT lower(p.proname) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
+# information_schema lists a column only to an account with a privilege on it (or owning it).
+_READABLE = """
+SELECT table_schema, table_name, column_name FROM information_schema.columns
+WHERE table_schema NOT IN ('pg_catalog', 'information_schema')
+ORDER BY table_schema, table_name, ordinal_position
+"""
 
 
 def _conninfo(target: Target) -> dict[str, Any]:
@@ -205,6 +211,17 @@ class PostgresDriver:
                                                 columns=tuple(zip(nums, names, strict=True)))
                                        for oid, schema, name, relkind, nums, names in relations),
                        functions=frozenset(f for (f,) in functions))
+
+    async def readable_columns(self) -> list[tuple[str, str, str]]:
+        """(schema, table, column) of every column the login may read, on a second connection."""
+        conn = await _connect(self.target)
+        try:
+            rows = await (await conn.execute(_READABLE)).fetchall()
+        except psycopg.Error as exc:
+            raise SqlConnectError(f"cannot read the database catalog: {exc.diag.message_primary}") from None
+        finally:
+            await conn.close()
+        return [(str(s), str(t), str(c)) for s, t, c in rows]
 
     async def close(self) -> None:
         """Close the session."""
