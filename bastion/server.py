@@ -59,8 +59,7 @@ class Bastion:
         self.identities = Identities(
             lambda: self.file_config, store, self.audit,
             TokenSeal(load_or_create_secret(data_dir / "identity_key")),
-            lambda user, reason: self.frontdoor.end_sessions(
-                lambda r: r.user == user, reason))
+            self._end_person)
         self.workflow = AccessWorkflow(lambda: self.config, store, self.audit, self.user_ca)
         self.workflow.revoke_listeners.append(self._on_revoked)
         # One database account per approved grant on SQL targets, ended when the grant ends.
@@ -88,7 +87,8 @@ class Bastion:
         cluster = ClusterNode(
             config.cluster, self.store, self.audit, store_url=config.server.state_store,
             bastion_id=config.server.bastion_id, live=lambda: self.frontdoor.live,
-            reload=lambda: self.reload(announce=False), lander=lander)
+            reload=lambda: self.reload(announce=False), lander=lander,
+            recheck_people=self._recheck_people)
         self.frontdoor.end_session = cluster.end_session
         self.frontdoor.session_ended = cluster.session_ended
         self.workflow.revoke_listeners.append(lambda _request: cluster.announce("recheck"))
@@ -186,6 +186,18 @@ class Bastion:
             changed = target.name
             self.frontdoor.end_sessions(lambda r: r.target == changed,  # noqa: B023 (used now)
                                         "the target's masking rules changed; connect again")
+
+    async def _recheck_people(self) -> None:
+        """Sign-ins ended on another node (unbind, logout) end their sessions here too."""
+        await self.identities.refresh()
+        await self._end_disallowed_sessions()
+
+    def _end_person(self, user: str, reason: str) -> int:
+        """End a person's live sessions here, and have the other nodes of a cluster check."""
+        ended = self.frontdoor.end_sessions(lambda r: r.user == user, reason)
+        if self.cluster is not None:
+            self.frontdoor.spawn(self.cluster.announce("recheck"))
+        return ended
 
     async def _end_disallowed_sessions(self) -> None:
         now = utcnow()

@@ -241,11 +241,17 @@ async def test_a_lost_notification_is_caught_by_the_recheck(stores: list[Store],
     await _live_session(here, "untouched", "a", 33, now)
     live = {sid: LiveSession(await _record(here, sid), datetime.now(UTC) + timedelta(hours=1))
             for sid in ("revoked-here", "killed-there", "untouched")}
+    people_checked = []
+
+    async def recheck_people() -> None:
+        people_checked.append(True)
+
     node = ClusterNode(
         ClusterConfig(tmp_path / "shared"), here, AuditTrail(here, tmp_path / "audit.jsonl", None),
         store_url="postgresql://unused", bastion_id="a", live=lambda: live,
         reload=_no_reload, lander=RecordingLander(here, SharedDirectory(tmp_path / "shared"),
-                                                  lambda: tmp_path, lambda: live))
+                                                  lambda: tmp_path, lambda: live),
+        recheck_people=recheck_people)
     # Another node revokes and kills, and its notifications never arrive: the re-check finds both.
     await elsewhere.close_request(revoked, status=RequestStatus.REVOKED, by="bob", reason="r",
                                   now=datetime.now(UTC))
@@ -256,6 +262,7 @@ async def test_a_lost_notification_is_caught_by_the_recheck(stores: list[Store],
         "revoked-here": f"request {revoked} was revoked",
         "killed-there": "the session was ended elsewhere: ended by carol",
         "untouched": None}
+    assert people_checked  # sign-ins ended on another node (unbind) are looked at too
 
 
 async def _record(store: Store, sid: str) -> SessionRecord:

@@ -35,6 +35,7 @@ class ClusterNode:
         self, settings: ClusterConfig, store: Store, audit: AuditTrail, *, store_url: str,
         bastion_id: str, live: Callable[[], Mapping[str, LiveSession]],
         reload: Callable[[], Awaitable[bool]], lander: RecordingLander,
+        recheck_people: Callable[[], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self.store = store
@@ -42,6 +43,7 @@ class ClusterNode:
         self.bastion_id = bastion_id
         self._live = live
         self._reload = reload
+        self._recheck_people = recheck_people
         self.lander = lander
         self.notifications = Notifications(store_url, bastion_id, self._on_message,
                                            self.recheck_soon)
@@ -101,10 +103,12 @@ class ClusterNode:
         return True
 
     async def recheck(self) -> int:
-        """End the live sessions here that the store says must end; return how many."""
+        """End the live sessions here that the store says must end; return how many (those of
+        people no longer signed in, an unbind on another node, end by `recheck_people`)."""
         live = dict(self._live())
         if not live:
             return 0
+        await self._recheck_people()
         reasons = await self.store.sessions_to_end(list(live), utcnow())
         for session_id, reason in reasons.items():
             session = live.get(session_id)

@@ -270,8 +270,8 @@ class Identities:
         return removed[0] if removed else None
 
     async def unbind(self, user: str, *, by: str | None, reason: str) -> list[IdentityBinding]:
-        """End every binding of `user` and their live sessions on this bastion (others follow at
-        their next sweep)."""
+        """End every binding of `user` and their live sessions (on the other bastions of a
+        cluster through its re-check notification, or at their next sweep)."""
         removed = await self.store.unbind_identity(user=user)
         for binding in removed:
             await self.audit.record("identity.unbound", actor=by, user=user,
