@@ -39,6 +39,9 @@ log = logging.getLogger("bastion.wire")
 RECORDED_ROWS = 200  # rows of each result kept as structured data in the recording
 LOG_QUEUE = 1024  # statements waiting to be logged before the relay waits for the log
 LOG_BATCH = 256  # statements written to the store in one transaction, at most
+# How long the log waits after a statement for more to join its transaction: a busy client's
+# statements then cost one commit per batch instead of one each (the relay never waits for it).
+LOG_LINGER = 0.05
 
 
 class ClientReader(Protocol):
@@ -197,13 +200,15 @@ class WireContext:
                         await self._recording.close()
 
     async def _write_log(self) -> None:
-        """Write queued statements: each to the recording, then all that queued up meanwhile
-        to the store in one transaction (a busy client's statements cost one commit, not one
-        each)."""
+        """Write queued statements: each to the recording, then those of the last LOG_LINGER
+        seconds to the store in one transaction (a busy client's statements cost one commit
+        per batch, not one each)."""
         record = self.live.record
         ending = False
         while not ending:
             batch = [await self._queue.get()]
+            if batch[0] is not None and self._queue.qsize() < LOG_BATCH:
+                await asyncio.sleep(LOG_LINGER)
             while not self._queue.empty() and len(batch) < LOG_BATCH:
                 batch.append(self._queue.get_nowait())
             ending = batch[-1] is None
