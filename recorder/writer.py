@@ -64,6 +64,7 @@ from recorder.format import (
     valid_session_id,
 )
 from recorder.keyframes import TerminalEmulator
+from recorder.preallocation import Preallocation
 from recorder.threads import Strand
 
 __all__ = ["RECORDING_SUFFIX", "RecordingWriter", "WriterSettings"]
@@ -117,6 +118,7 @@ class _Sink:
         settings: WriterSettings,
     ) -> None:
         self._fd = fd
+        self._space = Preallocation(fd)
         self._directory: Path | None = directory
         self._cipher = cipher
         self._signing_key = signing_key
@@ -136,8 +138,10 @@ class _Sink:
 
     def _write(self, parts: list[bytes]) -> None:
         views = [memoryview(p) for p in parts if p]
+        self._space.reserve(sum(len(v) for v in views))
         while views:
             written = os.writev(self._fd, views)
+            self._space.wrote(written)
             while views and written >= len(views[0]):
                 written -= len(views[0])
                 views.pop(0)
@@ -223,8 +227,11 @@ class _Sink:
         return [head, prefix, sealed]
 
     def close(self) -> None:
-        """Close the file descriptor."""
-        os.close(self._fd)
+        """Release the blocks reserved past the end, and close the file descriptor."""
+        try:
+            self._space.release()
+        finally:
+            os.close(self._fd)
 
 
 def _event_size(event: Event | _Encoded) -> int:
