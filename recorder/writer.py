@@ -1,9 +1,11 @@
-"""The recording writer: an async front end on the session's loop, file work in one thread.
+"""The recording writer: an async front end on the session's loop, file work on a strand.
 
-Callers `await writer.output(...)` etc.; events go through a bounded asyncio.Queue to a writer
-task that groups them into chunks (flushed about once a second, when large, and at close) and
-hands each chunk to a single worker thread that snapshots the screen, encrypts, signs and writes.
-A full queue slows the session down instead of dropping events: nothing is ever skipped.
+Callers `await writer.output(...)` etc.; each event is appended to the pending chunk right there,
+on the caller's loop (no queue, no task per event), and a chunk is handed to the recording's
+strand (recorder/threads.py) when it is large, once a second while there is unsynced work, before
+a keyframe, on flush and at close. The strand snapshots the screen, encrypts, signs and writes.
+When the strand is behind, callers wait for it instead of events being dropped: nothing is ever
+skipped.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -62,6 +64,7 @@ from recorder.format import (
     valid_session_id,
 )
 from recorder.keyframes import TerminalEmulator
+from recorder.preallocation import Preallocation
 from recorder.threads import Strand
 
 __all__ = ["RECORDING_SUFFIX", "RecordingWriter", "WriterSettings"]
@@ -76,13 +79,12 @@ class WriterSettings:
     """Tuning knobs; the defaults follow the product design."""
 
     flush_interval: float = 1.0
-    max_chunk_bytes: int = 256 * 1024
+    max_chunk_bytes: int = 1024 * 1024  # fewer hand-overs than 256 KiB: less CPU per GiB
     signature_every_chunks: int = 8
     signature_interval: float = 10.0
     keyframe_interval: float = 30.0
     keyframe_bytes: int = 4 * 1024 * 1024
     keyframe_min_interval: float = 2.0
-    queue_size: int = 256
     fsync: bool = True
 
 
@@ -103,14 +105,6 @@ class _Job:
     sync: bool = False
 
 
-@dataclass
-class _Request:
-    """A flush or close request travelling through the queue behind the events before it."""
-
-    close: bool
-    done: asyncio.Future[None] = field(repr=False)
-
-
 class _Sink:
     """The file side; only ever used by one thread at a time."""
 
@@ -124,6 +118,7 @@ class _Sink:
         settings: WriterSettings,
     ) -> None:
         self._fd = fd
+        self._space = Preallocation(fd)
         self._directory: Path | None = directory
         self._cipher = cipher
         self._signing_key = signing_key
@@ -133,6 +128,7 @@ class _Sink:
         self._unsigned: list[bytes] = []
         self._last_signature = time.monotonic()
         self._dirty = False
+        self._broken = False
         header_frame = encode_frame(FrameType.HEADER, header.encode())
         self._header_hash = hashlib.sha256(header_frame).digest()
         self._chain = chain_next(chain_start(), self._header_hash)
@@ -142,8 +138,10 @@ class _Sink:
 
     def _write(self, parts: list[bytes]) -> None:
         views = [memoryview(p) for p in parts if p]
+        self._space.reserve(sum(len(v) for v in views))
         while views:
             written = os.writev(self._fd, views)
+            self._space.wrote(written)
             while views and written >= len(views[0]):
                 written -= len(views[0])
                 views.pop(0)
@@ -175,6 +173,16 @@ class _Sink:
 
     def process(self, job: _Job) -> None:
         """Write one chunk (if it has content or is final), and a signature frame when due."""
+        if self._broken:
+            raise RecordingFailed("an earlier write of this recording failed")
+        try:
+            self._process(job)
+        except BaseException:
+            # Nothing more goes after a failed write: the file would have a hole in it.
+            self._broken = True
+            raise
+
+    def _process(self, job: _Job) -> None:
         out: list[bytes] = []
         if job.events or job.final or job.keyframe:
             out = self._chunk(job)
@@ -219,8 +227,11 @@ class _Sink:
         return [head, prefix, sealed]
 
     def close(self) -> None:
-        """Close the file descriptor."""
-        os.close(self._fd)
+        """Release the blocks reserved past the end, and close the file descriptor."""
+        try:
+            self._space.release()
+        finally:
+            os.close(self._fd)
 
 
 def _event_size(event: Event | _Encoded) -> int:
@@ -294,9 +305,17 @@ class RecordingWriter:
         except OSError as exc:
             os.close(fd)
             raise RecordingFailed(f"cannot write recording {self.path}: {exc.strerror}") from exc
-        self._queue: asyncio.Queue[Event | _Encoded | _Request] = asyncio.Queue(self._settings.queue_size)
-        self._task: asyncio.Task[None] | None = None
-        self._executor: Strand | None = None  # this recording's file work, in order
+        self._executor: Strand | None = Strand()  # this recording's file work, in order
+        self._pending: list[Event | _Encoded] = []
+        self._pending_bytes = 0
+        self._in_flight: deque[asyncio.Future[None]] = deque()
+        self._released: asyncio.Future[None] | None = None
+        self._tick: asyncio.TimerHandle | None = None
+        self._unsynced = False  # chunks handed to the strand since the last fsync
+        self._keyframe_next = True  # chunk 0 starts with the (blank) initial screen
+        self._keyframe_t = 0.0
+        self._last_keyframe_t = 0.0
+        self._output_since_keyframe = 0
         self._failure: RecordingFailed | None = None
         self._closing = False
         self._closed = False
@@ -416,7 +435,7 @@ class RecordingWriter:
     ) -> None:
         await self.close()
 
-    # -- caller side ----------------------------------------------------------------------
+    # -- the pending chunk, on the caller's loop -------------------------------------------
 
     def _check(self) -> None:
         if self._failure is not None:
@@ -424,153 +443,111 @@ class RecordingWriter:
         if self._closing or self._closed:
             raise RecordingClosed(f"recording {self.path} is closed")
 
-    def _start(self) -> None:
-        if self._task is None:
-            self._executor = Strand()
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"recorder {self.header.session_id}"
-            )
-
     async def _put(self, event: Event | _Encoded) -> None:
+        """Add an event to the pending chunk; hand the chunk to the strand when it is full, and
+        wait while the strand is behind (a slow disk slows the session, nothing is dropped)."""
         self._check()
-        self._start()
         self._last_t = event.t
-        await self._queue.put(event)
+        if isinstance(event, OutputEvent | ResizeEvent):
+            since = event.t - self._last_keyframe_t
+            # Snapshots cost pyte time: bulk output gets one per keyframe_bytes, but never more
+            # often than keyframe_min_interval of session time.
+            if (
+                self._output_since_keyframe >= self._settings.keyframe_bytes
+                and since >= self._settings.keyframe_min_interval
+            ) or (self._output_since_keyframe > 0 and since >= self._settings.keyframe_interval):
+                self._submit()
+                self._keyframe_next, self._keyframe_t = True, event.t
+                self._last_keyframe_t, self._output_since_keyframe = event.t, 0
+            self._output_since_keyframe += len(event.data) if isinstance(event, OutputEvent) else 1
+        self._pending.append(event)
+        self._pending_bytes += _event_size(event)
+        if self._pending_bytes >= self._settings.max_chunk_bytes:
+            self._submit()
+        elif self._tick is None:
+            self._schedule_tick()
+        self._prune()
+        while len(self._in_flight) > MAX_IN_FLIGHT and self._failure is None:
+            # Shielded: a cancelled caller must not cancel a chunk that is queued to be written.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._in_flight[0])
+            self._prune()
+
+    def _submit(self, final: bool = False, sync: bool = False) -> None:
+        """Hand the pending chunk (and a sync or the end, if asked) to the strand."""
+        if self._failure is not None or self._executor is None:
+            return
+        if not (self._pending or final or sync):
+            return
+        pending = self._pending
+        first_t = pending[0].t if pending else self.now()
+        t_us = to_us(self._keyframe_t if self._keyframe_next else first_t)
+        job = _Job(pending, t_us, final, self._keyframe_next and (bool(pending) or final), sync)
+        if job.keyframe:
+            self._keyframe_next = False
+        self._pending, self._pending_bytes = [], 0
+        self._unsynced = not (sync or final)
+        future = self._executor.run(self._sink.process, job)
+        self._in_flight.append(future)
+        future.add_done_callback(self._settled)
+        if self._unsynced and self._tick is None:
+            self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        self._tick = asyncio.get_running_loop().call_later(self._settings.flush_interval, self._on_tick)
+
+    def _on_tick(self) -> None:
+        """Once a second while there is unsynced work: write and fsync it (≤ 1 s lost on a
+        crash). Idle recordings schedule no tick, so a thousand idle sessions cost nothing."""
+        self._tick = None
+        if self._pending or self._unsynced:
+            self._submit(sync=True)
+
+    def _prune(self) -> None:
+        """Forget the chunks written; a chunk's done-callback may not have run yet, so a failed
+        one is also noticed here."""
+        while self._in_flight and self._in_flight[0].done():
+            self._settled(self._in_flight.popleft())
+
+    def _settled(self, future: asyncio.Future[None]) -> None:
+        """Fail the recording if this chunk's write failed (runs once or twice per chunk)."""
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            self._fail(exc)
+            # Release the file promptly; the caller learns of the failure on its next call.
+            self._release()
+
+    def _release(self) -> None:
+        executor, self._executor = self._executor, None
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        if executor is not None:
+            self._released = executor.run(self._sink.close)
+
+    async def _drain(self) -> None:
+        while self._in_flight:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._in_flight[-1])
+            self._prune()
 
     async def _request(self, close: bool) -> None:
         self._check()
-        self._start()
         if close:
             self._closing = True
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(close, done))
-        await done
-
-    # -- writer task ----------------------------------------------------------------------
-
-    async def _run(self) -> None:
         try:
-            await self._batch()
-        except Exception as exc:  # a bug here must end the session, not leave callers waiting
-            self._fail(exc)
-            await self._shutdown()
-            while True:
-                item = await self._queue.get()
-                if isinstance(item, _Request):
-                    self._answer(item)
-                    if item.close:
-                        return
-
-    def _answer(self, request: _Request) -> None:
-        if request.done.done():  # the caller was cancelled while waiting
-            return
+            self._submit(final=close, sync=True)
+            await self._drain()
+        finally:
+            if close:
+                self._release()
+                if self._released is not None:
+                    with contextlib.suppress(OSError):
+                        await asyncio.shield(self._released)
         if self._failure is not None:
-            request.done.set_exception(self._failure)
-        else:
-            request.done.set_result(None)
-
-    async def _batch(self) -> None:
-        loop = asyncio.get_running_loop()
-        settings = self._settings
-        pending: list[Event | _Encoded] = []
-        pending_bytes = 0
-        in_flight: deque[asyncio.Future[None]] = deque()
-        keyframe_next = True  # chunk 0 starts with the (blank) initial screen
-        keyframe_t = 0.0
-        last_keyframe_t = 0.0
-        output_since_keyframe = 0
-        deadline = loop.time() + settings.flush_interval
-        unsynced = False  # chunks written since the last fsync
-
-        async def submit(final: bool = False, sync: bool = False) -> None:
-            nonlocal pending, pending_bytes, keyframe_next, unsynced
-            if self._failure is not None:
-                return
-            if pending or final or sync:
-                unsynced = not (sync or final)
-                t_us = to_us(keyframe_t if keyframe_next else pending[0].t if pending else self.now())
-                job = _Job(pending, t_us, final, keyframe_next and (bool(pending) or final), sync)
-                if job.keyframe:
-                    keyframe_next = False
-                pending, pending_bytes = [], 0
-                assert self._executor is not None
-                in_flight.append(self._executor.run(self._sink.process, job))
-            while in_flight and (in_flight[0].done() or len(in_flight) > MAX_IN_FLIGHT):
-                await settle(in_flight.popleft())
-
-        async def settle(future: asyncio.Future[None]) -> None:
-            try:
-                await future
-            except OSError as exc:
-                self._fail(exc)
-            except Exception as exc:  # a bug must still end the session, not hang it
-                self._fail(exc)
-
-        async def drain() -> None:
-            while in_flight:
-                await settle(in_flight.popleft())
-
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                if not pending and not unsynced and not in_flight:
-                    # Idle and on disk: sleep until the next event (no wake-up every second for
-                    # each of a thousand idle sessions).
-                    item = await self._queue.get()
-                    deadline = max(deadline, loop.time() + settings.flush_interval)
-                else:
-                    timeout = deadline - loop.time()
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), max(timeout, 0.0))
-                    except TimeoutError:
-                        item = None
-            if isinstance(item, _Request):
-                await submit(final=item.close, sync=True)
-                await drain()
-                if item.close:
-                    await self._shutdown()
-                self._answer(item)
-                if item.close:
-                    return
-                deadline = loop.time() + settings.flush_interval
-                continue
-            if item is not None and self._failure is None:
-                if isinstance(item, OutputEvent | ResizeEvent):
-                    size = len(item.data) if isinstance(item, OutputEvent) else 0
-                    since = item.t - last_keyframe_t
-                    # Snapshots cost pyte time: bulk output gets one per keyframe_bytes, but
-                    # never more often than keyframe_min_interval of session time.
-                    due = (
-                        output_since_keyframe >= settings.keyframe_bytes
-                        and since >= settings.keyframe_min_interval
-                    ) or (output_since_keyframe > 0 and since >= settings.keyframe_interval)
-                    if due:
-                        await submit()
-                        keyframe_next, keyframe_t, last_keyframe_t = True, item.t, item.t
-                        output_since_keyframe = 0
-                    output_since_keyframe += max(size, 1)
-                pending.append(item)
-                pending_bytes += _event_size(item)
-                if pending_bytes >= settings.max_chunk_bytes:
-                    await submit()
-            if loop.time() >= deadline:
-                if pending or unsynced:
-                    await submit(sync=True)
-                    unsynced = False
-                elif in_flight:
-                    await drain()  # a write that failed is noticed without a further call
-                deadline = loop.time() + settings.flush_interval
-            if self._failure is not None and self._executor is not None:
-                # Release the file promptly; the caller learns of the failure on its next call.
-                await drain()
-                await self._shutdown()
-
-    async def _shutdown(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            with contextlib.suppress(OSError):
-                await executor.run(self._sink.close)
+            raise self._failure
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is not None:
@@ -579,5 +556,5 @@ class RecordingWriter:
         self._failure = RecordingFailed(f"writing recording {self.path} failed: {reason}")
         self._failure.__cause__ = exc
         if self._on_failure is not None:
-            # Scheduled, not called: an error in the callback must not stop the writer task.
+            # Scheduled, not called: an error in the callback must not stop the caller.
             asyncio.get_running_loop().call_soon(self._on_failure, self._failure)

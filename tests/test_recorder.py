@@ -162,7 +162,7 @@ async def test_binary_output_round_trips_exactly(
         await writer.input(typed)
     with RecordingReader(writer.path, auditor) as reader:
         events = list(reader)
-        assert len(reader.chunks) > 1  # the 256 KiB chunk limit was exercised
+        assert len(reader.chunks) > 1  # the chunk size limit was exercised
     out = b"".join(e.data for e in events if isinstance(e, OutputEvent))
     inp = b"".join(e.data for e in events if isinstance(e, InputEvent))
     assert out == b"".join(pieces)
