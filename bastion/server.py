@@ -25,6 +25,7 @@ from bastion.identity.sealing import TokenSeal
 from bastion.models import AccessRequest, SessionRecord, utcnow
 from bastion.notify import WebhookNotifier
 from bastion.recording import RecordingSetup
+from bastion.ssh import coalescing
 from bastion.ssh.frontdoor import FrontDoor
 from bastion.store import Store, open_store
 
@@ -97,6 +98,7 @@ class Bastion:
     @classmethod
     async def open(cls, config: BastionConfig) -> Bastion:
         """Open the store and build the bastion."""
+        coalescing.install()  # SSH packets written together (bastion/ssh/coalescing.py)
         store = await open_store(config.server.state_store)
         try:
             return cls(config, store, await store.installation_tag(new_installation_tag()))
