@@ -47,8 +47,13 @@ def _groups(value: Any) -> tuple[str, ...]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(g, str) for g in value):
         raise SignInRefused("the provider's groups claim is not a list of names")
+    if len(value) > MAX_GROUPS:
+        # Not cut silently: a mapped group past the cut would be "not a member" for no reason.
+        raise SignInRefused(f"the provider's groups claim lists {len(value)} groups; the bastion "
+                            f"reads at most {MAX_GROUPS}: ask the administrator to send only the "
+                            "groups the bastion maps")
     # Keycloak sends full paths ("/eng") unless told otherwise: both spellings match "eng".
-    return tuple(dict.fromkeys(g.lstrip("/") for g in value[:MAX_GROUPS]))
+    return tuple(dict.fromkeys(g.lstrip("/") for g in value))
 
 
 def person_from_claims(claims: dict[str, Any], settings: IdentitySettings,
