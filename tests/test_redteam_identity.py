@@ -349,7 +349,7 @@ def test_an_unbound_key_gets_nothing_but_login_and_help(bastion: BastionProcess)
         with socket.create_connection(("127.0.0.1", local), timeout=10) as conn:
             assert conn.recv(64) == b""  # refused: the bastion's own banner never comes through
     finally:
-        tunnel.terminate()
+        tunnel.kill()
         _, err = tunnel.communicate(timeout=10)
     assert "open failed" in err
     jump = subprocess.run([*ssh_argv(bastion, key, "access"), "-W", "127.0.0.1:22"],
