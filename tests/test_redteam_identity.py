@@ -437,3 +437,27 @@ def test_no_token_or_device_code_reaches_the_audit_trail_or_the_log(
     failed = control_json(bastion, "carol", "audit", "--kind", "identity.sign_in_failed")
     assert failed and all(e["details"]["reason"] for e in failed)
 
+
+
+@pytest.mark.sshd
+def test_logout_ends_the_live_sessions_even_while_another_key_is_signed_in(
+        bastion: BastionProcess, idp: OidcProvider) -> None:
+    first, key = sign_in(bastion, idp, "dora", "dora-live")
+    second, other = sign_in(bastion, idp, "dora", "dora-other")
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    as_key(bastion, key, "request", "staging", "--reason", "work")
+    cert = key.parent / "dora-live-cert.pub"
+    cert.write_text(as_key(bastion, key, "cert").stdout)
+    live = subprocess.Popen([*ssh_argv(bastion, key, "staging", cert=cert), "sleep 60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = wait_for(lambda: any(s["user"] == "dora" for s in control_json(
+            bastion, "carol", "sessions", "--live")))
+        assert started, "dora's session did not start"
+        assert "signed out" in as_key(bastion, key, "logout").stdout
+        _, err = live.communicate(timeout=15)
+    finally:
+        live.kill()
+    assert "you signed out" in err
+    assert as_key(bastion, other, "whoami").returncode == 0  # the other key is still signed in
+    assert "signed out" in as_key(bastion, other, "logout").stdout

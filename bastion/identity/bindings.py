@@ -19,7 +19,7 @@ from bastion.identity.people import with_people
 from bastion.identity.provider import ProviderClient
 from bastion.identity.sealing import TokenSeal
 from bastion.identity.settings import IdentitySettings
-from bastion.models import IdentityBinding, utcnow
+from bastion.models import IdentityBinding, SessionRecord, utcnow
 from bastion.store import Store
 
 __all__ = ["Identities"]
@@ -29,7 +29,8 @@ log = logging.getLogger("bastion.identity")
 MAX_SIGN_IN_WAIT = 900.0  # seconds a `login` waits for the person, whatever the provider allows
 # Sign-ins waiting at once on one bastion: any key may start one, so they are bounded.
 MAX_PENDING_SIGN_INS = 64
-EndSessions = Callable[[str, str], int]
+# Ends the live sessions a predicate picks, with the reason shown to each; returns how many.
+EndSessions = Callable[[Callable[[SessionRecord], bool], str], int]
 
 
 def key_fingerprint(key: asyncssh.SSHKey) -> str:
@@ -262,11 +263,18 @@ class Identities:
 
     async def logout(self, key: asyncssh.SSHKey) -> IdentityBinding | None:
         """End this key's binding."""
-        removed = await self.store.unbind_identity(key_fingerprint=key_fingerprint(key))
+        fingerprint = key_fingerprint(key)
+        removed = await self.store.unbind_identity(key_fingerprint=fingerprint)
         for binding in removed:
             await self.audit.record("identity.logged_out", actor=binding.user,
                                     key=binding.key_fingerprint)
         await self.refresh()
+        if removed:
+            # This key's sessions end now: the sweep ends a person's sessions only once the
+            # person is gone, and another key of theirs may still be signed in.
+            serials = {c.serial for c in await self.store.certificates_for_key(fingerprint)}
+            self._end_sessions(lambda r: r.user == removed[0].user and r.cert_serial in serials,
+                               "you signed out of this key (logout)")
         return removed[0] if removed else None
 
     async def unbind(self, user: str, *, by: str | None, reason: str) -> list[IdentityBinding]:
@@ -278,7 +286,8 @@ class Identities:
                                     key=binding.key_fingerprint, reason=reason)
         await self.refresh()
         if removed:
-            ended = self._end_sessions(user, f"your sign-in was ended: {reason}")
+            ended = self._end_sessions(lambda r: r.user == user,
+                                       f"your sign-in was ended: {reason}")
             log.info("unbound %s (%d key(s)); ended %d live session(s)", user, len(removed), ended)
         return removed
 
