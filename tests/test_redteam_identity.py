@@ -461,3 +461,53 @@ def test_logout_ends_the_live_sessions_even_while_another_key_is_signed_in(
     assert "you signed out" in err
     assert as_key(bastion, other, "whoami").returncode == 0  # the other key is still signed in
     assert "signed out" in as_key(bastion, other, "logout").stdout
+
+
+@pytest.mark.sshd
+def test_a_key_signed_in_again_as_someone_else_ends_the_first_person_s_sessions(
+        bastion: BastionProcess, idp: OidcProvider) -> None:
+    first, key = sign_in(bastion, idp, "dora", "dora-shared")
+    second, other = sign_in(bastion, idp, "dora", "dora-stays")
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    as_key(bastion, key, "request", "staging", "--reason", "work")
+    cert = key.parent / "dora-shared-cert.pub"
+    cert.write_text(as_key(bastion, key, "cert").stdout)
+    live = subprocess.Popen([*ssh_argv(bastion, key, "staging", cert=cert), "sleep 60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: any(s["user"] == "dora" for s in control_json(
+            bastion, "carol", "sessions", "--live"))), "dora's session did not start"
+        again, _ = sign_in(bastion, idp, "gina", "dora-shared")
+        assert again.returncode == 0 and "signed in as gina" in again.stdout, again.stderr
+        _, err = live.communicate(timeout=15)
+    finally:
+        live.kill()
+    assert "this key was signed in again as gina" in err
+    assert json.loads(as_key(bastion, key, "whoami", "--json").stdout)["user"] == "gina"
+    assert ssh(bastion, key, "staging", ["true"], cert=cert).returncode != 0
+    for each in (key, other):
+        assert "signed out" in as_key(bastion, each, "logout").stdout
+
+
+@pytest.mark.sshd
+def test_one_address_cannot_take_every_waiting_sign_in(bastion: BastionProcess) -> None:
+    # Last in the module: it fills this address's places (they free when the clients hang up).
+    waiting = []
+    try:
+        for n in range(8):
+            key = bastion.world.root / "keys" / f"flood-{n}"
+            make_key(key)
+            proc = subprocess.Popen([*ssh_argv(bastion, key, "access"), "login"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            assert proc.stderr is not None
+            assert "enter the code" in proc.stderr.readline()
+            waiting.append(proc)
+        key = bastion.world.root / "keys" / "flood-9"
+        make_key(key)
+        refused = as_key(bastion, key, "login")
+        assert refused.returncode == 1
+        assert "8 sign-ins from 127.0.0.1 are already waiting" in refused.stderr
+    finally:
+        for proc in waiting:
+            proc.kill()
+            proc.communicate()

@@ -29,6 +29,8 @@ log = logging.getLogger("bastion.identity")
 MAX_SIGN_IN_WAIT = 900.0  # seconds a `login` waits for the person, whatever the provider allows
 # Sign-ins waiting at once on one bastion: any key may start one, so they are bounded.
 MAX_PENDING_SIGN_INS = 64
+# ... and from one client address, so that one host cannot take every place for 15 minutes.
+MAX_PENDING_PER_ADDRESS = 8
 # Ends the live sessions a predicate picks, with the reason shown to each; returns how many.
 EndSessions = Callable[[Callable[[SessionRecord], bool], str], int]
 
@@ -57,7 +59,7 @@ class Identities:
         self._provider: ProviderClient | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._refreshing = asyncio.Lock()
-        self._pending = 0
+        self._pending: dict[str, int] = {}  # client address -> sign-ins waiting
 
     @property
     def settings(self) -> IdentitySettings | None:
@@ -117,15 +119,21 @@ class Identities:
                       gone: Callable[[], bool], client: str) -> IdentityBinding:
         """Run the device flow for this connection's key; bind it to the person who signed in."""
         fingerprint = key_fingerprint(key)
-        if self._pending >= MAX_PENDING_SIGN_INS:
+        address = client.rpartition(":")[0] or client
+        if sum(self._pending.values()) >= MAX_PENDING_SIGN_INS:
             # Not audited one by one: a flood of these would flood the trail.
             raise SignInRefused(f"{MAX_PENDING_SIGN_INS} sign-ins are already waiting on this "
                                 "bastion; try again in a minute")
-        self._pending += 1
+        if self._pending.get(address, 0) >= MAX_PENDING_PER_ADDRESS:
+            raise SignInRefused(f"{MAX_PENDING_PER_ADDRESS} sign-ins from {address} are already "
+                                "waiting; finish or cancel one first")
+        self._pending[address] = self._pending.get(address, 0) + 1
         try:
             return await self._sign_in(key, fingerprint, say, gone, client)
         finally:
-            self._pending -= 1
+            self._pending[address] -= 1
+            if not self._pending[address]:
+                del self._pending[address]
 
     async def _sign_in(self, key: asyncssh.SSHKey, fingerprint: str,
                        say: Callable[[str], Awaitable[None]], gone: Callable[[], bool],
@@ -156,7 +164,12 @@ class Identities:
             await self.audit.record("identity.sign_in_failed", actor=user, key=fingerprint,
                                     client=client, reason=str(exc))
             raise
+        previous = await self.store.identity_bindings(key_fingerprint=fingerprint)
         await self.store.bind_identity(binding)
+        for earlier in previous:
+            if earlier.user != binding.user:
+                await self._end_key_sessions(earlier.user, fingerprint,
+                                             f"this key was signed in again as {binding.user}")
         await self.audit.record(
             "identity.signed_in", actor=person.user, subject=person.subject,
             groups=list(person.groups), roles=list(person.roles), amr=list(person.amr),
@@ -270,12 +283,15 @@ class Identities:
                                     key=binding.key_fingerprint)
         await self.refresh()
         if removed:
-            # This key's sessions end now: the sweep ends a person's sessions only once the
-            # person is gone, and another key of theirs may still be signed in.
-            serials = {c.serial for c in await self.store.certificates_for_key(fingerprint)}
-            self._end_sessions(lambda r: r.user == removed[0].user and r.cert_serial in serials,
-                               "you signed out of this key (logout)")
+            await self._end_key_sessions(removed[0].user, fingerprint,
+                                         "you signed out of this key (logout)")
         return removed[0] if removed else None
+
+    async def _end_key_sessions(self, user: str, fingerprint: str, reason: str) -> None:
+        # Now, not at the sweep: the sweep ends a person's sessions only once the person is gone,
+        # and another key of theirs may still be signed in.
+        serials = {c.serial for c in await self.store.certificates_for_key(fingerprint)}
+        self._end_sessions(lambda r: r.user == user and r.cert_serial in serials, reason)
 
     async def unbind(self, user: str, *, by: str | None, reason: str) -> list[IdentityBinding]:
         """End every binding of `user` and their live sessions (on the other bastions of a
