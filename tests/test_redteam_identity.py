@@ -511,3 +511,13 @@ def test_one_address_cannot_take_every_waiting_sign_in(bastion: BastionProcess) 
         for proc in waiting:
             proc.kill()
             proc.communicate()
+
+
+def test_id_tokens_must_carry_the_issuer_exactly_as_the_provider_publishes_it() -> None:
+    published = parse_discovery(ISSUER, answer(200, {**DOC, "issuer": ISSUER + "/"}))
+    assert published.issuer == ISSUER + "/"  # a provider like Auth0 publishes the slash
+    with_slash = token(claims(iss=ISSUER + "/"))
+    assert validate_id_token(with_slash, JWKS, issuer=published.issuer, client_id="bastion",
+                             nonce="n-1", now=NOW)["sub"] == "u-123"
+    assert "was not issued by" in rejected(with_slash)
+    assert parse_discovery(ISSUER, answer(200, DOC)).issuer == ISSUER

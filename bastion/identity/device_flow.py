@@ -146,7 +146,10 @@ def parse_discovery(issuer: str, response: HttpResponse) -> Discovery:
     token = _url(data, "token_endpoint", issuer)
     jwks = _url(data, "jwks_uri", issuer)
     assert token is not None and jwks is not None
-    return Discovery(issuer, device, token, jwks, _url(data, "userinfo_endpoint", issuer, False))
+    # The issuer as published: ID tokens must carry exactly it (OIDC Discovery §4.3), trailing
+    # slash and all, while the configured one may be written with or without the slash.
+    return Discovery(str(data["issuer"]), device, token, jwks,
+                     _url(data, "userinfo_endpoint", issuer, False))
 
 
 def _client(client_id: str, secret: str | None) -> dict[str, str]:

@@ -132,15 +132,16 @@ class ProviderClient:
 
     async def _validated(self, token: str, nonce: str | None) -> dict[str, Any]:
         s = self.settings
+        issuer = (await self.discovery()).issuer
         try:
-            return validate_id_token(token, await self._keys(False), issuer=s.issuer,
+            return validate_id_token(token, await self._keys(False), issuer=issuer,
                                      client_id=s.client_id, nonce=nonce, now=utcnow())
         except TokenRejected as exc:
             if "does not publish" not in str(exc) and "signature" not in str(exc):
                 raise
         # An unknown key, or one that does not verify: the provider may have rotated its keys
         # since they were cached; fetch them once more before refusing.
-        return validate_id_token(token, await self._keys(True), issuer=s.issuer,
+        return validate_id_token(token, await self._keys(True), issuer=issuer,
                                  client_id=s.client_id, nonce=nonce, now=utcnow())
 
     async def userinfo(self, access_token: str) -> dict[str, Any]:
