@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -277,6 +278,7 @@ PEOPLE = {
     "gina": {"password": "gina-pw", "groups": ["eng"]},
     "Alice": {"password": "alice-pw", "groups": ["eng"]},
     "\u212aarl": {"password": "karl-pw", "groups": ["eng"]},
+    "nobody": {"password": "nobody-pw", "groups": ["marketing"]},
 }
 
 
@@ -427,16 +429,22 @@ def test_after_logout_a_cert_and_an_approved_request_are_useless(bastion: Bastio
 @pytest.mark.sshd
 def test_no_token_or_device_code_reaches_the_audit_trail_or_the_log(
         bastion: BastionProcess, idp: OidcProvider) -> None:
-    result, _ = sign_in(bastion, idp, "gina", "gina-audit")
+    result, key = sign_in(bastion, idp, "gina", "gina-audit")
     assert result.returncode == 0, result.stderr
+    assert as_key(bastion, key, "whoami").returncode == 0
+    refused, _ = sign_in(bastion, idp, "nobody", "nobody-audit")
+    assert refused.returncode == 1
+    secrets = Path(f"{idp.state_file}.secrets").read_text().split()
+    assert len(secrets) >= 3  # a device code, an access token and a refresh token at least
     trail = json.dumps(control_json(bastion, "carol", "audit", "--kind", "identity."))
-    log = bastion.log.read_text()
-    for text in (trail, log):
-        assert "eyJ" not in text  # the start of every JWT (ID and access tokens)
-        assert "device_code" not in text and "refresh_token" not in text
+    stored = b"".join(p.read_bytes() for p in bastion.world.root.rglob("*") if p.is_file())
+    assert b"state.db" in b"".join(str(p).encode() for p in bastion.world.root.rglob("*"))
+    for secret in secrets:
+        assert secret not in trail and secret.encode() not in stored
+    assert "eyJ" not in trail and b"eyJ" not in stored  # every JWT (the ID token) starts so
     failed = control_json(bastion, "carol", "audit", "--kind", "identity.sign_in_failed")
-    assert failed and all(e["details"]["reason"] for e in failed)
-
+    assert any("none of your groups (marketing)" in e["details"]["reason"] for e in failed)
+    assert "signed out" in as_key(bastion, key, "logout").stdout
 
 
 @pytest.mark.sshd
