@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncssh
@@ -194,9 +195,9 @@ class Bastion:
         await self.identities.refresh()
         await self._end_disallowed_sessions()
 
-    def _end_person(self, user: str, reason: str) -> int:
-        """End a person's live sessions here, and have the other nodes of a cluster check."""
-        ended = self.frontdoor.end_sessions(lambda r: r.user == user, reason)
+    def _end_person(self, which: Callable[[SessionRecord], bool], reason: str) -> int:
+        """End signed-in people's live sessions here, and have the other nodes of a cluster check."""
+        ended = self.frontdoor.end_sessions(which, reason)
         if self.cluster is not None:
             self.frontdoor.spawn(self.cluster.announce("recheck"))
         return ended

@@ -37,7 +37,7 @@ from bastion.identity.people import with_people
 from bastion.identity.sealing import TokenSeal
 from bastion.identity.settings import IdentitySettings
 from bastion.identity.tokens import validate_id_token
-from bastion.models import IdentityBinding
+from bastion.models import IdentityBinding, SessionRecord
 from bastion.store import open_store
 
 ISSUER = "https://idp.example.com"
@@ -336,10 +336,13 @@ async def test_bindings_in_the_store(store_url: str) -> None:
 async def test_bindings_past_key_ttl_leave_the_users_and_are_audited(tmp_path: Path) -> None:
     config = parse_config(config_data({}), tmp_path / "c.toml")
     store = await open_store(f"sqlite:///{tmp_path}/state.db")
-    ended: list[tuple[str, str]] = []
+    ended: list[tuple[bool, bool, str]] = []
+    mine, theirs = (SessionRecord("s", user, "prod", "ssh", 1, 1, "?", "b", NOW)
+                    for user in ("dora", "erin"))
     try:
         people = Identities(lambda: config, store, AuditTrail(store, tmp_path / "audit.jsonl", None),
-                            TokenSeal(b"k" * 32), lambda user, why: ended.append((user, why)) or 1)
+                            TokenSeal(b"k" * 32),
+                            lambda which, why: ended.append((which(mine), which(theirs), why)) or 1)
         now = datetime.now(UTC)
         await store.bind_identity(dataclasses.replace(binding(), bound_at=now,
                                                       expires_at=now + timedelta(hours=1)))
@@ -353,6 +356,6 @@ async def test_bindings_past_key_ttl_leave_the_users_and_are_audited(tmp_path: P
         assert [(e.kind, e.actor) for e in events] == [("identity.expired", "erin")]
         assert [b.user for b in await people.unbind("dora", by="carol", reason="left")] == ["dora"]
         assert people.config().user("dora") is None
-        assert ended == [("dora", "your sign-in was ended: left")]
+        assert ended == [(True, False, "your sign-in was ended: left")]
     finally:
         await store.close()

@@ -19,7 +19,7 @@ from bastion.identity.people import with_people
 from bastion.identity.provider import ProviderClient
 from bastion.identity.sealing import TokenSeal
 from bastion.identity.settings import IdentitySettings
-from bastion.models import IdentityBinding, utcnow
+from bastion.models import IdentityBinding, SessionRecord, utcnow
 from bastion.store import Store
 
 __all__ = ["Identities"]
@@ -29,7 +29,10 @@ log = logging.getLogger("bastion.identity")
 MAX_SIGN_IN_WAIT = 900.0  # seconds a `login` waits for the person, whatever the provider allows
 # Sign-ins waiting at once on one bastion: any key may start one, so they are bounded.
 MAX_PENDING_SIGN_INS = 64
-EndSessions = Callable[[str, str], int]
+# ... and from one client address, so that one host cannot take every place for 15 minutes.
+MAX_PENDING_PER_ADDRESS = 8
+# Ends the live sessions a predicate picks, with the reason shown to each; returns how many.
+EndSessions = Callable[[Callable[[SessionRecord], bool], str], int]
 
 
 def key_fingerprint(key: asyncssh.SSHKey) -> str:
@@ -56,7 +59,7 @@ class Identities:
         self._provider: ProviderClient | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._refreshing = asyncio.Lock()
-        self._pending = 0
+        self._pending: dict[str, int] = {}  # client address -> sign-ins waiting
 
     @property
     def settings(self) -> IdentitySettings | None:
@@ -116,15 +119,21 @@ class Identities:
                       gone: Callable[[], bool], client: str) -> IdentityBinding:
         """Run the device flow for this connection's key; bind it to the person who signed in."""
         fingerprint = key_fingerprint(key)
-        if self._pending >= MAX_PENDING_SIGN_INS:
+        address = client.rpartition(":")[0] or client
+        if sum(self._pending.values()) >= MAX_PENDING_SIGN_INS:
             # Not audited one by one: a flood of these would flood the trail.
             raise SignInRefused(f"{MAX_PENDING_SIGN_INS} sign-ins are already waiting on this "
                                 "bastion; try again in a minute")
-        self._pending += 1
+        if self._pending.get(address, 0) >= MAX_PENDING_PER_ADDRESS:
+            raise SignInRefused(f"{MAX_PENDING_PER_ADDRESS} sign-ins from {address} are already "
+                                "waiting; finish or cancel one first")
+        self._pending[address] = self._pending.get(address, 0) + 1
         try:
             return await self._sign_in(key, fingerprint, say, gone, client)
         finally:
-            self._pending -= 1
+            self._pending[address] -= 1
+            if not self._pending[address]:
+                del self._pending[address]
 
     async def _sign_in(self, key: asyncssh.SSHKey, fingerprint: str,
                        say: Callable[[str], Awaitable[None]], gone: Callable[[], bool],
@@ -155,7 +164,12 @@ class Identities:
             await self.audit.record("identity.sign_in_failed", actor=user, key=fingerprint,
                                     client=client, reason=str(exc))
             raise
+        previous = await self.store.identity_bindings(key_fingerprint=fingerprint)
         await self.store.bind_identity(binding)
+        for earlier in previous:
+            if earlier.user != binding.user:
+                await self._end_key_sessions(earlier.user, fingerprint,
+                                             f"this key was signed in again as {binding.user}")
         await self.audit.record(
             "identity.signed_in", actor=person.user, subject=person.subject,
             groups=list(person.groups), roles=list(person.roles), amr=list(person.amr),
@@ -262,12 +276,22 @@ class Identities:
 
     async def logout(self, key: asyncssh.SSHKey) -> IdentityBinding | None:
         """End this key's binding."""
-        removed = await self.store.unbind_identity(key_fingerprint=key_fingerprint(key))
+        fingerprint = key_fingerprint(key)
+        removed = await self.store.unbind_identity(key_fingerprint=fingerprint)
         for binding in removed:
             await self.audit.record("identity.logged_out", actor=binding.user,
                                     key=binding.key_fingerprint)
         await self.refresh()
+        if removed:
+            await self._end_key_sessions(removed[0].user, fingerprint,
+                                         "you signed out of this key (logout)")
         return removed[0] if removed else None
+
+    async def _end_key_sessions(self, user: str, fingerprint: str, reason: str) -> None:
+        # Now, not at the sweep: the sweep ends a person's sessions only once the person is gone,
+        # and another key of theirs may still be signed in.
+        serials = {c.serial for c in await self.store.certificates_for_key(fingerprint)}
+        self._end_sessions(lambda r: r.user == user and r.cert_serial in serials, reason)
 
     async def unbind(self, user: str, *, by: str | None, reason: str) -> list[IdentityBinding]:
         """End every binding of `user` and their live sessions (on the other bastions of a
@@ -278,7 +302,8 @@ class Identities:
                                     key=binding.key_fingerprint, reason=reason)
         await self.refresh()
         if removed:
-            ended = self._end_sessions(user, f"your sign-in was ended: {reason}")
+            ended = self._end_sessions(lambda r: r.user == user,
+                                       f"your sign-in was ended: {reason}")
             log.info("unbound %s (%d key(s)); ended %d live session(s)", user, len(removed), ended)
         return removed
 

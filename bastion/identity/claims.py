@@ -47,8 +47,13 @@ def _groups(value: Any) -> tuple[str, ...]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(g, str) for g in value):
         raise SignInRefused("the provider's groups claim is not a list of names")
+    if len(value) > MAX_GROUPS:
+        # Not cut silently: a mapped group past the cut would be "not a member" for no reason.
+        raise SignInRefused(f"the provider's groups claim lists {len(value)} groups; the bastion "
+                            f"reads at most {MAX_GROUPS}: ask the administrator to send only the "
+                            "groups the bastion maps")
     # Keycloak sends full paths ("/eng") unless told otherwise: both spellings match "eng".
-    return tuple(dict.fromkeys(g.lstrip("/") for g in value[:MAX_GROUPS]))
+    return tuple(dict.fromkeys(g.lstrip("/") for g in value))
 
 
 def person_from_claims(claims: dict[str, Any], settings: IdentitySettings,
@@ -58,8 +63,10 @@ def person_from_claims(claims: dict[str, Any], settings: IdentitySettings,
     if not isinstance(raw, str) or not raw:
         raise SignInRefused(f"the provider's answer has no {settings.username_claim!r} claim to "
                             "name you by; ask the administrator to check username_claim")
-    user = raw.strip().lower()
-    if not _NAME.match(user) or user in RESERVED:
+    # Only ASCII is folded to lower case: str.lower() maps some other letters onto ASCII (the
+    # Kelvin sign to "k"), and a name with spaces or a newline is not trimmed into another one.
+    user = raw.lower() if raw.isascii() else raw
+    if not _NAME.fullmatch(user) or user in RESERVED:
         shown = "".join(c for c in raw[:64] if c.isprintable())
         raise SignInRefused(f"the name {shown!r} cannot be a bastion user name (lower-case "
                             "letters, digits, '-', '_' or '.', starting with a letter)")
@@ -74,7 +81,10 @@ def person_from_claims(claims: dict[str, Any], settings: IdentitySettings,
     amr_claim = claims.get("amr")
     amr = tuple(a for a in amr_claim if isinstance(a, str)) if isinstance(amr_claim, list) else ()
     acr = claims.get("acr") if isinstance(claims.get("acr"), str) else None
-    return SignedInPerson(user=user, subject=str(claims["sub"]), groups=groups, roles=roles,
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise SignInRefused("the provider's answer names no subject (sub)")
+    return SignedInPerson(user=user, subject=subject, groups=groups, roles=roles,
                           amr=amr, acr=acr, mfa=settings.mfa.satisfied_by(amr, acr))
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "parse_device_authorization",
     "parse_discovery",
     "parse_token",
+    "provider_json",
     "refresh_request",
     "token_poll_request",
 ]
@@ -90,11 +91,20 @@ class Pending:
     interval: int
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def provider_json(body: bytes) -> Any:
+    """Strict JSON: Python's NaN and Infinity extensions are refused (int(Infinity) crashes)."""
+    return json.loads(body, parse_constant=_no_constant)
+
+
 def _json(response: HttpResponse, what: str) -> dict[str, Any]:
     if len(response.body) > MAX_BODY:
         raise ProviderUnreachable(f"the identity provider's {what} answer is too large")
     try:
-        data = json.loads(response.body)
+        data = provider_json(response.body)
     except (ValueError, UnicodeDecodeError):
         raise ProviderUnreachable(f"the identity provider's {what} answer (HTTP "
                                   f"{response.status}) is not JSON") from None
@@ -107,9 +117,14 @@ def _url(data: dict[str, Any], name: str, issuer: str, required: bool = True) ->
     value = data.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or urlsplit(value).scheme not in ("https", "http"):
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+        host = parts.hostname if parts is not None else None
+    except ValueError:  # "http://[::1" and other addresses that cannot be split
+        parts = host = None
+    if parts is None or parts.scheme not in ("https", "http") or not host:
         raise ProviderUnreachable(f"the identity provider's configuration has no valid {name}")
-    if urlsplit(value).scheme == "http" and urlsplit(issuer).scheme == "https":
+    if parts.scheme == "http" and urlsplit(issuer).scheme == "https":
         raise ProviderUnreachable(f"the identity provider's {name} is not https")
     return value
 
@@ -131,7 +146,10 @@ def parse_discovery(issuer: str, response: HttpResponse) -> Discovery:
     token = _url(data, "token_endpoint", issuer)
     jwks = _url(data, "jwks_uri", issuer)
     assert token is not None and jwks is not None
-    return Discovery(issuer, device, token, jwks, _url(data, "userinfo_endpoint", issuer, False))
+    # The issuer as published: ID tokens must carry exactly it (OIDC Discovery §4.3), trailing
+    # slash and all, while the configured one may be written with or without the slash.
+    return Discovery(str(data["issuer"]), device, token, jwks,
+                     _url(data, "userinfo_endpoint", issuer, False))
 
 
 def _client(client_id: str, secret: str | None) -> dict[str, str]:
@@ -161,10 +179,14 @@ def parse_device_authorization(response: HttpResponse) -> DeviceAuthorization:
             expires_in=int(data["expires_in"]),
             interval=min(max(int(data.get("interval", 5)), 1), MAX_INTERVAL),
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise ProviderUnreachable("the identity provider's device authorization answer lacks "
                                   "device_code, user_code, verification_uri or expires_in") from None
-    if urlsplit(auth.verification_uri).scheme not in ("https", "http"):
+    try:
+        scheme = urlsplit(auth.verification_uri).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in ("https", "http"):
         raise ProviderUnreachable("the identity provider's verification_uri is not a web address")
     return auth
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
 from typing import Any
 
@@ -20,6 +20,7 @@ from bastion.identity.device_flow import (
     parse_device_authorization,
     parse_discovery,
     parse_token,
+    provider_json,
     refresh_request,
     token_poll_request,
 )
@@ -51,14 +52,21 @@ class ProviderClient:
         if request.bearer:
             headers["Authorization"] = f"Bearer {request.bearer}"
         try:
-            async with httpx.AsyncClient(timeout=self.settings.timeout,
-                                         follow_redirects=False) as client:
-                response = await client.request(request.method, request.url, data=request.form,
-                                                headers=headers)
-        except httpx.HTTPError as exc:
+            # One deadline for the whole answer: httpx's timeout is per read, so a provider that
+            # sends a byte at a time would otherwise hold the sign-in (and its lock) forever.
+            async with asyncio.timeout(self.settings.timeout), httpx.AsyncClient(
+                    timeout=self.settings.timeout, follow_redirects=False) as client, \
+                    client.stream(request.method, request.url, data=request.form,
+                                  headers=headers) as response:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_BODY:
+                        break  # read no more of an oversized answer: it is refused as too large
+        except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
             raise ProviderUnreachable(f"the identity provider at {self.settings.issuer} cannot be "
                                       f"reached ({type(exc).__name__}); try again later") from exc
-        return HttpResponse(response.status_code, response.content[:MAX_BODY + 1])
+        return HttpResponse(response.status_code, bytes(body[:MAX_BODY + 1]))
 
     async def discovery(self) -> Discovery:
         """The provider's endpoints (OpenID Connect discovery), cached for a few minutes."""
@@ -75,8 +83,8 @@ class ProviderClient:
             return self._jwks[1]
         response = await self.send(HttpRequest("GET", (await self.discovery()).jwks_uri))
         try:
-            keys = json.loads(response.body)
-        except ValueError:
+            keys = provider_json(response.body) if len(response.body) <= MAX_BODY else None
+        except (ValueError, UnicodeDecodeError):
             keys = None
         if response.status != 200 or not isinstance(keys, dict):
             raise ProviderUnreachable("the identity provider's JWKS cannot be read")
@@ -124,15 +132,16 @@ class ProviderClient:
 
     async def _validated(self, token: str, nonce: str | None) -> dict[str, Any]:
         s = self.settings
+        issuer = (await self.discovery()).issuer
         try:
-            return validate_id_token(token, await self._keys(False), issuer=s.issuer,
+            return validate_id_token(token, await self._keys(False), issuer=issuer,
                                      client_id=s.client_id, nonce=nonce, now=utcnow())
         except TokenRejected as exc:
             if "does not publish" not in str(exc) and "signature" not in str(exc):
                 raise
         # An unknown key, or one that does not verify: the provider may have rotated its keys
         # since they were cached; fetch them once more before refusing.
-        return validate_id_token(token, await self._keys(True), issuer=s.issuer,
+        return validate_id_token(token, await self._keys(True), issuer=issuer,
                                  client_id=s.client_id, nonce=nonce, now=utcnow())
 
     async def userinfo(self, access_token: str) -> dict[str, Any]:
@@ -148,8 +157,8 @@ class ProviderClient:
             raise ProviderUnreachable(f"the identity provider's userinfo answered HTTP "
                                       f"{response.status}")
         try:
-            data = json.loads(response.body)
-        except ValueError:
+            data = provider_json(response.body) if len(response.body) <= MAX_BODY else None
+        except (ValueError, UnicodeDecodeError):
             data = None
         if not isinstance(data, dict):
             raise ProviderUnreachable("the identity provider's userinfo answer is not JSON")

@@ -6,6 +6,7 @@ which keys and algorithms are acceptable and turns every failure into a reason a
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -71,14 +72,18 @@ def validate_id_token(token: str, jwks: dict[str, Any], *, issuer: str, client_i
     skew = LEEWAY.total_seconds()
     try:
         expires, not_before = float(claims["exp"]), float(claims.get("nbf", 0))
+        issued = float(claims["iat"])
     except (TypeError, ValueError):
-        raise TokenRejected("the ID token's exp or nbf is not a number") from None
+        raise TokenRejected("the ID token's exp, nbf or iat is not a number") from None
+    if not all(math.isfinite(t) for t in (expires, not_before, issued)):
+        # JSON's Infinity would make a token that never expires.
+        raise TokenRejected("the ID token's exp, nbf or iat is not a finite time")
     if expires + skew < now.timestamp():
         raise TokenRejected("the ID token has expired")
-    if not_before - skew > now.timestamp():
+    if not_before - skew > now.timestamp() or issued - skew > now.timestamp():
         raise TokenRejected("the ID token is not valid yet (check the clocks)")
     audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-    if len(audiences) > 1 and claims.get("azp") != client_id:
+    if (len(audiences) > 1 or "azp" in claims) and claims.get("azp") != client_id:
         raise TokenRejected("the ID token names several audiences but was not issued to this "
                             "bastion (azp)")
     if "nonce" in claims and claims["nonce"] != nonce:

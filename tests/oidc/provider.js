@@ -54,6 +54,11 @@ const provider = new Provider(issuer, {
   },
 });
 provider.proxy = false;
+// Every secret the provider hands out, one a line, so that tests can grep the bastion's audit
+// trail and log for them (opaque tokens are their jti; ID tokens are JWTs, found by "eyJ").
+for (const kind of ['device_code', 'access_token', 'refresh_token']) {
+  provider.on(`${kind}.saved`, (token) => fs.appendFileSync(`${stateFile}.secrets`, `${token.jti}\n`));
+}
 // Poll every second (RFC 8628 lets the provider say so), so a test's sign-in takes a second.
 provider.on('device_authorization.success', (ctx, body) => { Object.assign(body, { interval: 1 }); });
 
