@@ -333,6 +333,25 @@ async def test_bindings_in_the_store(store_url: str) -> None:
         await other.close()
 
 
+async def test_the_owner_of_a_name_outlives_its_bindings(store_url: str) -> None:
+    """Which subject signed in as a name is kept after every binding of it ended, and follows
+    the name when it changes hands (the sign-in refuses the change while requests are open)."""
+    store = await open_store(store_url)
+    other = await open_store(store_url)
+    try:
+        assert await store.name_owner("dora") is None
+        await store.own_name("dora", "sub-1", NOW)
+        await store.bind_identity(binding())
+        await store.unbind_identity(user="dora")
+        assert await other.name_owner("dora") == "sub-1"
+        await other.own_name("dora", "sub-2", NOW + timedelta(days=1))
+        assert await store.name_owner("dora") == "sub-2"
+        assert await store.name_owner("erin") is None
+    finally:
+        await store.close()
+        await other.close()
+
+
 async def test_bindings_past_key_ttl_leave_the_users_and_are_audited(tmp_path: Path) -> None:
     config = parse_config(config_data({}), tmp_path / "c.toml")
     store = await open_store(f"sqlite:///{tmp_path}/state.db")

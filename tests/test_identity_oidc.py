@@ -257,6 +257,36 @@ def test_logout_ends_the_key_s_binding(bastion: BastionProcess, idp: OidcProvide
     assert "signed out" in as_key(bastion, key, "logout").stdout
     assert "not signed in" in as_key(bastion, key, "whoami").stderr
 
+def test_a_name_given_to_another_person_passes_on_no_open_request(
+        bastion: BastionProcess, idp: OidcProvider) -> None:
+    """The provider gives the name `ivy` to a new person (another subject) after the first one
+    signed out: the newcomer cannot sign in as `ivy` while the first person's requests are open,
+    and once an approver revoked them signs in without them."""
+    idp.state["users"]["ivy"] = {"password": "ivy-pw", "groups": ["eng"]}
+    idp.state["users"]["ivy-new"] = {"password": "ivy-new-pw", "groups": ["eng"], "username": "ivy"}
+    idp.save()
+    first, key = sign_in(bastion, idp, "ivy")
+    assert first.returncode == 0, first.stderr
+    request = json.loads(as_key(bastion, key, "request", "staging", "--reason", "work",
+                                "--json").stdout)
+    assert request["status"] == "approved"
+    assert "signed out" in as_key(bastion, key, "logout").stdout
+    refused, new_key = sign_in(bastion, idp, "ivy-new")
+    assert refused.returncode != 0
+    assert (f"the name ivy belonged to another person at the provider (another subject), whose "
+            f"requests {request['id']} are still open") in refused.stderr
+    assert "not signed in" in as_key(bastion, new_key, "whoami").stderr
+    revoked = control(bastion, "bob", "revoke", str(request["id"]), "--reason", "name reassigned")
+    assert revoked.returncode == 0, revoked.stderr
+    again, new_key = sign_in(bastion, idp, "ivy-new", "ivy-new-2")
+    assert again.returncode == 0, again.stderr
+    who = json.loads(as_key(bastion, new_key, "whoami", "--json").stdout)
+    assert who["user"] == "ivy" and who["signed_in"]["subject"] == "ivy-new"
+    cert = as_key(bastion, new_key, "cert")  # the revoked request gives no certificate
+    assert cert.returncode != 0 and "no approved request in force" in cert.stderr, cert.stdout
+    assert "identity.name_reassigned" in audit_kinds(bastion)
+
+
 
 def test_provider_unreachable_is_explained_and_config_users_are_unaffected(
         bastion: BastionProcess, idp: OidcProvider) -> None:

@@ -19,7 +19,7 @@ from bastion.identity.people import with_people
 from bastion.identity.provider import ProviderClient
 from bastion.identity.sealing import TokenSeal
 from bastion.identity.settings import IdentitySettings
-from bastion.models import IdentityBinding, SessionRecord, utcnow
+from bastion.models import IdentityBinding, RequestStatus, SessionRecord, utcnow
 from bastion.store import Store
 
 __all__ = ["Identities"]
@@ -160,12 +160,19 @@ class Identities:
                 raise SignInRefused(f"the name {person.user} is signed in here by another person "
                                     "(another subject at the provider); ask an auditor to "
                                     f"`unbind {person.user}` first")
+            previous_owner = await self.store.name_owner(person.user)
+            if previous_owner is not None and previous_owner != person.subject:
+                await self._check_name_free(person.user)
         except IdentityError as exc:
             await self.audit.record("identity.sign_in_failed", actor=user, key=fingerprint,
                                     client=client, reason=str(exc))
             raise
         previous = await self.store.identity_bindings(key_fingerprint=fingerprint)
         await self.store.bind_identity(binding)
+        await self.store.own_name(person.user, person.subject, utcnow())
+        if previous_owner is not None and previous_owner != person.subject:
+            await self.audit.record("identity.name_reassigned", actor=person.user,
+                                    subject=person.subject, previous_subject=previous_owner)
         for earlier in previous:
             if earlier.user != binding.user:
                 await self._end_key_sessions(earlier.user, fingerprint,
@@ -178,6 +185,19 @@ class Identities:
                                 expires_at=binding.expires_at.isoformat())
         await self.refresh()
         return binding
+
+    async def _check_name_free(self, user: str) -> None:
+        """A name the provider now gives to another person passes on nothing: while requests
+        made under it are still open, the new person cannot sign in as it."""
+        now = utcnow()
+        still_open = [r.id for r in await self.store.list_requests(
+            user=user, statuses=(RequestStatus.PENDING, RequestStatus.APPROVED))
+            if r.status_at(now) in (RequestStatus.PENDING, RequestStatus.APPROVED)]
+        if still_open:
+            numbers = ", ".join(str(n) for n in sorted(still_open))
+            raise SignInRefused(f"the name {user} belonged to another person at the provider "
+                                f"(another subject), whose requests {numbers} are still open; an "
+                                "auditor must revoke them before the name can be signed in again")
 
     def _bind(self, person: SignedInPerson, key: asyncssh.SSHKey, tokens: TokenSet, nonce: str,
               settings: IdentitySettings) -> IdentityBinding:

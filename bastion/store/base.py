@@ -271,3 +271,12 @@ class Store(ABC):
     async def unbind_identity(self, *, user: str | None = None, key_fingerprint: str | None = None
                               ) -> list[IdentityBinding]:
         """Remove the bindings of a user or of one key; return what was removed."""
+
+    @abstractmethod
+    async def name_owner(self, user: str) -> str | None:
+        """The subject (the provider's id of a person) that last signed in as `user`, kept after
+        the bindings end: a name that changes hands must not pass on its requests."""
+
+    @abstractmethod
+    async def own_name(self, user: str, subject: str, now: datetime) -> None:
+        """Record `subject` as the owner of the user name `user`."""

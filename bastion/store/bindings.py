@@ -86,3 +86,17 @@ class BindingRows(SqlStore, ABC):
             rows = await tx.fetchall(f"SELECT {_COLUMNS} FROM identity_bindings {where}", params)
             await tx.execute(f"DELETE FROM identity_bindings {where}", params)
         return [_binding(row) for row in rows]
+
+    async def name_owner(self, user: str) -> str | None:
+        """The subject that last signed in as `user`."""
+        async with self._transaction(write=False) as tx:
+            row = await tx.fetchone("SELECT subject FROM identity_names WHERE username = ?", (user,))
+        return None if row is None else str(row[0])
+
+    async def own_name(self, user: str, subject: str, now: datetime) -> None:
+        """Record `subject` as the owner of `user`."""
+        async with self._transaction(write=True) as tx:
+            await tx.execute("INSERT INTO identity_names (username, subject, owned_since) "
+                             "VALUES (?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
+                             "subject = excluded.subject, owned_since = excluded.owned_since",
+                             (user, subject, to_us(now)))

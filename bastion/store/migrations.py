@@ -195,6 +195,18 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "CREATE INDEX identity_bindings_by_user ON identity_bindings (username)",
         ),
     ),
+    (
+        # Which person at the provider (subject) owns each signed-in user name, kept after the
+        # bindings end: a name the provider gives to someone else must not pass on its requests.
+        8,
+        (
+            """CREATE TABLE identity_names (
+                username TEXT PRIMARY KEY,
+                subject TEXT NOT NULL,
+                owned_since BIGINT NOT NULL
+            )""",
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -39,7 +39,7 @@ const provider = new Provider(issuer, {
     const user = state().users[id];
     if (!user) return undefined;
     return { accountId: id,
-      async claims() { return { sub: id, preferred_username: id, groups: user.groups }; } };
+      async claims() { return { sub: id, preferred_username: user.username || id, groups: user.groups }; } };
   },
   // Consent is the device confirmation page; the grant is given with it.
   async loadExistingGrant(ctx) {
