@@ -328,7 +328,11 @@ class ReplayScreen(Screen[None]):
     # -- following a live session -----------------------------------------------------------
 
     def _follow_tick(self) -> None:
-        if self.following and self.player is not None and not self.playing:
+        # Not while a follow is at work: a new one would cancel it (exclusive), and on a loaded
+        # machine, where checking the recording takes longer than a tick, none would finish.
+        busy = any(w.group == "replay-follow" and w.node is self and w.is_running
+                   for w in self.workers)
+        if self.following and self.player is not None and not self.playing and not busy:
             self.follow()
 
     @work(exclusive=True, group="replay-follow")
@@ -345,7 +349,8 @@ class ReplayScreen(Screen[None]):
         size = await asyncio.to_thread(_size, path)
         if size == self._followed_size or not self.following:
             return
-        self._followed_size = size
+        # The size counts as seen only once it is shown: this worker is cancelled when the
+        # next follow starts (exclusive), and that one must not skip what this one never showed.
         integrity = await asyncio.to_thread(check_recording, path, context.source.signer(),
                                             live=True, session=facts_of(self.session, live=True))
         context.integrity.put(self.session.id, integrity, path)
@@ -363,6 +368,7 @@ class ReplayScreen(Screen[None]):
             self._show_status()
             return
         old, self.reader, self.player, self.path = self.reader, reader, player, path
+        self._followed_size = size
         if old is not None:
             old.close()
         self.query_one("#timeline", Timeline).duration = player.duration
