@@ -15,7 +15,7 @@ from typing import Any
 import asyncssh
 import pytest
 from asyncssh.public_key import SSHLocalKeyPair
-from harness import BastionProcess, World, control, control_json, free_port, start_target
+from harness import BastionProcess, World, control, control_json, free_port, ssh, start_target
 
 USERS = {"frank": ["forwarder"], "bob": ["approver"], "dave": ["approver"], "carol": ["auditor"],
          "mallory": []}
@@ -158,3 +158,32 @@ async def test_a_signed_certificate_login_cannot_switch_to_access(
         result = await conn.run("whoami --json", check=False)
         assert result.exit_status == 0 and '"mallory"' in str(result.stdout)
         assert "frank" not in str(result.stdout)
+
+
+def test_a_key_removed_from_the_config_takes_its_certificates_with_it(
+        bastion: BastionProcess) -> None:
+    """An administrator replaces a user's key (it leaked): certificates issued to the old key,
+    still inside their window and with the request still approved, stop working at once."""
+    world = bastion.world
+    world.users["gwen"] = ["forwarder"]
+    world.write_config()
+    bastion.sighup()
+    try:
+        req = control_json(bastion, "gwen", "request", "prod", "--reason", "INC-7: rotate")
+        control_json(bastion, "bob", "approve", str(req["id"]))
+        cert = world.root / "gwen-old-cert.pub"
+        cert.write_text(control(bastion, "gwen", "cert").stdout)
+        assert ssh(bastion, world.key("gwen"), "prod", ["echo", "before"], cert=cert).returncode == 0
+        old = world.root / "keys" / "gwen-old"
+        world.key("gwen").rename(old)
+        Path(f"{world.key('gwen')}.pub").rename(f"{old}.pub")
+        world.write_config()  # gwen's new key replaces the old one
+        bastion.sighup()
+        refused = ssh(bastion, old, "prod", ["echo", "after"], cert=cert)
+        assert refused.returncode != 0 and "after" not in refused.stdout
+        assert "is no longer registered to gwen" in refused.stderr, refused.stderr
+        assert control(bastion, "gwen", "whoami").returncode == 0  # the new key is gwen's
+    finally:
+        world.users.pop("gwen")
+        world.write_config()
+        bastion.sighup()

@@ -234,11 +234,22 @@ class FrontDoor:
 
     async def sign_in_refusal(self, facts: policy.LoginFacts, key: asyncssh.SSHKey | None,
                               peer: str) -> str | None:
-        """Why a certificate of a person signed in through the identity provider may not be used
-        now (sign-in ended, re-check failed, MFA missing), if so; None for users of the config."""
+        """Why a certificate may not be used now, if so: a config user's certificate whose key is
+        no longer registered to them (a key removed from the config, or a name now in the config
+        that a signed-in person's certificate was issued for); a signed-in person's whose sign-in
+        ended, whose re-check failed or who lacks MFA."""
         issued = facts.issued
-        if issued is None or key is None or self.bastion.file_config.user(issued.user) or \
-                self.bastion.file_config.identity is None:
+        if issued is None or key is None:
+            return None
+        file = self.bastion.file_config
+        if file.user(issued.user) is not None:
+            owner = file.user_for_key(key)
+            if owner is None or owner.name != issued.user:
+                return (f"the key this certificate was issued for is no longer registered to "
+                        f"{issued.user} on the bastion; use a key of yours and get a new "
+                        "certificate, or ask an administrator")
+            return None
+        if file.identity is None:
             return None
         people = self.bastion.identities
         binding = await people.binding_for(key)
