@@ -105,6 +105,11 @@ class User:
         """Return whether a contractor's account has passed its `expires` date."""
         return self.expires is not None and now >= self.expires
 
+    def holds(self, key: asyncssh.SSHKey) -> bool:
+        """Whether `key` is one of this user's registered public keys."""
+        wanted = key.public_data
+        return any(asyncssh.import_public_key(text).public_data == wanted for text in self.public_keys)
+
 
 @dataclass(frozen=True)
 class Role:
@@ -203,12 +208,7 @@ class BastionConfig:
 
     def user_for_key(self, key: asyncssh.SSHKey) -> User | None:
         """Return the user who registered this public key."""
-        wanted = key.public_data
-        for user in self.users:
-            for text in user.public_keys:
-                if asyncssh.import_public_key(text).public_data == wanted:
-                    return user
-        return None
+        return next((user for user in self.users if user.holds(key)), None)
 
 
 def load_config(path: str | os.PathLike[str]) -> BastionConfig:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 from conftest import PG_ADMIN_URL, _pg_url_for
-from harness import REPO, BastionProcess, World, free_port, ssh, start_target, wait_for
+from harness import REPO, BastionProcess, World, free_port, ssh, start_target, stop_process, wait_for
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
@@ -43,13 +42,7 @@ class Node:
         assert started and self.proc is not None and self.proc.poll() is None, self.log.read_text()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @dataclass

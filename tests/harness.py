@@ -26,6 +26,17 @@ from recorder import generate_auditor_key, write_key_pair
 REPO = Path(__file__).resolve().parent.parent
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, as systemd does; SIGKILL if it is still there after 10 s."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -221,13 +232,7 @@ class BastionProcess:
 
     def stop(self) -> None:
         """Stop with SIGTERM, as systemd does."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def known_hosts(self) -> Path:
         """A known_hosts file with the bastion's host key."""

@@ -21,6 +21,7 @@ __all__ = ["ACCOUNT_PREFIX", "AccountNames", "Grant", "grant_sql", "new_installa
 ACCOUNT_PREFIX = "bx_"
 _UNSAFE = re.compile(r"[^a-z0-9_]")
 _INSTALLATION = re.compile(r"^[a-z0-9]{5}$")
+_PERSON_AND_REQUEST = re.compile(r"[a-z0-9_]*_r(\d+)")
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class AccountNames:
         installation's."""
         if not account.startswith(self.prefix):
             return None
-        match = re.fullmatch(r"[a-z0-9_]*_r(\d+)", account[len(self.prefix):])
+        match = _PERSON_AND_REQUEST.fullmatch(account[len(self.prefix):])
         return int(match.group(1)) if match else None
 
 

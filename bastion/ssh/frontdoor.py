@@ -242,9 +242,10 @@ class FrontDoor:
         if issued is None or key is None:
             return None
         file = self.bastion.file_config
-        if file.user(issued.user) is not None:
-            owner = file.user_for_key(key)
-            if owner is None or owner.name != issued.user:
+        user = file.user(issued.user)
+        if user is not None:
+            # The config's keys are unique to one user: only this user's need looking at.
+            if not user.holds(key):
                 return (f"the key this certificate was issued for is no longer registered to "
                         f"{issued.user} on the bastion; use a key of yours and get a new "
                         "certificate, or ask an administrator")
