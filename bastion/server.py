@@ -26,7 +26,7 @@ from bastion.identity.sealing import TokenSeal
 from bastion.models import AccessRequest, SessionRecord, utcnow
 from bastion.notify import WebhookNotifier
 from bastion.recording import RecordingSetup
-from bastion.ssh import coalescing
+from bastion.ssh import chacha, coalescing
 from bastion.ssh.frontdoor import FrontDoor
 from bastion.store import Store, open_store
 
@@ -100,6 +100,7 @@ class Bastion:
     async def open(cls, config: BastionConfig) -> Bastion:
         """Open the store and build the bastion."""
         coalescing.install()  # SSH packets written together (bastion/ssh/coalescing.py)
+        chacha.install()  # chacha20-poly1305 through libsodium (bastion/ssh/chacha.py)
         store = await open_store(config.server.state_store)
         try:
             return cls(config, store, await store.installation_tag(new_installation_tag()))

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v ssh >/dev/null || need+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+# SSH chacha20-poly1305 at a few microseconds a packet (bastion/ssh/chacha.py).
+/sbin/ldconfig -p 2>/dev/null | grep -q 'libsodium\.so\.' || need+=(libsodium23)
 if [ "${BASTION_BOOTSTRAP_TEST:-0}" = 1 ]; then
   command -v asciinema >/dev/null || need+=(asciinema)
   command -v tmux >/dev/null || need+=(tmux)
