@@ -715,15 +715,16 @@ def run_profiles(bench: Bench, args: argparse.Namespace, phases: set[str], out: 
     report: list[str] = []
     seconds = min(15, args.seconds)
     if "pgbench" in phases:
-        with bastion_tunnel(bench.bastion, bench.certs["pgbench"], "pgbench", 5432,
-                            bench.root / "ssh-profile-pg.log") as tunnel:
-            pgbench(tunnel.port, "nbench", bench.pgbench_db, "prepared", transactions=50)
-            raw = out / "pgbench-prepared.txt"
-            with py_spy(bench.bastion_pid, raw) as cpu:
-                tps, _ = pgbench(tunnel.port, "nbench", bench.pgbench_db, "prepared",
-                                 seconds=seconds)
-        report += [f"profile: bastion during pgbench -M prepared ({seconds} s, {tps:,.0f} tps "
-                   f"under py-spy) and until idle, {raw}", *summarise(raw, 15, cpu[0])]
+        for mode in MODES:
+            with bastion_tunnel(bench.bastion, bench.certs["pgbench"], "pgbench", 5432,
+                                bench.root / f"ssh-profile-pg-{mode}.log") as tunnel:
+                pgbench(tunnel.port, "nbench", bench.pgbench_db, mode, transactions=50)
+                raw = out / f"pgbench-{mode}.txt"
+                with py_spy(bench.bastion_pid, raw) as cpu:
+                    tps, _ = pgbench(tunnel.port, "nbench", bench.pgbench_db, mode,
+                                     seconds=seconds)
+            report += [f"profile: bastion during pgbench -M {mode} ({seconds} s, {tps:,.0f} tps "
+                       f"under py-spy) and until idle, {raw}", *summarise(raw, 15, cpu[0])]
     if "bulk" in phases:
         with bastion_tunnel(bench.bastion, bench.certs["pgbig"], "pgbig", 5432,
                             bench.root / "ssh-profile-bulk.log") as tunnel:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from dataclasses import dataclass, field
 
 from sqlglot.dialects import Dialect
@@ -79,11 +80,18 @@ def _tokenizer_class(dialect: str) -> type[Tokenizer]:
 
 
 _TOKENIZERS: dict[str, type[Tokenizer]] = {}
+# One tokenizer per dialect and thread, reused: building one costs more than tokenizing a
+# short statement, and tokenize() starts from a clean state each call.
+_reused = threading.local()
 
 
 def _tokenize(sql: str, dialect: str) -> list[Token] | None:
+    tokenizers: dict[str, Tokenizer] = _reused.__dict__.setdefault("by_dialect", {})
+    tokenizer = tokenizers.get(dialect)
+    if tokenizer is None:
+        tokenizer = tokenizers[dialect] = _tokenizer_class(dialect)()
     try:
-        return list(_tokenizer_class(dialect)().tokenize(sql))
+        return list(tokenizer.tokenize(sql))
     except Exception:
         return None
 
