@@ -555,9 +555,13 @@ class SqlStore(Store, ABC):
         """Append statements to the masked query log in one transaction."""
         if not queries:
             return
-        insert = INSERT_QUERY.removesuffix(" RETURNING id")
+        await self._insert_rows(INSERT_QUERY.removesuffix(" RETURNING id"),
+                                [query_params(q, to_us(q.started_at)) for q in queries])
+
+    async def _insert_rows(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Run an INSERT for each row, in one write transaction."""
         async with self._transaction(write=True) as tx:
-            await tx.executemany(insert, [query_params(q, to_us(q.started_at)) for q in queries])
+            await tx.executemany(sql, rows)
 
     async def spend_lookups(self, request_id: int, count: int, limit: int) -> tuple[bool, int]:
         """Count lookups against a grant within its limit, atomically across bastions."""

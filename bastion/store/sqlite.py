@@ -141,6 +141,22 @@ class SQLiteStore(BindingRows, ClusterSqlStore):
         assert self._conn is not None
         self._conn.executemany(sql, rows).close()
 
+    async def _insert_rows(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Run an INSERT for each row, in one write transaction and one trip to the worker
+        thread (the query log's batches: three trips cost more than the rows themselves)."""
+        async with self._lock:
+            await self._call(self._insert_committed, sql, rows)
+
+    def _insert_committed(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Begin, insert, commit (worker thread); rolled back if an insert fails."""
+        self._begin(True)
+        try:
+            self._run_many(sql, rows)
+        except BaseException:
+            self._end(False)
+            raise
+        self._end(True)
+
     def _begin(self, write: bool) -> None:
         """Start a transaction (worker thread), dropping one a cancelled caller left open."""
         assert self._conn is not None
