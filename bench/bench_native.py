@@ -736,6 +736,11 @@ def run_profiles(bench: Bench, args: argparse.Namespace, phases: set[str], out: 
     if "mysql" in phases:
         with bastion_tunnel(bench.bastion, bench.certs["mybig"], "mybig", MY_PORT,
                             bench.root / "ssh-profile-my.log") as tunnel:
+            raw = out / "pymysql-point.txt"
+            with py_spy(bench.bastion_pid, raw) as cpu:
+                rate, _ = point_selects(tunnel.port, "bastion", bench, seconds, args.rows)
+            report += [f"profile: bastion during PyMySQL point selects ({seconds} s, {rate:,.0f} "
+                       f"per s under py-spy), {raw}", *summarise(raw, 15, cpu[0])]
             raw = out / "pymysql-bulk.txt"
             with py_spy(bench.bastion_pid, raw) as cpu:
                 took = my_fetch(tunnel.port, "bastion", bench, args.rows)

@@ -150,8 +150,12 @@ def to_us(t: float) -> int:
     return max(0, round(t * 1_000_000))
 
 
+# Built once: json.dumps with options builds a new encoder on every call.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _json_bytes(payload: Mapping[str, Any]) -> bytes:
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    body = _JSON.encode(payload).encode()
     if len(body) > MAX_JSON_EVENT:
         raise ValueError(f"event payload is {len(body)} bytes; the limit is {MAX_JSON_EVENT}")
     return body
