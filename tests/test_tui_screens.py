@@ -309,18 +309,26 @@ async def test_replay_play_pause_speed_and_skip_idle(seeded: Seeded) -> None:
         await pilot.press("s")
         assert replay.skip_idle
         assert "16x · skip idle" in static_text(replay.query_one("#play-status", Static))
+        # Play and pause at 2x: at 16x a loaded machine could play to the end between two
+        # key presses.
+        await pilot.press("minus", "minus", "minus")
+        assert replay.speed == 2.0
         await pilot.press("space")
         assert replay.playing
-        assert "▶" in static_text(replay.query_one("#play-status", Static))
-        # 16x with pauses cut to a second: the 32 s inside `less` pass in about 2 s of wall time.
-        await until(pilot, lambda: player.t > 36.0, timeout=15, what="playback past 36 s")
+        status = static_text(replay.query_one("#play-status", Static))
+        assert status.startswith("▶") and "2x · skip idle" in status
+        await until(pilot, lambda: player.t > 1.0, timeout=15, what="playback past 1 s")
         await pilot.press("space")
         assert not replay.playing
         paused_at = player.t
         await pilot.pause(0.3)
         assert player.t == paused_at
         assert "⏸" in static_text(replay.query_one("#play-status", Static))
+        # 16x with pauses cut to a second: the 32 s inside `less` pass in about 2 s of wall time.
+        await pilot.press("equals_sign", "equals_sign", "equals_sign")
+        assert replay.speed == 16.0
         await pilot.press("space")
+        await until(pilot, lambda: player.t > 36.0, timeout=15, what="playback past 36 s")
         await until(pilot, lambda: not replay.playing, timeout=15, what="the end of playback")
         assert player.t == player.duration and "done" in terminal(replay)
 
