@@ -479,8 +479,14 @@ async def test_exit_signal_is_passed_back(bastion: BastionProcess, cert: Path) -
     # The stock client reports it too, and the session is listed with the signal.
     result = ssh(bastion, bastion.world.key("alice"), "prod", ["sh", "-c", "kill -KILL $$"], cert=cert)
     assert result.returncode == 255
-    sessions = control_json(bastion, "carol", "sessions")
-    assert any(s["end_reason"] == "target process killed by signal KILL" for s in sessions)
+    # The client hears of the signal first; the session's end is written to the store right after.
+    deadline = time.monotonic() + 10
+    while True:
+        sessions = control_json(bastion, "carol", "sessions")
+        if any(s["end_reason"] == "target process killed by signal KILL" for s in sessions):
+            break
+        assert time.monotonic() < deadline, sessions
+        await asyncio.sleep(0.2)
 
 
 async def test_signal_is_relayed_to_the_target(bastion: BastionProcess, cert: Path) -> None:
