@@ -69,6 +69,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 import asyncssh  # noqa: E402
+from asyncssh_peer import AnyKeyServer  # noqa: E402
 
 from bastion.ssh import chacha, coalescing, ignore_packets  # noqa: E402
 from bastion.ssh.shell import READ_SIZE  # noqa: E402
@@ -86,17 +87,6 @@ WORDS = "error warning info request user session target select from where 200 40
 
 
 # --- the bare relay (runs as `bench_shell.py --bare-relay ...` in its own process) -----------
-
-
-class _AnyKey(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def public_key_auth_supported(self) -> bool:
-        return True
-
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        return True
 
 
 async def _relay_session(process: asyncssh.SSHServerProcess[bytes], target_port: int,
@@ -160,7 +150,7 @@ async def _bare_relay(target_port: int, login: str, key_path: str) -> None:
         ignore_packets.install()
     key = asyncssh.read_private_key(key_path)
     server = await asyncssh.create_server(
-        _AnyKey, "127.0.0.1", 0, server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+        AnyKeyServer, "127.0.0.1", 0, server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
         process_factory=lambda p: _relay_session(p, target_port, login, key), encoding=None,
         agent_forwarding=False, x11_forwarding=False, allow_scp=False,
     )

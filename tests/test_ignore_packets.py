@@ -3,26 +3,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import subprocess
 from pathlib import Path
 
 import asyncssh
 import pytest
+from asyncssh_peer import ssh_to_asyncssh
 
 from bastion.ssh import ignore_packets
-
-
-class _AnyKey(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def public_key_auth_supported(self) -> bool:
-        return True
-
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        return True
 
 
 async def _echo(process: asyncssh.SSHServerProcess[bytes]) -> None:
@@ -35,23 +23,7 @@ async def _echo(process: asyncssh.SSHServerProcess[bytes]) -> None:
 async def _session(tmp_path: Path, cipher: str, payload: bytes) -> tuple[bytes, int, int]:
     """Runs `ssh -vvv -c CIPHER` against an asyncssh server echoing stdin; returns the output and
     how many packets of type 2 (SSH_MSG_IGNORE) and of any type the client received."""
-    key = tmp_path / "id"
-    if not key.exists():
-        key.write_text(asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode())
-        key.chmod(0o600)
-    listener = await asyncssh.create_server(
-        _AnyKey, "127.0.0.1", 0, server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
-        process_factory=_echo, encoding=None, encryption_algs=[cipher])
-    port = listener.sockets[0].getsockname()[1]
-    try:
-        result = await asyncio.to_thread(subprocess.run, [
-            "ssh", "-F", "/dev/null", "-p", str(port), "-i", str(key), "-c", cipher,
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-vvv", "tester@127.0.0.1", "echo"],
-            input=payload, capture_output=True, timeout=60)
-    finally:
-        listener.close()
-        await listener.wait_closed()
+    result = await ssh_to_asyncssh(tmp_path, _echo, cipher, payload, "echo")
     log = result.stderr.decode(errors="replace")
     assert result.returncode == 0, log[-2000:]
     types = [line.rsplit(" ", 1)[1] for line in log.splitlines()

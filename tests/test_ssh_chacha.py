@@ -3,15 +3,14 @@ asyncssh's own cipher, forged packets refused, and a stock OpenSSH client talkin
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-import subprocess
 from pathlib import Path
 
 import asyncssh
 import pytest
 from asyncssh.crypto.chacha import ChachaCipher
+from asyncssh_peer import ssh_to_asyncssh
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -70,17 +69,6 @@ def test_a_key_of_the_wrong_size_is_refused() -> None:
         chacha.SodiumChacha(SODIUM, bytes(32))
 
 
-class _Server(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def public_key_auth_supported(self) -> bool:
-        return True
-
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        return True
-
-
 async def _hash_stdin_and_send_back(process: asyncssh.SSHServerProcess[bytes]) -> None:
     """Reads all of stdin; writes it back, then its SHA-256 on stderr."""
     digest = hashlib.sha256()
@@ -94,27 +82,9 @@ async def _hash_stdin_and_send_back(process: asyncssh.SSHServerProcess[bytes]) -
 
 async def test_stock_openssh_client_talks_to_it_both_ways(tmp_path: Path) -> None:
     assert chacha.install()
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    client_key = tmp_path / "id"
-    client_key.write_text(asyncssh.generate_private_key("ssh-ed25519").export_private_key()
-                          .decode())
-    client_key.chmod(0o600)
-    listener = await asyncssh.create_server(
-        _Server, "127.0.0.1", 0, server_host_keys=[host_key],
-        process_factory=_hash_stdin_and_send_back, encoding=None,
-        encryption_algs=["chacha20-poly1305@openssh.com"])
-
-    port = listener.sockets[0].getsockname()[1]
     payload = os.urandom(3 * 1024 * 1024 + 12345)  # many full packets and a short last one
-    try:
-        result = await asyncio.to_thread(subprocess.run, [
-            "ssh", "-F", "/dev/null", "-p", str(port), "-i", str(client_key),
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-c", "chacha20-poly1305@openssh.com", "-v",
-            "tester@127.0.0.1", "hash"], input=payload, capture_output=True, timeout=60)
-    finally:
-        listener.close()
-        await listener.wait_closed()
+    result = await ssh_to_asyncssh(tmp_path, _hash_stdin_and_send_back,
+                                   "chacha20-poly1305@openssh.com", payload, "hash")
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
     assert result.stdout == payload
     log = result.stderr.decode(errors="replace")

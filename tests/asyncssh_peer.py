@@ -1,0 +1,51 @@
+"""An asyncssh server on a loopback port that takes any key, and the stock `ssh` run against it:
+for tests (and benchmarks) of the SSH transport itself, without the bastion's checks."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+__all__ = ["AnyKeyServer", "ssh_to_asyncssh"]
+
+
+class AnyKeyServer(asyncssh.SSHServer):
+    """Lets any public key in."""
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return True
+
+
+async def ssh_to_asyncssh(tmp_path: Path, process_factory: Callable[..., Any], cipher: str,
+                          payload: bytes, command: str) -> subprocess.CompletedProcess[bytes]:
+    """Serve `process_factory` with only `cipher` offered; run `ssh -vvv -c CIPHER ... COMMAND`
+    with `payload` on its stdin and return what it did."""
+    key = tmp_path / "id_asyncssh_peer"
+    if not key.exists():
+        key.write_text(asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode())
+        key.chmod(0o600)
+    listener = await asyncssh.create_server(
+        AnyKeyServer, "127.0.0.1", 0,
+        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+        process_factory=process_factory, encoding=None, encryption_algs=[cipher])
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        return await asyncio.to_thread(subprocess.run, [
+            "ssh", "-F", "/dev/null", "-p", str(port), "-i", str(key), "-c", cipher,
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-vvv", "tester@127.0.0.1", command],
+            input=payload, capture_output=True, timeout=60)
+    finally:
+        listener.close()
+        await listener.wait_closed()
