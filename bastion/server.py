@@ -29,6 +29,7 @@ from bastion.notify import WebhookNotifier
 from bastion.recording import RecordingSetup
 from bastion.ssh import chacha, coalescing, ignore_packets
 from bastion.ssh.frontdoor import FrontDoor
+from bastion.ssh.login import Identity
 from bastion.store import Store, open_store
 
 __all__ = ["Bastion", "serve"]
@@ -217,6 +218,17 @@ class Bastion:
             return user is None or user.expired(now) or self.config.target(record.target) is None
 
         ended = self.frontdoor.end_sessions(gone, "your access was removed from the bastion")
+        file = self.file_config
+
+        def key_replaced(identity: Identity) -> bool:
+            # A config user's certificate whose key is no longer theirs (replaced after a leak):
+            # new logins with it are refused (FrontDoor.sign_in_refusal), live ones end here.
+            issued = identity.facts.issued if identity.facts is not None else None
+            user = file.user(issued.user) if issued is not None else None
+            return user is not None and not user.holds(identity.key)
+
+        ended += self.frontdoor.end_logins(
+            key_replaced, "the key of this session is no longer registered to you on the bastion")
         if ended:
             log.info("ended %d session(s) after the config reload", ended)
 

@@ -8,6 +8,7 @@ and signs with its own key (the SSH protocol allows a new user name in every req
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,16 @@ from typing import Any
 import asyncssh
 import pytest
 from asyncssh.public_key import SSHLocalKeyPair
-from harness import BastionProcess, World, control, control_json, free_port, ssh, start_target
+from harness import (
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    ssh,
+    ssh_argv,
+    start_target,
+)
 
 USERS = {"frank": ["forwarder"], "bob": ["approver"], "dave": ["approver"], "carol": ["auditor"],
          "mallory": []}
@@ -174,11 +184,22 @@ def test_a_key_removed_from_the_config_takes_its_certificates_with_it(
         cert = world.root / "gwen-old-cert.pub"
         cert.write_text(control(bastion, "gwen", "cert").stdout)
         assert ssh(bastion, world.key("gwen"), "prod", ["echo", "before"], cert=cert).returncode == 0
+        # A session opened with the old key before the change ends with it.
+        live = subprocess.Popen(
+            [*ssh_argv(bastion, world.key("gwen"), "prod", cert=cert), "echo ready; sleep 60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert live.stdout is not None and live.stdout.readline() == "ready\n"
         old = world.root / "keys" / "gwen-old"
         world.key("gwen").rename(old)
         Path(f"{world.key('gwen')}.pub").rename(f"{old}.pub")
         world.write_config()  # gwen's new key replaces the old one
         bastion.sighup()
+        try:
+            _out, err = live.communicate(timeout=15)
+        finally:
+            live.kill()
+        assert live.returncode != 0
+        assert "the key of this session is no longer registered to you" in err, err
         refused = ssh(bastion, old, "prod", ["echo", "after"], cert=cert)
         assert refused.returncode != 0 and "after" not in refused.stdout
         assert "is no longer registered to gwen" in refused.stderr, refused.stderr

@@ -30,7 +30,7 @@ from bastion.models import AccessRequest, IssuedCertificate, SessionRecord, Sess
 from bastion.sessions import LiveSession, run_target_session
 from bastion.ssh.file_session import refusing_server, start_transfer
 from bastion.ssh.forwarding import Forwards
-from bastion.ssh.login import Login
+from bastion.ssh.login import Identity, Login
 from bastion.text import terminal_safe
 from recorder import RECORDING_SUFFIX
 
@@ -582,6 +582,18 @@ class FrontDoor:
             return False
         live.end(reason)
         return True
+
+    def end_logins(self, refused: Callable[[Identity], bool], reason: str) -> int:
+        """End every live session of the connections whose identity is `refused` now; return
+        how many."""
+        count = 0
+        for login, sessions in list(self._channels.items()):
+            if login.identity is None or not refused(login.identity):
+                continue
+            for session in list(sessions):
+                session.end(reason)
+                count += 1
+        return count
 
     def end_sessions(self, predicate: Callable[[SessionRecord], bool], reason: str) -> int:
         """End every live session matching `predicate`; return how many."""
