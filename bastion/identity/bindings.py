@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncssh
 
+from bastion.access import key_fingerprint
 from bastion.audit import AuditTrail
 from bastion.config import BastionConfig
 from bastion.identity.claims import SignedInPerson, held_roles, person_from_claims
@@ -33,11 +34,6 @@ MAX_PENDING_SIGN_INS = 64
 MAX_PENDING_PER_ADDRESS = 8
 # Ends the live sessions a predicate picks, with the reason shown to each; returns how many.
 EndSessions = Callable[[Callable[[SessionRecord], bool], str], int]
-
-
-def key_fingerprint(key: asyncssh.SSHKey) -> str:
-    """SHA256 fingerprint of a public key, as ssh-keygen prints it."""
-    return key.get_fingerprint("sha256")
 
 
 class Identities:
