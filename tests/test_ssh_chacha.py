@@ -92,3 +92,11 @@ async def test_stock_openssh_client_talks_to_it_both_ways(tmp_path: Path) -> Non
     assert hashlib.sha256(payload).hexdigest() in log
     encryption, _name = asyncssh.encryption._enc_params[b"chacha20-poly1305@openssh.com"]
     assert encryption.__name__ == "_SodiumChachaEncryption"
+
+
+def test_without_libsodium_asyncssh_keeps_its_own(monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(chacha, "_LIBRARIES", ("libsodium-that-is-not-there.so.0",))
+    with caplog.at_level("INFO", logger="bastion.ssh.chacha"):
+        assert chacha.load_sodium() is None
+    assert "libsodium is not installed (Debian: libsodium23)" in caplog.text
