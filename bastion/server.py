@@ -27,7 +27,7 @@ from bastion.identity.sealing import TokenSeal
 from bastion.models import AccessRequest, SessionRecord, utcnow
 from bastion.notify import WebhookNotifier
 from bastion.recording import RecordingSetup
-from bastion.ssh import chacha, coalescing, ignore_packets
+from bastion.ssh import transport
 from bastion.ssh.frontdoor import FrontDoor
 from bastion.ssh.login import Identity
 from bastion.store import Store, open_store
@@ -102,9 +102,7 @@ class Bastion:
     @classmethod
     async def open(cls, config: BastionConfig) -> Bastion:
         """Open the store and build the bastion."""
-        coalescing.install()  # SSH packets written together (bastion/ssh/coalescing.py)
-        chacha.install()  # chacha20-poly1305 through libsodium (bastion/ssh/chacha.py)
-        ignore_packets.install()  # no SSH_MSG_IGNORE before each packet, but under CBC
+        transport.install()  # asyncssh's SSH transport, tuned (bastion/ssh/transport.py)
         # The event loop's thread gets the GIL back within 0.5 ms (not Python's 5 ms) of asking
         # when a store or recorder thread holds it: each relayed message waits on that hand-off.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)

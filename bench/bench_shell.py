@@ -71,7 +71,7 @@ sys.path.insert(0, str(REPO))
 import asyncssh  # noqa: E402
 from asyncssh_peer import AnyKeyServer  # noqa: E402
 
-from bastion.ssh import chacha, coalescing, ignore_packets  # noqa: E402
+from bastion.ssh import transport  # noqa: E402
 from bastion.ssh.shell import READ_SIZE  # noqa: E402
 from bastion.ssh.upstream import CIPHERS  # noqa: E402
 
@@ -145,9 +145,7 @@ async def _bare_relay(target_port: int, login: str, key_path: str) -> None:
     if os.environ.get(RELAY_TRANSPORT_ENV) == "bastion":
         # The bastion's own SSH transport (bastion/ssh/), so that bastion / relay is the cost
         # of everything but the transport: checks, state, recording.
-        chacha.install()
-        coalescing.install()
-        ignore_packets.install()
+        transport.install()
     key = asyncssh.read_private_key(key_path)
     server = await asyncssh.create_server(
         AnyKeyServer, "127.0.0.1", 0, server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],

@@ -35,7 +35,7 @@ def test_packets_are_sealed_and_opened_as_asyncssh_does(key: bytes, header: byte
     sealed, tag = theirs.encrypt_and_sign(header, data, nonce)
     assert ours.encrypt_and_sign(header, data, nonce) == (sealed, tag)
     assert ours.decrypt_header(sealed[:4], nonce) == header
-    assert ours.verify_and_decrypt(sealed[:4], sealed[4:], nonce, tag) == data
+    assert ours.open(sealed, 4, nonce, tag) == data
 
 
 def test_large_packets_match_too() -> None:
@@ -53,14 +53,14 @@ def test_a_changed_byte_anywhere_fails_authentication() -> None:
     for i in range(len(sealed)):
         forged = bytearray(sealed)
         forged[i] ^= 0x01
-        assert ours.verify_and_decrypt(bytes(forged[:4]), bytes(forged[4:]), nonce, tag) is None
+        assert ours.open(bytes(forged), 4, nonce, tag) is None
     for i in range(16):
         bad_tag = bytearray(tag)
         bad_tag[i] ^= 0x80
-        assert ours.verify_and_decrypt(sealed[:4], sealed[4:], nonce, bytes(bad_tag)) is None
+        assert ours.open(sealed, 4, nonce, bytes(bad_tag)) is None
     # Another sequence number (a replayed or reordered packet), a short tag: refused.
-    assert ours.verify_and_decrypt(sealed[:4], sealed[4:], (43).to_bytes(8, "big"), tag) is None
-    assert ours.verify_and_decrypt(sealed[:4], sealed[4:], nonce, tag[:8]) is None
+    assert ours.open(sealed, 4, (43).to_bytes(8, "big"), tag) is None
+    assert ours.open(sealed, 4, nonce, tag[:8]) is None
 
 
 def test_a_key_of_the_wrong_size_is_refused() -> None:

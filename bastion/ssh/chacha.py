@@ -86,7 +86,8 @@ def load_sodium() -> _Sodium | None:
 
 
 class SodiumChacha:
-    """The cipher of one direction of one SSH connection, as asyncssh's ChachaCipher."""
+    """The cipher of one direction of one SSH connection: asyncssh's ChachaCipher's sealing and
+    header calls; packets are opened whole (`open`, from `decrypt_packet` below)."""
 
     __slots__ = ("_adkey", "_key", "_s")
 
@@ -128,10 +129,6 @@ class SodiumChacha:
         payload = s.alloc("unsigned char[]", max(length, 1))
         s.xor_ic(payload, s.from_buffer(sealed) + header_len, length, nonce, 1, self._key)
         return bytes(s.buffer(payload, length)[:])  # bytes already: no copy
-
-    def verify_and_decrypt(self, header: bytes, data: bytes, nonce: bytes,
-                           tag: bytes) -> bytes | None:
-        return self.open(header + data, len(header), nonce, tag)
 
 
 class _SodiumChachaEncryption(ChachaEncryption):
