@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,6 +240,23 @@ class BastionProcess:
         host_pub = (self.world.root / "data" / "host_key.pub").read_text().strip()
         path.write_text(f"[127.0.0.1]:{self.world.port} {host_pub}\n")
         return path
+
+
+@contextlib.contextmanager
+def running_bastion(world: World) -> Iterator[BastionProcess]:
+    """The world's target sshd, then the bastion on the world's config (written now); both are
+    stopped afterwards."""
+    target = start_target(world)
+    try:
+        world.write_config()
+        proc = BastionProcess(world)
+        proc.start()
+        try:
+            yield proc
+        finally:
+            proc.stop()
+    finally:
+        target.stop()
 
 
 def account_names(bastion: BastionProcess) -> AccountNames:

@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, make_key, ssh, start_target
+from harness import (
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    make_key,
+    running_bastion,
+    ssh,
+)
 
 USERS = {
     "alice": ["developer"],
@@ -105,13 +114,8 @@ def bastion(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver,
     world = World(root=tmp_path_factory.mktemp("bastion"), port=free_port(), users=dict(USERS))
     world.webhook_url = receiver.url
     world.extra = f'[[webhooks]]\nurl = "{dead.url}"\ntimeout = 30\n'
-    target = start_target(world)
-    world.write_config()
-    proc = BastionProcess(world)
-    proc.start()
-    yield proc
-    proc.stop()
-    target.stop()
+    with running_bastion(world) as proc:
+        yield proc
 
 
 def request(bastion: BastionProcess, user: str, target: str, *extra: str) -> dict[str, Any]:

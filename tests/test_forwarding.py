@@ -20,6 +20,7 @@ from harness import (
     control,
     control_json,
     free_port,
+    running_bastion,
     ssh_argv,
     start_target,
     wait_for,
@@ -56,13 +57,8 @@ def _world(root: Path, echo: int, server_extra: str = "") -> World:
 @pytest.fixture(scope="module")
 def bastion(tmp_path_factory: pytest.TempPathFactory, echo: int) -> Iterator[BastionProcess]:
     world = _world(tmp_path_factory.mktemp("fwd"), echo)
-    target = start_target(world)
-    world.write_config()
-    proc = BastionProcess(world)
-    proc.start()
-    yield proc
-    proc.stop()
-    target.stop()
+    with running_bastion(world) as proc:
+        yield proc
 
 
 def grant(bastion: BastionProcess, user: str, duration: str = "1h") -> tuple[Path, int]:

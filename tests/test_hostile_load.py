@@ -16,7 +16,15 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, ssh_argv, start_target
+from harness import (
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    running_bastion,
+    ssh_argv,
+)
 
 USERS = {"alice": ["developer"], "bob": ["approver"], "dave": ["approver"], "carol": ["auditor"],
          "erin": []}
@@ -25,13 +33,8 @@ USERS = {"alice": ["developer"], "bob": ["approver"], "dave": ["approver"], "car
 @pytest.fixture(scope="module")
 def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess]:
     world = World(root=tmp_path_factory.mktemp("hostile"), port=free_port(), users=dict(USERS))
-    target = start_target(world)
-    world.write_config()
-    proc = BastionProcess(world)
-    proc.start()
-    yield proc
-    proc.stop()
-    target.stop()
+    with running_bastion(world) as proc:
+        yield proc
 
 
 def _cert(bastion: BastionProcess) -> Path:

@@ -17,9 +17,9 @@ from harness import (
     control_json,
     free_port,
     make_key,
+    running_bastion,
     ssh,
     ssh_argv,
-    start_target,
     wait_for,
 )
 from oidc_provider import OidcProvider, approve_device
@@ -73,13 +73,8 @@ roles = ["contractor", "developer"]
 roles = ["approver"]
 targets = ["critical"]
 """
-    target = start_target(world)
-    world.write_config()
-    proc = BastionProcess(world)
-    proc.start()
-    yield proc
-    proc.stop()
-    target.stop()
+    with running_bastion(world) as proc:
+        yield proc
 
 
 def sign_in(bastion: BastionProcess, idp: OidcProvider, person: str, key_name: str | None = None,

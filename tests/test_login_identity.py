@@ -22,9 +22,9 @@ from harness import (
     control,
     control_json,
     free_port,
+    running_bastion,
     ssh,
     ssh_argv,
-    start_target,
 )
 
 USERS = {"frank": ["forwarder"], "bob": ["approver"], "dave": ["approver"], "carol": ["auditor"],
@@ -45,13 +45,8 @@ def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess
     world = World(root=tmp_path_factory.mktemp("identity"), port=free_port(), users=dict(USERS))
     world.extra = ('[[roles]]\nname = "forwarder"\nrequest = ["prod"]\nport_forwarding = true\n'
                    'forward_to = ["127.0.0.1:*"]\n')
-    target = start_target(world)
-    world.write_config()
-    proc = BastionProcess(world)
-    proc.start()
-    yield proc
-    proc.stop()
-    target.stop()
+    with running_bastion(world) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

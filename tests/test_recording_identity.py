@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import REPO, BastionProcess, World, control, control_json, free_port, ssh, start_target
+from harness import (
+    REPO,
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    running_bastion,
+    ssh,
+)
 
 from recorder import (
     RecordingWriter,
@@ -69,13 +78,8 @@ async def test_decisions_without_sockets(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess]:
     world = World(root=tmp_path_factory.mktemp("identity"), port=free_port(), users=dict(USERS))
-    target = start_target(world)
-    world.write_config()
-    proc = BastionProcess(world)
-    proc.start()
-    yield proc
-    proc.stop()
-    target.stop()
+    with running_bastion(world) as proc:
+        yield proc
 
 
 def _verify(bastion: BastionProcess, arg: str) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, ssh_argv, start_target
+from harness import (
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    running_bastion,
+    ssh_argv,
+)
 
 from bastion.config import Role, Target
 from bastion.policy import forward_refusal
@@ -101,13 +109,8 @@ def bastion(tmp_path_factory: pytest.TempPathFactory,
     world = World(root=tmp_path_factory.mktemp("redteam2"), port=free_port(), users=dict(USERS))
     world.extra = ('[[roles]]\nname = "forwarder"\nrequest = ["prod"]\nport_forwarding = true\n'
                    f'forward_to = ["127.0.0.1:{sinks[0].port}", "127.0.0.1:{sinks[1].port}"]\n')
-    target = start_target(world)
-    world.write_config()
-    proc = BastionProcess(world)
-    proc.start()
-    yield proc
-    proc.stop()
-    target.stop()
+    with running_bastion(world) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

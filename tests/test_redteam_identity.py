@@ -22,9 +22,9 @@ from harness import (
     control_json,
     free_port,
     make_key,
+    running_bastion,
     ssh,
     ssh_argv,
-    start_target,
     wait_for,
 )
 from oidc_provider import OidcProvider
@@ -308,13 +308,8 @@ timeout = 5
 group = "eng"
 roles = ["developer"]
 """
-    target = start_target(world)
-    world.write_config()
-    proc = BastionProcess(world)
-    proc.start()
-    yield proc
-    proc.stop()
-    target.stop()
+    with running_bastion(world) as proc:
+        yield proc
 
 
 def _can_connect(port: int) -> bool:

@@ -24,6 +24,7 @@ from harness import (
     control,
     control_json,
     free_port,
+    running_bastion,
     ssh,
     ssh_argv,
     start_target,
@@ -48,13 +49,8 @@ USERS = {"alice": ["developer"], "bob": ["approver"], "dave": ["approver"], "car
 @pytest.fixture(scope="module")
 def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess]:
     world = World(root=tmp_path_factory.mktemp("shell"), port=free_port(), users=dict(USERS))
-    target = start_target(world)
-    world.write_config()
-    proc = BastionProcess(world)
-    proc.start()
-    yield proc
-    proc.stop()
-    target.stop()
+    with running_bastion(world) as proc:
+        yield proc
 
 
 def grant(bastion: BastionProcess, target: str = "prod", duration: str = "1h") -> tuple[Path, int]:

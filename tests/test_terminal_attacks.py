@@ -24,6 +24,7 @@ from harness import (
     control,
     control_json,
     free_port,
+    running_bastion,
     start_target,
     wait_for,
 )
@@ -78,13 +79,8 @@ async def test_any_terminal_size_records_every_byte(tmp_path: Path, cols: int, r
 @pytest.fixture(scope="module")
 def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess]:
     world = World(root=tmp_path_factory.mktemp("terminal"), port=free_port(), users=dict(USERS))
-    target = start_target(world)
-    world.write_config()
-    proc = BastionProcess(world)
-    proc.start()
-    yield proc
-    proc.stop()
-    target.stop()
+    with running_bastion(world) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

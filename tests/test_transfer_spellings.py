@@ -8,7 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, ssh_argv, start_target
+from harness import (
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    running_bastion,
+    ssh_argv,
+)
 
 from bastion.ssh.transfer import command_refusal, wire_refusal
 
@@ -62,13 +70,8 @@ def test_ordinary_first_bytes_pass(data: bytes) -> None:
 @pytest.fixture(scope="module")
 def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess]:
     world = World(root=tmp_path_factory.mktemp("transfer"), port=free_port(), users=dict(USERS))
-    target = start_target(world)
-    world.write_config()
-    proc = BastionProcess(world)
-    proc.start()
-    yield proc
-    proc.stop()
-    target.stop()
+    with running_bastion(world) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,16 @@ from typing import Any
 
 import asyncssh
 import pytest
-from harness import REPO, BastionProcess, World, control, control_json, free_port, make_key, start_target
+from harness import (
+    REPO,
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    make_key,
+    running_bastion,
+)
 from test_tui_screens import open_session, rows, sessions_by_id, sessions_ready, static_text, terminal, until
 from test_tui_support import flip_byte
 from textual.widgets import DataTable, Input, Static
@@ -56,13 +65,8 @@ def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess
     if shutil.which("less") is None:
         pytest.fail("`less` is needed to record a full-screen session (apt-get install less)")
     world = World(root=tmp_path_factory.mktemp("tui-live"), port=free_port(), users=dict(USERS))
-    target = start_target(world)
-    world.write_config()
-    proc = BastionProcess(world)
-    proc.start()
-    yield proc
-    proc.stop()
-    target.stop()
+    with running_bastion(world) as proc:
+        yield proc
 
 
 def grant(bastion: BastionProcess, user: str = "alice", target: str = "prod") -> Path:
