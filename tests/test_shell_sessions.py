@@ -522,8 +522,8 @@ async def _recording_showing(bastion: BastionProcess, text: bytes) -> list[Any]:
     identity = load_auditor_private_key(auditor_key(bastion))
     for _ in range(50):
         for session in control_json(bastion, "carol", "sessions"):
-            if session["status"] != "ended":
-                continue
+            if session["status"] != "ended" or (session["end_reason"] or "").startswith("refused: "):
+                continue  # a refused session (this module refuses some) has no recording
             with RecordingReader(session["recording"], identity) as reader:
                 events = list(reader)
             if any(isinstance(e, OutputEvent) and text in e.data for e in events):
