@@ -4,17 +4,19 @@
                                            [--scale 10] [--only pgbench,bulk,mysql]
                                            [--profile DIR]
 
-About 6 minutes with the defaults on a 2-core machine (8 pgbench runs and 3 point-select runs
-of SECONDS each are 220 s of it; `--seconds 10` makes it about 4 minutes). Needs the test
+About 7 minutes with the defaults on a 2-core machine (10 pgbench runs and 3 point-select runs
+of SECONDS each are 260 s of it; `--seconds 10` makes it about 5 minutes). Needs the test
 databases (PostgreSQL 127.0.0.1:5432 as postgres, MariaDB 127.0.0.1:3306 as root), OpenSSH's sshd
 and client, pgbench, psql and Debian's pgbouncer. Throwaway databases (tests/sqldb.py, plus one `pgbench -i`
 database), a throwaway sshd (tests/sshd.py) and a pgbouncer are made here and removed at the end.
 Nothing is asserted; ratios are printed against the issue's budgets:
 
 1. pgbench: `pgbench -n -S -M simple|prepared -c 4 -j 2 -T SECONDS` on a `pgbench -i -s SCALE`
-   database, "tps (without initial connection time)", through four paths: direct to 127.0.0.1:5432;
+   database, "tps (without initial connection time)", through five paths: direct to 127.0.0.1:5432;
    pgbouncer (session pooling, trust, the Debian package); a plain OpenSSH tunnel (`ssh -N -L` to
-   the throwaway sshd, default ciphers, no inspection); the bastion (`ssh -N -L PORT:pgbench:5432
+   the throwaway sshd, default ciphers, no inspection); an asyncssh forwarder (asyncssh's own
+   `ssh -L` forwarding with the bastion's SSH transport, in a child process, inspecting and
+   recording nothing: what a Python SSH hop costs by itself); the bastion (`ssh -N -L PORT:pgbench:5432
    pgbench@bastion` with an approved certificate; the target has no masking rules, so the grant's
    account reads the tables themselves). Runs are interleaved (both modes, each path in turn).
    Budget: bastion >= 0.5x the OpenSSH tunnel (moonshot: at par). Also the CPU seconds per 1000
@@ -45,6 +47,7 @@ top functions by self time, and the bastion's own functions by inclusive time.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import contextlib
 import os
@@ -67,9 +70,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
+import asyncssh  # noqa: E402
 import psycopg  # noqa: E402
 import pymysql  # noqa: E402
 import pymysql.cursors  # noqa: E402
+from asyncssh_peer import LoopbackForwarder, PeerProcess  # noqa: E402
 from bench_sql import BIG, cpu_seconds, create_big  # noqa: E402
 from harness import (  # noqa: E402
     BastionProcess,
@@ -85,12 +90,16 @@ from native import listening  # noqa: E402
 from sqldb import MASKING_RULES, MY_HOST, MY_PORT, PG_ADMIN, seeded_databases, target_toml  # noqa: E402
 from sshd import Sshd  # noqa: E402
 
+from bastion.server import GIL_SWITCH_INTERVAL  # noqa: E402
+from bastion.ssh import transport  # noqa: E402
+
 PHASES = ("pgbench", "bulk", "mysql")
-PG_PATHS = ("direct", "pgbouncer", "openssh", "bastion")
+PG_PATHS = ("direct", "pgbouncer", "openssh", "asyncssh", "bastion")
 MY_PATHS = ("direct", "openssh", "bastion")
 MODES = ("simple", "prepared")
 NAMES = {"direct": "direct (127.0.0.1)", "pgbouncer": "pgbouncer (session pool)",
-         "openssh": "OpenSSH ssh -L, throwaway sshd", "bastion": "bastion ssh -L, recorded"}
+         "openssh": "OpenSSH ssh -L, throwaway sshd",
+         "asyncssh": "asyncssh forwarder, no inspection", "bastion": "bastion ssh -L, recorded"}
 POINT = "SELECT id, name FROM big WHERE id = %s"
 MASKED_BIG = BIG.replace(" FROM big", " FROM public_masked.big")
 THREADS = 4
@@ -216,6 +225,29 @@ def bastion_tunnel(bastion: BastionProcess, cert: Path, target: str, remote_port
     argv = ssh_argv(bastion, bastion.world.key("nbench"), target, cert=cert,
                     options=["-N", "-v", "-o", "ExitOnForwardFailure=yes",
                              "-L", f"{port}:{target}:{remote_port}"])
+    return forward(argv, port, log)
+
+
+async def _forwarder() -> None:
+    """`bench_native.py --forwarder`: asyncssh's own `ssh -L` forwarding with the bastion's SSH
+    transport and switch interval, and nothing else."""
+    transport.install()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    server = await asyncssh.create_server(
+        LoopbackForwarder, "127.0.0.1", 0,
+        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")])
+    print(f"forwarder listening on {server.sockets[0].getsockname()[1]}", flush=True)
+    await asyncio.Event().wait()
+
+
+def forwarder_tunnel(forwarder: PeerProcess, key: Path, remote_port: int, log: Path
+                     ) -> contextlib.AbstractContextManager[Tunnel]:
+    """`ssh -N -L PORT:127.0.0.1:REMOTE` through the asyncssh forwarder (a throwaway host key)."""
+    port = free_port()
+    argv = ["ssh", "-F", "/dev/null", "-p", str(forwarder.port), "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=no", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+            "-o", "IdentityAgent=none", "-i", str(key), "-N", "-v", "-o",
+            "ExitOnForwardFailure=yes", "-L", f"{port}:127.0.0.1:{remote_port}", "bench@127.0.0.1"]
     return forward(argv, port, log)
 
 
@@ -399,16 +431,21 @@ def pg_endpoints(bench: Bench) -> Iterator[tuple[dict[str, int], dict[str, Calla
         assert bouncer.proc is not None
         ssh = stack.enter_context(openssh_tunnel(bench.sshd, bench.key, 5432,
                                                  bench.root / "ssh-pg.log"))
+        forwarder = PeerProcess([__file__, "--forwarder"])
+        stack.callback(forwarder.stop)
+        fwd = stack.enter_context(forwarder_tunnel(forwarder, bench.key, 5432,
+                                                   bench.root / "ssh-forwarder-pg.log"))
         bas = stack.enter_context(bastion_tunnel(bench.bastion, bench.certs["pgbench"], "pgbench",
                                                  5432, bench.root / "ssh-bastion-pg.log"))
         assert bench.sshd.proc is not None
-        sshd_pid, bouncer_pid = bench.sshd.proc.pid, bouncer.proc.pid
+        sshd_pid, bouncer_pid, forwarder_pid = bench.sshd.proc.pid, bouncer.proc.pid, forwarder.proc.pid
         ports = {"direct": 5432, "pgbouncer": bouncer.port, "openssh": ssh.port,
-                 "bastion": bas.port}
+                 "asyncssh": fwd.port, "bastion": bas.port}
         cpu = {"bastion": lambda: cpu_seconds(bench.bastion_pid),
                "sshd": lambda: tree_cpu(sshd_pid),
+               "asyncssh": lambda: cpu_seconds(forwarder_pid),
                "pgbouncer": lambda: cpu_seconds(bouncer_pid)}
-        yield ports, cpu, {"openssh": ssh.cipher, "bastion": bas.cipher}
+        yield ports, cpu, {"openssh": ssh.cipher, "asyncssh": fwd.cipher, "bastion": bas.cipher}
 
 
 def run_pgbench(bench: Bench, args: argparse.Namespace
@@ -771,13 +808,18 @@ def report_pgbench(results: dict[tuple[str, str], PgbenchRun], notes: dict[str, 
         print(row(f"  {NAMES[path]}", *(f"{results[(m, path)].tps:,.0f}" for m in MODES)))
     for label, a, b, goal in (("bastion / OpenSSH tunnel", "bastion", "openssh",
                                "(budget >= 0.5x, moonshot 1.0x)"),
+                              ("asyncssh forwarder / OpenSSH tunnel", "asyncssh", "openssh",
+                               "(the ceiling of a Python SSH hop)"),
+                              ("bastion / asyncssh forwarder", "bastion", "asyncssh",
+                               "(what inspection and recording cost)"),
                               ("bastion / direct", "bastion", "direct", ""),
                               ("OpenSSH tunnel / direct", "openssh", "direct", ""),
                               ("pgbouncer / direct", "pgbouncer", "direct", "")):
         print(row(f"  ratio {label}",
                   *(f"{results[(m, a)].tps / results[(m, b)].tps:.3f}x" for m in MODES)) + f"  {goal}")
     for label, name in (("bastion process (until idle)", "bastion"),
-                        ("OpenSSH tunnel's sshd processes", "sshd"), ("pgbouncer", "pgbouncer")):
+                        ("OpenSSH tunnel's sshd processes", "sshd"),
+                        ("asyncssh forwarder", "asyncssh"), ("pgbouncer", "pgbouncer")):
         path = {"sshd": "openssh"}.get(name, name)
         print(row(f"  CPU s per 1000 tx, {label}",
                   *(f"{1000 * results[(m, path)].cpu[name] / results[(m, path)].transactions:.3f}"
@@ -836,6 +878,9 @@ def report_mysql(rates: MyRates, times: dict[str, list[float]],
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--forwarder"]:
+        asyncio.run(_forwarder())
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20,
                         help="length of each pgbench run and each MariaDB point-select run")

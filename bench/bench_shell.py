@@ -69,7 +69,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 import asyncssh  # noqa: E402
-from asyncssh_peer import AnyKeyServer  # noqa: E402
+from asyncssh_peer import AnyKeyServer, PeerProcess  # noqa: E402
 
 from bastion.ssh import transport  # noqa: E402
 from bastion.ssh.shell import READ_SIZE  # noqa: E402
@@ -154,27 +154,6 @@ async def _bare_relay(target_port: int, login: str, key_path: str) -> None:
     )
     print(f"relay listening on {server.sockets[0].getsockname()[1]}", flush=True)
     await asyncio.Event().wait()
-
-
-class RelayProcess:
-    """The bare relay as a child process."""
-
-    def __init__(self, target_port: int, login: str, key: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--bare-relay", str(target_port), login, str(key)],
-            stdout=subprocess.PIPE, text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        match = re.match(r"relay listening on (\d+)", line)
-        if not match:
-            raise RuntimeError(f"the bare relay did not start: {line!r}")
-        self.port = int(match.group(1))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
 
 
 # --- the machine: a light target login ----------------------------------------------------------
@@ -546,7 +525,7 @@ def bench_world(root: Path, login: Login, procs: list[Any], crowd: int = 0
     bastion = BastionProcess(world)
     bastion.start()
     procs.append(bastion)
-    relay = RelayProcess(target.port, login.name, alice)
+    relay = PeerProcess([__file__, "--bare-relay", str(target.port), login.name, str(alice)])
     procs.append(relay)
 
     req = control_json(bastion, "alice", "request", "prod", "--reason", "bench", "--duration", "1h")

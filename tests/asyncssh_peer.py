@@ -4,14 +4,16 @@ for tests (and benchmarks) of the SSH transport itself, without the bastion's ch
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
-__all__ = ["AnyKeyServer", "ssh_to_asyncssh"]
+__all__ = ["AnyKeyServer", "LoopbackForwarder", "PeerProcess", "ssh_to_asyncssh"]
 
 
 class AnyKeyServer(asyncssh.SSHServer):
@@ -49,3 +51,32 @@ async def ssh_to_asyncssh(tmp_path: Path, process_factory: Callable[..., Any], c
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+class LoopbackForwarder(AnyKeyServer):
+    """Lets any public key in and forwards `ssh -L` channels to loopback ports with asyncssh's
+    own forwarding, inspecting nothing: the floor of what a Python SSH hop costs."""
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
+                             orig_port: int) -> bool:
+        return dest_host == "127.0.0.1"
+
+
+class PeerProcess:
+    """A Python child process (`argv` after the interpreter) that prints `listening on PORT`
+    once it serves; stopped with SIGTERM."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = re.search(r"listening on (\d+)", line)
+        if not match:
+            self.stop()
+            raise RuntimeError(f"{' '.join(argv[:2])} did not start: {line!r}")
+        self.port = int(match.group(1))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
