@@ -611,3 +611,38 @@ async def test_terminal_modes_reach_the_target(bastion: BastionProcess, cert: Pa
     out = str(result.stdout)
     assert "-echo " in out and "intr = ^G" in out, out
     assert "rows 30; columns 90" in out
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+async def test_a_client_that_stops_reading_does_not_swell_the_bastion(
+        bastion: BastionProcess, cert: Path) -> None:
+    # A hostile client grants a 1 GiB SSH window, then stops reading its socket while the
+    # target prints without end. The bastion holds back (its relay waits, so the target's sshd
+    # does) instead of buffering what the window allows: asyncssh alone would hold hundreds of
+    # MiB within seconds.
+    assert bastion.proc is not None
+    key = asyncssh.read_private_key(str(bastion.world.key("alice")))
+    conn = await asyncssh.connect(
+        "127.0.0.1", bastion.world.port, username="prod",
+        client_keys=[(key, asyncssh.read_certificate(str(cert)))],
+        known_hosts=str(bastion.known_hosts()), agent_path=None, config=None,
+    )
+    async with conn:
+        proc = await conn.create_process("cat /dev/zero", encoding=None, window=1 << 30)
+        assert len(await proc.stdout.read(65536)) > 0
+        before = _rss_mib(bastion.proc.pid)
+        conn._transport.pause_reading()  # type: ignore[attr-defined,union-attr]
+        grown = 0.0
+        for _ in range(20):  # 4 s
+            await asyncio.sleep(0.2)
+            grown = max(grown, _rss_mib(bastion.proc.pid) - before)
+        conn._transport.resume_reading()  # type: ignore[attr-defined,union-attr]
+        assert len(await proc.stdout.read(1 << 20)) > 0  # the session still flows
+        proc.close()
+    assert grown < 100, f"the bastion grew by {grown:.0f} MiB for a client that did not read"
