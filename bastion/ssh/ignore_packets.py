@@ -6,7 +6,7 @@ predictable IVs. The ciphers the bastion negotiates (chacha20-poly1305, AES-GCM,
 no IV chaining for it to defend, and OpenSSH sends no such packet with them; each one costs a
 whole packet's padding, encryption and MAC on the sender and a decryption on the receiver, which
 doubles the packets of a relayed database session. With CBC (asyncssh offers it only when asked
-to), the packet is still sent.
+to), and any cipher not named here as without IV chaining, the packet is still sent.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ __all__ = ["install", "sends_ignore_before_packets"]
 
 
 def sends_ignore_before_packets(send_cipher: bytes) -> bool:
-    """Whether an SSH_MSG_IGNORE must still go before each packet sealed with `send_cipher`."""
-    return send_cipher.endswith(b"-cbc")
+    """Whether an SSH_MSG_IGNORE must still go before each packet sealed with `send_cipher`: yes
+    unless it is one of the modes without IV chaining (fail closed: CBC under any name, such as
+    seed-cbc@ssh.com, or a cipher added later, keeps the countermeasure)."""
+    base = send_cipher.partition(b"@")[0]
+    return not (base == b"chacha20-poly1305" or base.endswith((b"-ctr", b"-gcm")))
 
 
 _EMPTY = (b"\0\0\0\0",)  # the empty string asyncssh puts in its per-packet SSH_MSG_IGNORE
