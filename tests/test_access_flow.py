@@ -22,6 +22,7 @@ from harness import (
     make_key,
     running_bastion,
     ssh,
+    wait_for,
 )
 
 USERS = {
@@ -175,12 +176,17 @@ def test_request_approve_certificate_and_login(bastion: BastionProcess, receiver
     assert login.stdout == "hello from prod\n"
     assert "refused" not in login.stderr  # the plain key OpenSSH offers first is not complained about
 
+    # The client hears the exit status first; the session's end is written to the store (and
+    # the audit trail) right after.
+    sessions = wait_for(lambda: [s for s in control_json(bastion, "alice", "sessions")
+                                 if s["request_id"] == req["id"] and s["status"] == "ended"])
+    assert sessions, control_json(bastion, "alice", "sessions")
+    assert wait_for(lambda: any(e["kind"] == "session.ended"
+                                for e in audit(bastion, request=str(req["id"]))))
     kinds = [e["kind"] for e in audit(bastion, request=str(req["id"]))]
     for kind in ("request.created", "review.approve", "request.approved", "certificate.issued",
                  "login.success", "session.started", "session.ended"):
-        assert kind in kinds
-    sessions = control_json(bastion, "alice", "sessions")
-    assert any(s["request_id"] == req["id"] and s["status"] == "ended" for s in sessions)
+        assert kind in kinds, kinds
 
 
 def test_requester_cannot_approve_own_request(bastion: BastionProcess) -> None:

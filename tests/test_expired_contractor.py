@@ -14,7 +14,9 @@ USERS = {"alice": ["developer"], "bob": ["approver"], "dave": ["approver"], "car
 def test_reload_and_restart_work_after_a_contractor_expires(tmp_path: Path) -> None:
     world = World(root=tmp_path / "w", port=free_port(), users=dict(USERS))
     pub = make_key(world.key("cora"), "cora@test")
-    expires = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
+    # cora must still be valid through the bastion's start and her first login (on a loaded
+    # machine the start alone can take seconds; the harness allows it 20 s).
+    expires = (datetime.now(UTC) + timedelta(seconds=15)).replace(microsecond=0)
     world.extra_users = (f'[[users]]\nname = "cora"\nroles = ["contractor"]\n'
                          f'public_keys = ["{pub}"]\nexpires = "{expires.isoformat()}"\n')
     world.write_config()

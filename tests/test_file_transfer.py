@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -103,9 +104,18 @@ def _events(bastion: BastionProcess, kind: str) -> list[dict[str, object]]:
     return found
 
 
+def _ended(bastion: BastionProcess, session_id: str) -> dict[str, Any]:
+    """The session once it has ended in the store. The client hears of the end first; the
+    bastion then closes the recording and writes the end (the recording is whole after that)."""
+    session = wait_for(lambda: next(
+        (s for s in control_json(bastion, "carol", "sessions", "--limit", "500")
+         if s["id"] == session_id and s["status"] != "live"), None))
+    assert session, f"session {session_id} did not end"
+    return dict(session)
+
+
 def _recording(bastion: BastionProcess, session_id: str) -> list[object]:
-    session = next(s for s in control_json(bastion, "carol", "sessions", "--limit", "500")
-                   if s["id"] == session_id)
+    session = _ended(bastion, session_id)
     identity = load_auditor_private_key(bastion.world.root / "keys" / "auditor")
     with RecordingReader(session["recording"], identity) as reader:
         events = list(reader)
@@ -227,8 +237,7 @@ def test_sftp_downloads_and_uploads_are_audited_hashed_and_recorded(
     assert changes["transfer.remove"] == {"path": f"{remote}/heap.hprof"}
 
     session_id = str(download["session_id"])
-    session = next(s for s in control_json(bastion, "carol", "sessions", "--limit", "500")
-                   if s["id"] == session_id)
+    session = _ended(bastion, session_id)
     assert session["kind"] == "sftp" and session["status"] == "ended"
     events = _recording(bastion, session_id)
     downloaded = b"".join(e.data for e in events if isinstance(e, FileDataEvent) and not e.upload)
@@ -311,8 +320,11 @@ def test_without_a_role_or_on_a_target_that_allows_none_sftp_is_refused_with_why
     alice = _sftp(bastion, "alice", "prod", cert, f"get {remote}/secret {local}/secret\n", local)
     assert alice.returncode != 0 and not (local / "secret").exists()
     assert "not allowed on prod" in alice.stderr
-    refused = [e for e in _events(bastion, "transfer.refused") if e["target"] == "prod"]
-    assert {e["actor"] for e in refused} >= {"erin", "alice"}
+    # The client is told (and let go) first; the refusal is audited right after.
+    def refused() -> list[dict[str, object]]:
+        return [e for e in _events(bastion, "transfer.refused") if e["target"] == "prod"]
+
+    assert wait_for(lambda: {e["actor"] for e in refused()} >= {"erin", "alice"}), refused()
 
 
 def test_limits_per_file_and_per_session_say_which(
@@ -385,6 +397,7 @@ async def test_the_tui_shows_each_transfer_in_the_session_view(
     assert done.returncode == 0, done.stderr
     session_id = str(next(e["session_id"] for e in _events(bastion, "transfer.download")
                           if e["details"]["path"] == f"{remote}/report.csv"))  # type: ignore[index]
+    _ended(bastion, session_id)  # its recording closed, with the last markers in it
     app = BastionTUI(LocalSource(bastion.world.config), bastion.world.root / "keys" / "auditor",
                      refresh_interval=3600)
     async with app.run_test(size=(160, 40)) as pilot:

@@ -212,8 +212,10 @@ def test_the_auditor_sees_sessions_programs_and_statements(bastion: BastionProce
                                 if q["target"] == "mydb" and "AS m" in q["statement"]])
     assert queries, "the statement is not in the query log"
     assert marker not in queries[0]["statement"]  # literals are redacted
-    blocked = [q for q in control_json(bastion, "carol", "queries") if q.get("blocked")]
-    assert any("LOAD_FILE" in q["statement"].upper() for q in blocked), blocked
+    # Another session's log: written behind its relay, not when the one above was.
+    blocked = wait_for(lambda: [q for q in control_json(bastion, "carol", "queries")
+                                if q.get("blocked") and "LOAD_FILE" in q["statement"].upper()])
+    assert blocked, [q for q in control_json(bastion, "carol", "queries") if q.get("blocked")]
 
 
 def test_revoke_ends_a_running_statement(bastion: BastionProcess, db: dict[str, str]) -> None:

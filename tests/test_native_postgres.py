@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -220,8 +221,10 @@ def test_sessions_audit_and_query_log(bastion: BastionProcess, pg: tuple[int, in
     assert sessions
     started = control_json(bastion, "carol", "audit", "--kind", "session.started")
     assert any(e.get("details", e).get("program") == "psql" for e in started), started[-3:]
+    # The query log is written behind the relay (batched), after psql has its answer.
+    assert wait_for(lambda: any("marker" in q["statement"]
+                                for q in control_json(bastion, "carol", "queries")))
     queries = control_json(bastion, "carol", "queries")
-    assert any("marker" in q["statement"] for q in queries)
     assert not any("native-marker" in q["statement"] for q in queries)  # literals redacted
 
 
@@ -238,6 +241,15 @@ def test_garbage_is_a_protocol_error(bastion: BastionProcess, pg: tuple[int, int
     assert psql(port, db, "-c", "SELECT 1").returncode == 0  # others go on
 
 
+def _sleeping(bastion: BastionProcess, user: str, request_id: int) -> bool:
+    """Whether the grant's account runs `SELECT pg_sleep(30)` on the server right now."""
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND "
+                            "state = 'active' AND query LIKE 'SELECT pg_sleep(30)%%'",
+                            (grant_account(bastion, user, request_id),)).fetchone()
+    return bool(row and row[0])
+
+
 def test_revoke_ends_a_running_query_within_two_seconds(bastion: BastionProcess,
                                                         db: dict[str, str]) -> None:
     request_id, cert = approved(bastion, "erin", "pgdb")
@@ -246,7 +258,8 @@ def test_revoke_ends_a_running_query_within_two_seconds(bastion: BastionProcess,
         proc = subprocess.Popen(["psql", "-X", "-h", "127.0.0.1", "-p", str(port), "-U", "erin",
                                  "-d", db["name"], "-c", "SELECT pg_sleep(30)"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(2)
+        # The revoke must find the query running (psql connects through the tunnel first).
+        assert wait_for(lambda: _sleeping(bastion, "erin", request_id), 20), proc.poll()
         assert proc.poll() is None
         started = time.monotonic()
         assert control(bastion, "erin", "revoke", str(request_id)).returncode == 0
@@ -300,12 +313,14 @@ def test_unix_socket_forward(bastion: BastionProcess, db: dict[str, str], tmp_pa
     assert result.stdout.strip() == "t"
 
 
-def test_ctrl_c_in_psql_cancels_the_query(pg: tuple[int, int], db: dict[str, str]) -> None:
-    _, port = pg
+def test_ctrl_c_in_psql_cancels_the_query(bastion: BastionProcess, pg: tuple[int, int],
+                                          db: dict[str, str]) -> None:
+    request_id, port = pg
     proc = subprocess.Popen(["psql", "-X", "-h", "127.0.0.1", "-p", str(port), "-U", "alice",
                              "-d", db["name"], "-c", "SELECT pg_sleep(30)"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    # Ctrl-C before the query runs would end psql without a cancel: wait for it to run.
+    assert wait_for(lambda: _sleeping(bastion, "alice", request_id), 20), proc.poll()
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)  # psql sends a CancelRequest on a new connection
     _, err = proc.communicate(timeout=10)
@@ -418,7 +433,7 @@ def test_half_closed_and_out_of_order(pg: tuple[int, int], db: dict[str, str]) -
 
 def test_an_auditors_kill_ends_the_client_with_the_reason(bastion: BastionProcess,
                                                           db: dict[str, str]) -> None:
-    _, cert = approved(bastion, "erin", "pgdb")
+    request_id, cert = approved(bastion, "erin", "pgdb")
     with tunnel(bastion, "erin", "pgdb", cert) as port:
         assert isinstance(port, int)
         env = {**os.environ, "PGAPPNAME": "to-be-killed"}
@@ -427,7 +442,7 @@ def test_an_auditors_kill_ends_the_client_with_the_reason(bastion: BastionProces
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         live = wait_for(lambda: [s for s in control_json(bastion, "carol", "sessions", "--live")
                                  if s["user"] == "erin" and s["kind"] == "postgres"])
-        time.sleep(1)
+        assert wait_for(lambda: _sleeping(bastion, "erin", request_id), 20), proc.poll()
         started = time.monotonic()
         assert control(bastion, "carol", "kill", live[0]["id"]).returncode == 0
         _, err = proc.communicate(timeout=10)
@@ -496,7 +511,9 @@ def test_a_server_ending_an_idle_connection_is_passed_on(bastion: BastionProcess
             with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                               "WHERE application_name = 'idle-one'")
-            time.sleep(1)
+            # The server's unasked-for error, passed on by the bastion, reaches the client.
+            readable, _, _ = select.select([conn.fileno()], [], [], 20)
+            assert readable, "the server's goodbye did not reach the client"
             with pytest.raises(psycopg.OperationalError, match="terminating connection"):
                 conn.execute("SELECT 1")
         finally:

@@ -23,6 +23,7 @@ from harness import (
     free_port,
     running_bastion,
     ssh,
+    wait_for,
 )
 
 from recorder import (
@@ -91,7 +92,12 @@ def _verify(bastion: BastionProcess, arg: str) -> subprocess.CompletedProcess[st
 def _session(bastion: BastionProcess, word: str) -> dict[str, Any]:
     events = control_json(bastion, "carol", "audit", "--kind", "session.started", "--limit", "100")
     sid = next(e["session_id"] for e in events if word in (e["details"].get("command") or ""))
-    return next(s for s in control_json(bastion, "carol", "sessions") if s["id"] == sid)
+    # The client hears the exit status first; the bastion then closes the recording and writes
+    # the session's end: only then is the recording whole.
+    session = wait_for(lambda: next((s for s in control_json(bastion, "carol", "sessions")
+                                     if s["id"] == sid and s["status"] != "live"), None))
+    assert session is not None, f"session {sid} did not end"
+    return dict(session)
 
 
 def test_a_recording_copied_over_another_is_tampered(bastion: BastionProcess) -> None:

@@ -11,7 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, BastionProcess, World, control, control_json, free_port, ssh, start_target
+from harness import (
+    REPO,
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    ssh,
+    start_target,
+    wait_for,
+)
 
 USERS = {"alice": ["developer", "tester"], "bob": ["approver"], "dave": ["approver"],
          "carol": ["auditor"]}
@@ -91,8 +101,10 @@ def test_unknown_host_key_refuses_the_session(bastion: BastionProcess) -> None:
                  cert=cert_for(bastion, "stranger"))
     assert result.returncode == 1 and "should-not-run" not in result.stdout
     assert "the host key of stranger" in result.stderr and "refusing to connect" in result.stderr
-    sessions = control_json(bastion, "carol", "sessions")
-    assert any(s["target"] == "stranger" and "host key" in s["end_reason"] for s in sessions)
+    # The client is told first; the session's end is written to the store right after.
+    assert wait_for(lambda: any(s["target"] == "stranger" and "host key" in (s["end_reason"] or "")
+                                for s in control_json(bastion, "carol", "sessions"))), \
+        control_json(bastion, "carol", "sessions")
 
 
 def test_unreachable_target_gives_a_clear_message(bastion: BastionProcess) -> None:
@@ -103,8 +115,10 @@ def test_unreachable_target_gives_a_clear_message(bastion: BastionProcess) -> No
     assert "bastion: cannot open down: cannot reach down (127.0.0.1:" in result.stderr
     assert "connection refused" in result.stderr.lower()
     assert time.monotonic() - started < 20  # a refused connection is not waited out
-    sessions = control_json(bastion, "carol", "sessions")
-    down = next(s for s in sessions if s["target"] == "down")
+    # The client is told first; the session's end is written to the store right after.
+    down = wait_for(lambda: next((s for s in control_json(bastion, "carol", "sessions")
+                                  if s["target"] == "down" and s["status"] != "live"), None))
+    assert down is not None, control_json(bastion, "carol", "sessions")
     assert down["status"] == "ended" and down["end_reason"].startswith("upstream failed")
 
 

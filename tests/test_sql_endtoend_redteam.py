@@ -18,7 +18,16 @@ import asyncssh
 import psycopg
 import pymysql
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, setup_databases, ssh_argv
+from harness import (
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    setup_databases,
+    ssh_argv,
+    wait_for,
+)
 from sqldb import MY_HOST, MY_PORT, PG_ADMIN, assert_no_secrets, seeded_databases, target_toml
 from test_sql_grants import ENV, USERS, approved_cert, targets
 from test_sql_sessions import Screen
@@ -390,9 +399,12 @@ async def test_revoking_an_unmasked_grant_ends_its_live_console_and_future_login
         assert proc.exit_status != 0
     again = run(bastion, cert_path, "pgdb", "SELECT ssn FROM customers WHERE id = 2")
     assert again.returncode != 0 and b"revoked" in again.stderr and SSN.encode() not in again.stdout
-    sessions = control_json(bastion, "carol", "sessions")
-    assert any(s["request_id"] == req["id"] and "revoked" in (s.get("end_reason") or "")
-               for s in sessions)
+    # The client's channel closes first; the session's end is written once its recording is
+    # closed (within the recording grace period).
+    assert wait_for(lambda: any(
+        s["request_id"] == req["id"] and "revoked" in (s.get("end_reason") or "")
+        for s in control_json(bastion, "carol", "sessions")), 15), \
+        control_json(bastion, "carol", "sessions")
 
 
 # Sessions that end mid-result -----------------------------------------------------------------

@@ -15,7 +15,16 @@ from pathlib import Path
 import asyncssh
 import psycopg
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, setup_databases, ssh_argv
+from harness import (
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    setup_databases,
+    ssh_argv,
+    wait_for,
+)
 from sqldb import MY_PORT, PG_ADMIN, seeded_databases, target_toml
 
 from bastion.demo_data import PEOPLE
@@ -155,9 +164,11 @@ def test_unreachable_database_gives_a_clear_message_without_the_password(bastion
     assert result.returncode == 1
     assert "cannot open pgdown" in result.stderr and "127.0.0.1" in result.stderr, result.stderr
     assert os.environ[ENV] not in result.stderr + result.stdout + bastion.log.read_text()
-    sessions = control_json(bastion, "carol", "sessions")
-    assert any(s["target"] == "pgdown" and "database connection failed" in (s.get("end_reason") or "")
-               for s in sessions), sessions
+    # The client is told first; the session's end is written to the store right after.
+    assert wait_for(lambda: any(
+        s["target"] == "pgdown" and "database connection failed" in (s.get("end_reason") or "")
+        for s in control_json(bastion, "carol", "sessions"))), \
+        control_json(bastion, "carol", "sessions")
 
 
 async def test_client_disconnect_cancels_the_running_statement(bastion: BastionProcess) -> None:
@@ -169,8 +180,10 @@ async def test_client_disconnect_cancels_the_running_statement(bastion: BastionP
         client_keys=[(key, asyncssh.read_certificate(str(cert)))], agent_path=None, config=None,
     ) as conn:
         await conn.create_process(f"SELECT pg_sleep(60) AS {marker}")
-        await asyncio.sleep(1.0)
-        assert await _running(marker), "the statement should be running on the server"
+        # The session starts, logs the grant's account in, then sends the statement.
+        async with asyncio.timeout(20):
+            while not await _running(marker):
+                await asyncio.sleep(0.2)
     async with asyncio.timeout(10):
         while await _running(marker):
             await asyncio.sleep(0.2)

@@ -103,7 +103,11 @@ def connect(bastion: BastionProcess, cert: Path) -> Any:
 def recording_of(bastion: BastionProcess, marker: str) -> tuple[dict[str, Any], list[Any], Any]:
     events = control_json(bastion, "carol", "audit", "--kind", "session.started", "--limit", "1000")
     sid = next(e["session_id"] for e in events if marker in (e["details"].get("command") or ""))
-    session = next(s for s in control_json(bastion, "carol", "sessions") if s["id"] == sid)
+    # The client hears the exit first; the bastion then closes the recording and writes the
+    # session's end: only then is the recording whole (and `verify` says intact).
+    session = wait_for(lambda: next((s for s in control_json(bastion, "carol", "sessions")
+                                     if s["id"] == sid and s["status"] != "live"), None), 15)
+    assert session is not None, f"session {sid} did not end"
     identity = load_auditor_private_key(bastion.world.root / "keys" / "auditor")
     with RecordingReader(session["recording"], identity) as reader:
         return session, list(reader), reader.header

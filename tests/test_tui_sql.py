@@ -11,7 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, setup_databases, ssh_argv
+from harness import (
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    free_port,
+    setup_databases,
+    ssh_argv,
+    wait_for,
+)
 from sqldb import seeded_databases, target_toml
 from test_tui_screens import replay_ready, rows, static_text, terminal, until
 from textual.widgets import DataTable, Static
@@ -75,6 +84,11 @@ async def test_sql_view_of_real_postgres_sessions(bastion: BastionProcess) -> No
     assert dropped.returncode != 0
     sessions = {s["id"]: s for s in control_json(bastion, "carol", "sessions")}
     assert len(sessions) == 2
+    # The client hears the exit first; the bastion then closes the recording (with the last
+    # statement in it) and writes the session's end: replay only what has ended.
+    assert wait_for(lambda: all(s["status"] != "live"
+                                for s in control_json(bastion, "carol", "sessions"))), \
+        control_json(bastion, "carol", "sessions")
 
     app = BastionTUI(LocalSource(bastion.world.config), bastion.world.root / "keys" / "auditor",
                      refresh_interval=3600)
@@ -128,7 +142,11 @@ async def test_sql_view_of_a_native_psql_session(bastion: BastionProcess) -> Non
     started = control_json(bastion, "carol", "audit", "--kind", "session.started", "--limit", "500")
     sid = next(e["session_id"] for e in reversed(started)
                if e["details"].get("program") == "psql-in-tui-test")
-    await asyncio.sleep(1)  # the session ends (and its recording closes) after psql exits
+    # The session ends (and its recording closes) after psql exits: wait for its end.
+    ended = await asyncio.to_thread(wait_for, lambda: next(
+        (s for s in control_json(bastion, "carol", "sessions")
+         if s["id"] == sid and s["status"] != "live"), None))
+    assert ended is not None, f"session {sid} did not end"
 
     app = BastionTUI(LocalSource(bastion.world.config), bastion.world.root / "keys" / "auditor",
                      refresh_interval=3600)
