@@ -86,6 +86,9 @@ _reused = threading.local()
 
 
 def _tokenize(sql: str, dialect: str) -> list[Token] | None:
+    split: tuple[str, str, list[Token]] | None = _reused.__dict__.pop("split", None)
+    if split is not None and split[1] is sql and split[0] == dialect:
+        return list(split[2])  # the statement split_statements just returned (see there)
     tokenizers: dict[str, Tokenizer] = _reused.__dict__.setdefault("by_dialect", {})
     tokenizer = tokenizers.get(dialect)
     if tokenizer is None:
@@ -102,6 +105,14 @@ def split_statements(sql: str, dialect: str) -> list[str]:
     if tokens is None:
         text = sql.strip().rstrip(";").strip()
         return [text] if text else []
+    whole = _whole_statement(sql, tokens)
+    if whole is not None:
+        # One statement from the first character, ended by the text or by a last semicolon with
+        # only blanks around it: its tokens are these, so the lex() that follows reuses them
+        # instead of tokenizing the same characters again (the same string object, once).
+        piece, body = whole
+        _reused.split = (dialect, piece, body)
+        return [piece]
     pieces: list[str] = []
     current: list[Token] = []
     depth = 0
@@ -127,6 +138,26 @@ def split_statements(sql: str, dialect: str) -> list[str]:
     if current:
         pieces.append(sql[current[0].start : current[-1].end + 1])
     return [p for p in (piece.strip() for piece in pieces) if p]
+
+
+def _whole_statement(sql: str, tokens: list[Token]) -> tuple[str, list[Token]] | None:
+    """(the statement, its tokens) when `sql` is exactly one statement whose tokens would be
+    the same tokenized alone: it starts at the first character and nothing but blanks follows
+    its last token, or a semicolon that is the last token (so no comment is attached to a token
+    differently and no token ends differently). None otherwise."""
+    if not tokens or tokens[0].start != 0:
+        return None
+    body = tokens[:-1] if tokens[-1].token_type == TokenType.SEMICOLON else tokens
+    if not body or any(t.token_type == TokenType.SEMICOLON for t in body):
+        return None
+    end = body[-1].end + 1
+    after = sql[end:]
+    if body is not tokens:
+        semicolon = tokens[-1].start
+        after = sql[end:semicolon] + sql[semicolon + 1:]
+    if after and not after.isspace():
+        return None
+    return sql[:end], body
 
 
 def lex(text: str, dialect: str) -> Lexed:
