@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 
 from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.search import SearchState
 
 from bastion.console.completion import SqlCompleter, Vocabulary, suggest
 from bastion.console.history import ConsoleHistories, SessionHistory
@@ -61,12 +63,56 @@ def test_history_is_per_user_and_target_bounded_and_skips_repeats() -> None:
     assert list(SessionHistory(kept, "carol", "pg").load_history_strings()) == ["c;"]
 
 
-async def _read(prompt: ConsolePrompt, *chunks: bytes) -> str | None:
+async def _read(prompt: ConsolePrompt, *steps: bytes | Callable[[], bool]) -> str | None:
+    """Types each chunk of keys into a prompt. A condition between chunks is waited for first:
+    keys whose effect comes later, from a task of the event loop, that the next keys depend on."""
     task = asyncio.create_task(prompt.read("db=> ", "db-> "))
-    for chunk in chunks:
-        await asyncio.sleep(0.05)
-        prompt.feed(chunk)
+    for step in steps:
+        if isinstance(step, bytes):
+            await asyncio.sleep(0.05)
+            prompt.feed(step)
+        else:
+            await _until(prompt, step, task)
     return await asyncio.wait_for(task, 5)
+
+
+async def _until(prompt: ConsolePrompt, condition: Callable[[], bool],
+                 reading: asyncio.Task[str | None]) -> None:
+    """Polls the prompt's state: a loaded CI machine can hold the event loop back for long."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not condition():
+        if reading.done() or loop.time() > deadline:
+            reading.cancel()
+            raise AssertionError(f"the prompt ended or timed out before {condition.__doc__} "
+                                 f"(its text: {prompt.session.default_buffer.text!r})")
+        await asyncio.sleep(0.01)
+
+
+def _text_is(prompt: ConsolePrompt, text: str) -> Callable[[], bool]:
+    def condition() -> bool:
+        return prompt.session.default_buffer.text == text
+
+    condition.__doc__ = f"its text was {text!r}"
+    return condition
+
+
+def _search_finds(prompt: ConsolePrompt, text: str) -> Callable[[], bool]:
+    """Whether the Ctrl-R search typed so far finds `text` (what Enter would take), worked out as
+    prompt_toolkit's own preview does; nothing is found before the history has loaded."""
+    session = prompt.session
+
+    def condition() -> bool:
+        target = session.app.layout.search_target_buffer_control
+        if target is None or not session.search_buffer.text:
+            return False
+        state = SearchState(text=session.search_buffer.text,
+                            direction=target.search_state.direction,
+                            ignore_case=target.search_state.ignore_case)
+        return target.buffer.document_for_search(state).text == text
+
+    condition.__doc__ = f"its Ctrl-R search found {text!r}"
+    return condition
 
 
 def _prompt(history: InMemoryHistory | None = None) -> tuple[ConsolePrompt, list[bytes]]:
@@ -79,8 +125,9 @@ def _prompt(history: InMemoryHistory | None = None) -> tuple[ConsolePrompt, list
 
 async def test_prompt_completes_spans_lines_and_submits_at_semicolon() -> None:
     prompt, drawn = _prompt()
-    assert await _read(prompt, b"SELECT na\t", b"\r", b"FROM customers;\r") == \
-        "SELECT name\nFROM customers;"
+    # Tab completes in a task of the event loop: Enter before it is done ends the line unfinished.
+    assert await _read(prompt, b"SELECT na\t", _text_is(prompt, "SELECT name"), b"\r",
+                       b"FROM customers;\r") == "SELECT name\nFROM customers;"
     assert b"db-> " in b"".join(drawn) or b"db->" in b"".join(drawn)
     assert await _read(prompt, b"\\dt\r") == "\\dt"
 
@@ -98,7 +145,9 @@ async def test_ctrl_r_finds_an_earlier_statement() -> None:
     for sql in ("SELECT 'first';", "SELECT 'second';"):
         history.append_string(sql)
     prompt, _ = _prompt(history)
-    assert await _read(prompt, b"\x12fir", b"\r", b"\r") == "SELECT 'first';"
+    # The history loads in a task of the event loop: Enter before it has, and nothing is found.
+    assert await _read(prompt, b"\x12fir", _search_finds(prompt, "SELECT 'first';"), b"\r",
+                       b"\r") == "SELECT 'first';"
 
 
 async def test_closing_the_input_ends_a_prompt_on_screen() -> None:
