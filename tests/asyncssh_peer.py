@@ -4,6 +4,7 @@ for tests (and benchmarks) of the SSH transport itself, without the bastion's ch
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import subprocess
 import sys
@@ -13,7 +14,28 @@ from typing import Any
 
 import asyncssh
 
-__all__ = ["AnyKeyServer", "LoopbackForwarder", "PeerProcess", "ssh_to_asyncssh"]
+__all__ = ["AnyKeyServer", "LoopbackForwarder", "PeerProcess", "client_key", "hash_and_echo",
+           "ssh_to_asyncssh"]
+
+
+def client_key(directory: Path) -> Path:
+    """An ed25519 client key file in `directory` (made once)."""
+    key = directory / "id_asyncssh_peer"
+    if not key.exists():
+        key.write_text(asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode())
+        key.chmod(0o600)
+    return key
+
+
+async def hash_and_echo(process: asyncssh.SSHServerProcess[bytes]) -> None:
+    """Reads all of stdin; writes it back, then its SHA-256 on stderr."""
+    digest = hashlib.sha256()
+    while data := await process.stdin.read(65536):
+        digest.update(data)
+        process.stdout.write(data)
+        await process.stdout.drain()
+    process.stderr.write(digest.hexdigest().encode())
+    process.exit(0)
 
 
 class AnyKeyServer(asyncssh.SSHServer):
@@ -33,10 +55,7 @@ async def ssh_to_asyncssh(tmp_path: Path, process_factory: Callable[..., Any], c
                           payload: bytes, command: str) -> subprocess.CompletedProcess[bytes]:
     """Serve `process_factory` with only `cipher` offered; run `ssh -vvv -c CIPHER ... COMMAND`
     with `payload` on its stdin and return what it did."""
-    key = tmp_path / "id_asyncssh_peer"
-    if not key.exists():
-        key.write_text(asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode())
-        key.chmod(0o600)
+    key = client_key(tmp_path)
     listener = await asyncssh.create_server(
         AnyKeyServer, "127.0.0.1", 0,
         server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],

@@ -243,11 +243,15 @@ class BastionProcess:
 
 
 @contextlib.contextmanager
-def running_bastion(world: World) -> Iterator[BastionProcess]:
-    """The world's target sshd, then the bastion on the world's config (written now); both are
-    stopped afterwards."""
+def running_bastion(world: World, extra: Callable[[Sshd], str] | None = None
+                    ) -> Iterator[BastionProcess]:
+    """The world's target sshd, then the bastion on the world's config (written now, with
+    `extra(target)` appended to the world's extra config if given); both are stopped
+    afterwards."""
     target = start_target(world)
     try:
+        if extra is not None:
+            world.extra += extra(target)
         world.write_config()
         proc = BastionProcess(world)
         proc.start()

@@ -25,15 +25,15 @@ import asyncssh
 import pytest
 from asyncssh.constants import MSG_IGNORE
 from asyncssh.packet import Byte, String, UInt32
-from asyncssh_peer import AnyKeyServer
+from asyncssh_peer import AnyKeyServer, client_key, hash_and_echo
 from harness import (
     BastionProcess,
     World,
     control_json,
     free_port,
+    running_bastion,
     ssh,
     ssh_argv,
-    start_target,
     wait_for,
 )
 
@@ -72,10 +72,7 @@ class _Server:
 async def _serve(tmp_path: Path, process_factory: object, ciphers: list[str],
                  **options: object) -> _Server:
     transport.install()
-    key = tmp_path / "id_client"
-    if not key.exists():
-        key.write_text(asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode())
-        key.chmod(0o600)
+    key = client_key(tmp_path)
     listener = await asyncssh.create_server(
         AnyKeyServer, "127.0.0.1", 0,
         server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
@@ -186,15 +183,6 @@ async def test_chacha_survives_many_rekeys_both_ways(tmp_path: Path) -> None:
     """Attack: keys and sequence numbers change at each re-key (strict kex resets them to 0).
     The stock client re-keys every 32 KiB, the server every 64 KiB; 2 MiB each way arrive
     intact, hashed by the server."""
-
-    async def hash_and_echo(process: asyncssh.SSHServerProcess[bytes]) -> None:
-        digest = hashlib.sha256()
-        while data := await process.stdin.read(65536):
-            digest.update(data)
-            process.stdout.write(data)
-            await process.stdout.drain()
-        process.stderr.write(digest.hexdigest().encode())
-        process.exit(0)
 
     cipher = "chacha20-poly1305@openssh.com"
     server = await _serve(tmp_path, hash_and_echo, [cipher], rekey_bytes=65536)
@@ -445,21 +433,12 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess]:
                   users={"alice": ["mover"], "bob": ["mover"], "vera": ["files-approver", "approver"],
                          "victor": ["approver"],
                          "carol": ["auditor"]})
-    target = start_target(world)
-    try:
-        world.extra = FILES_ROLES + (
+    world.extra = FILES_ROLES
+    with running_bastion(world, lambda target: (
             f'[[targets]]\nname = "files"\nkind = "ssh"\naddress = "127.0.0.1:{target.port}"\n'
             f'login = "root"\nhost_key = "{target.host_key_line}"\napprovals_required = 1\n'
-            'file_transfer = "both"\n')
-        world.write_config()
-        proc = BastionProcess(world)
-        proc.start()
-        try:
-            yield proc
-        finally:
-            proc.stop()
-    finally:
-        target.stop()
+            'file_transfer = "both"\n')) as proc:
+        yield proc
 
 
 def _certificate(door: BastionProcess, user: str, key: Path, name: str) -> Path:

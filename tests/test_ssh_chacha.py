@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 from asyncssh.crypto.chacha import ChachaCipher
-from asyncssh_peer import ssh_to_asyncssh
+from asyncssh_peer import hash_and_echo, ssh_to_asyncssh
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -69,21 +69,10 @@ def test_a_key_of_the_wrong_size_is_refused() -> None:
         chacha.SodiumChacha(SODIUM, bytes(32))
 
 
-async def _hash_stdin_and_send_back(process: asyncssh.SSHServerProcess[bytes]) -> None:
-    """Reads all of stdin; writes it back, then its SHA-256 on stderr."""
-    digest = hashlib.sha256()
-    while data := await process.stdin.read(65536):
-        digest.update(data)
-        process.stdout.write(data)
-        await process.stdout.drain()
-    process.stderr.write(digest.hexdigest().encode())
-    process.exit(0)
-
-
 async def test_stock_openssh_client_talks_to_it_both_ways(tmp_path: Path) -> None:
     assert chacha.install()
     payload = os.urandom(3 * 1024 * 1024 + 12345)  # many full packets and a short last one
-    result = await ssh_to_asyncssh(tmp_path, _hash_stdin_and_send_back,
+    result = await ssh_to_asyncssh(tmp_path, hash_and_echo,
                                    "chacha20-poly1305@openssh.com", payload, "hash")
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
     assert result.stdout == payload
