@@ -14,8 +14,8 @@ from typing import Any
 
 import asyncssh
 
-__all__ = ["AnyKeyServer", "LoopbackForwarder", "PeerProcess", "client_key", "hash_and_echo",
-           "ssh_to_asyncssh"]
+__all__ = ["AnyKeyServer", "LoopbackForwarder", "PeerProcess", "PeerServer", "client_key",
+           "hash_and_echo", "serve", "ssh_to_asyncssh"]
 
 
 def client_key(directory: Path) -> Path:
@@ -51,25 +51,49 @@ class AnyKeyServer(asyncssh.SSHServer):
         return True
 
 
-async def ssh_to_asyncssh(tmp_path: Path, process_factory: Callable[..., Any], cipher: str,
-                          payload: bytes, command: str) -> subprocess.CompletedProcess[bytes]:
-    """Serve `process_factory` with only `cipher` offered; run `ssh -vvv -c CIPHER ... COMMAND`
-    with `payload` on its stdin and return what it did."""
+class PeerServer:
+    """An asyncssh server of this process on a loopback port, any key let in, and the stock
+    `ssh` run against it."""
+
+    def __init__(self, listener: asyncssh.SSHAcceptor, key: Path) -> None:
+        self.listener = listener
+        self.key = key
+        self.port = int(listener.sockets[0].getsockname()[1])
+
+    def ssh(self, cipher: str, command: str, payload: bytes, *options: str
+            ) -> subprocess.CompletedProcess[bytes]:
+        """`ssh -vvv -c CIPHER ... COMMAND` with `payload` on its stdin (blocking)."""
+        return subprocess.run([
+            "ssh", "-F", "/dev/null", "-p", str(self.port), "-i", str(self.key), "-c", cipher,
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-vvv", *options, "tester@127.0.0.1", command],
+            input=payload, capture_output=True, timeout=60)
+
+    async def close(self) -> None:
+        self.listener.close()
+        await self.listener.wait_closed()
+
+
+async def serve(tmp_path: Path, process_factory: Callable[..., Any], ciphers: list[str],
+                **options: Any) -> PeerServer:
+    """Serve `process_factory` with only `ciphers` offered (a client key made in `tmp_path`)."""
     key = client_key(tmp_path)
     listener = await asyncssh.create_server(
         AnyKeyServer, "127.0.0.1", 0,
         server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
-        process_factory=process_factory, encoding=None, encryption_algs=[cipher])
-    port = listener.sockets[0].getsockname()[1]
+        process_factory=process_factory, encoding=None, encryption_algs=ciphers, **options)
+    return PeerServer(listener, key)
+
+
+async def ssh_to_asyncssh(tmp_path: Path, process_factory: Callable[..., Any], cipher: str,
+                          payload: bytes, command: str) -> subprocess.CompletedProcess[bytes]:
+    """Serve `process_factory` with only `cipher` offered; run `ssh -vvv -c CIPHER ... COMMAND`
+    with `payload` on its stdin and return what it did."""
+    server = await serve(tmp_path, process_factory, [cipher])
     try:
-        return await asyncio.to_thread(subprocess.run, [
-            "ssh", "-F", "/dev/null", "-p", str(port), "-i", str(key), "-c", cipher,
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-vvv", "tester@127.0.0.1", command],
-            input=payload, capture_output=True, timeout=60)
+        return await asyncio.to_thread(server.ssh, cipher, command, payload)
     finally:
-        listener.close()
-        await listener.wait_closed()
+        await server.close()
 
 
 class LoopbackForwarder(AnyKeyServer):

@@ -20,12 +20,13 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
 from asyncssh.constants import MSG_IGNORE
 from asyncssh.packet import Byte, String, UInt32
-from asyncssh_peer import AnyKeyServer, client_key, hash_and_echo
+from asyncssh_peer import PeerServer, hash_and_echo, serve
 from harness import (
     BastionProcess,
     World,
@@ -52,40 +53,14 @@ async def _echo(process: asyncssh.SSHServerProcess[bytes]) -> None:
     process.exit(0)
 
 
-class _Server:
-    """An asyncssh server of this process (the bastion's transport installed), any key let in."""
-
-    def __init__(self, listener: asyncssh.SSHAcceptor, key: Path) -> None:
-        self.listener = listener
-        self.key = key
-        self.port = int(listener.sockets[0].getsockname()[1])
-
-    def ssh(self, cipher: str, command: str, payload: bytes, *options: str
-            ) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([
-            "ssh", "-F", "/dev/null", "-p", str(self.port), "-i", str(self.key), "-c", cipher,
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-vvv", *options, "tester@127.0.0.1", command],
-            input=payload, capture_output=True, timeout=60)
-
-
-async def _serve(tmp_path: Path, process_factory: object, ciphers: list[str],
-                 **options: object) -> _Server:
+async def _serve(tmp_path: Path, process_factory: Any, ciphers: list[str],
+                 **options: Any) -> PeerServer:
+    """An asyncssh server of this process with the bastion's transport installed."""
     transport.install()
-    key = client_key(tmp_path)
-    listener = await asyncssh.create_server(
-        AnyKeyServer, "127.0.0.1", 0,
-        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
-        process_factory=process_factory, encoding=None, encryption_algs=ciphers, **options)
-    return _Server(listener, key)
+    return await serve(tmp_path, process_factory, ciphers, **options)
 
 
-async def _close(server: _Server) -> None:
-    server.listener.close()
-    await server.listener.wait_closed()
-
-
-async def _connect(server: _Server, cipher: str, **options: object
+async def _connect(server: PeerServer, cipher: str, **options: object
                    ) -> asyncssh.SSHClientConnection:
     return await asyncssh.connect(
         "127.0.0.1", server.port, username="tester", known_hosts=None,
@@ -139,7 +114,7 @@ async def test_every_cbc_cipher_asyncssh_negotiates_keeps_the_ignore_packets(
             result = await conn.run("echo", input=payload, encoding=None)
             assert result.stdout == payload
     finally:
-        await _close(server)
+        await server.close()
     received = [line for line in packet_log.lines if line.startswith("[conn=")
                 and "Received " in line]
     ignored = [line for line in received if "Received MSG_IGNORE" in line]
@@ -166,7 +141,7 @@ async def test_rekey_keeps_the_ignore_packets_under_cbc_and_none_under_ctr(
                      if "receive packet: type " in line]
             counts[cipher] = (types.count("2"), len(types))
     finally:
-        await _close(server)
+        await server.close()
     ignored, received = counts["aes128-cbc"]
     assert ignored * 2 >= received - 12 * 8, counts  # one before each packet, in every key epoch
     assert counts["aes128-ctr"][0] == 0, counts
@@ -191,7 +166,7 @@ async def test_chacha_survives_many_rekeys_both_ways(tmp_path: Path) -> None:
         result = await asyncio.to_thread(server.ssh, cipher, "hash", payload,
                                          "-o", "RekeyLimit=32K")
     finally:
-        await _close(server)
+        await server.close()
     log = result.stderr.decode(errors="replace")
     assert result.returncode == 0, log[-2000:]
     assert result.stdout == payload
@@ -209,7 +184,7 @@ def _sealed(conn: asyncssh.SSHClientConnection, length: int, body: bytes) -> tup
     return enc.encrypt_packet(conn._send_seq, UInt32(length), body)  # type: ignore[attr-defined,no-any-return]
 
 
-async def _hostile(server: _Server, forge: str) -> str:
+async def _hostile(server: PeerServer, forge: str) -> str:
     """Connect with chacha20, authenticate, send one forged packet; return why the server
     disconnected (as the client was told)."""
     conn = await _connect(server, "chacha20-poly1305@openssh.com")
@@ -270,7 +245,7 @@ async def test_forged_chacha_packets_end_the_connection_and_nothing_else(
         assert result.returncode == 0, result.stderr[-2000:]
         assert result.stdout == payload
     finally:
-        await _close(server)
+        await server.close()
 
 
 # -- 3. coalesced writes ---------------------------------------------------------------------------
@@ -304,7 +279,7 @@ class _Client(asyncssh.SSHClient):
         self.lost = exc
 
 
-async def _collect(server: _Server, cipher: str) -> tuple[_Collect, _Client]:
+async def _collect(server: PeerServer, cipher: str) -> tuple[_Collect, _Client]:
     client = _Client()
     conn = await _connect(server, cipher, client_factory=lambda: client)
     try:
@@ -335,7 +310,7 @@ async def test_what_is_written_before_a_disconnect_arrives_before_it(tmp_path: P
     try:
         session, client = await _collect(server, "aes128-ctr")
     finally:
-        await _close(server)
+        await server.close()
     assert bytes(session.data) == payload, len(session.data)
     assert isinstance(client.lost, asyncssh.DisconnectError), client.lost
     assert "redteam: goodbye after the data" in str(client.lost)
@@ -358,7 +333,7 @@ async def test_an_exit_and_close_right_after_writes_lose_nothing(tmp_path: Path)
     try:
         session, _client = await _collect(server, "chacha20-poly1305@openssh.com")
     finally:
-        await _close(server)
+        await server.close()
     assert bytes(session.data) == b"".join(chunks), len(session.data)
     assert session.exit_status == 3
 
@@ -404,7 +379,7 @@ async def test_a_client_that_stops_reading_cannot_make_the_bastion_buffer_its_wi
                     received += len(await process.stdout.read(1 << 20))
             process.close()
     finally:
-        await _close(server)
+        await server.close()
     assert held and max(held) < 4 * 1024 * 1024, max(held)
     assert received == written[0]
 
