@@ -13,6 +13,7 @@ keepalives, EOF and close still go out.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import asyncssh.channel
@@ -28,14 +29,9 @@ def socket_full(conn: Any) -> bool:
     return bool(getattr(conn, _PAUSED, False))
 
 
-_installed = False
-
-
+@functools.cache  # once per process
 def install() -> None:
     """Make every asyncssh connection of this process respect its transport's back-pressure."""
-    global _installed
-    if _installed:
-        return
     connection = asyncssh.connection.SSHConnection
     channel = asyncssh.channel.SSHChannel
     flush = channel._flush_send_buf
@@ -60,4 +56,3 @@ def install() -> None:
     connection.pause_writing = pause_writing  # type: ignore[method-assign]
     connection.resume_writing = resume_writing  # type: ignore[method-assign]
     channel._flush_send_buf = flush_send_buf  # type: ignore[method-assign]
-    _installed = True

@@ -10,6 +10,7 @@ it (a `call_soon`), in the same order; a close writes what is pending first.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import asyncssh.connection
@@ -53,15 +54,9 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
-_installed = False
-
-
+@functools.cache  # once per process
 def install() -> None:
     """Make every asyncssh connection of this process coalesce its packet writes."""
-    global _installed
-    if _installed:
-        return
-    _installed = True
     original = asyncssh.connection.SSHConnection.connection_made
 
     def connection_made(self: Any, transport: asyncio.BaseTransport) -> None:

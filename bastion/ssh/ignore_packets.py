@@ -11,6 +11,7 @@ to), and any cipher not named here as without IV chaining, the packet is still s
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import asyncssh.connection
@@ -28,15 +29,11 @@ def sends_ignore_before_packets(send_cipher: bytes) -> bool:
 
 
 _EMPTY = (b"\0\0\0\0",)  # the empty string asyncssh puts in its per-packet SSH_MSG_IGNORE
-_installed = False
 
 
+@functools.cache  # once per process
 def install() -> None:
     """Drop asyncssh's per-packet SSH_MSG_IGNORE for this process's connections, but under CBC."""
-    global _installed
-    if _installed:
-        return
-    _installed = True
     connection = asyncssh.connection.SSHConnection
     original = connection.send_packet
 
