@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +36,6 @@ __all__ = ["Bastion", "serve"]
 log = logging.getLogger("bastion")
 
 SWEEP_INTERVAL = 5.0
-GIL_SWITCH_INTERVAL = 0.0005  # seconds (sys.setswitchinterval)
 ACCOUNT_SWEEP_INTERVAL = 2.0
 
 
@@ -103,9 +101,6 @@ class Bastion:
     async def open(cls, config: BastionConfig) -> Bastion:
         """Open the store and build the bastion."""
         transport.install()  # asyncssh's SSH transport, tuned (bastion/ssh/transport.py)
-        # The event loop's thread gets the GIL back within 0.5 ms (not Python's 5 ms) of asking
-        # when a store or recorder thread holds it: each relayed message waits on that hand-off.
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         store = await open_store(config.server.state_store)
         try:
             return cls(config, store, await store.installation_tag(new_installation_tag()))

@@ -90,7 +90,6 @@ from native import listening  # noqa: E402
 from sqldb import MASKING_RULES, MY_HOST, MY_PORT, PG_ADMIN, seeded_databases, target_toml  # noqa: E402
 from sshd import Sshd  # noqa: E402
 
-from bastion.server import GIL_SWITCH_INTERVAL  # noqa: E402
 from bastion.ssh import transport  # noqa: E402
 
 PHASES = ("pgbench", "bulk", "mysql")
@@ -230,9 +229,8 @@ def bastion_tunnel(bastion: BastionProcess, cert: Path, target: str, remote_port
 
 async def _forwarder() -> None:
     """`bench_native.py --forwarder`: asyncssh's own `ssh -L` forwarding with the bastion's SSH
-    transport and switch interval, and nothing else."""
+    transport, and nothing else."""
     transport.install()
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     server = await asyncssh.create_server(
         LoopbackForwarder, "127.0.0.1", 0,
         server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")])

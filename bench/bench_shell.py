@@ -31,8 +31,9 @@ The bare relay is written here: an asyncssh server on loopback that takes any ke
 same sshd with asyncssh (same cipher preference and read size as the bastion) and pumps bytes; no
 checks, no state store, no audit, no recording. It runs as its own process, like the bastion.
 By default it is stock asyncssh; `--relay-transport bastion` gives it the bastion's SSH transport
-(bastion/ssh/: chacha20 through libsodium, packet writes coalesced, no SSH_MSG_IGNORE before each
-packet), so that the bastion / relay ratios show what recording and checks cost, and nothing else.
+(bastion/ssh/transport.py: chacha20 through libsodium, packet writes coalesced, no SSH_MSG_IGNORE
+before each packet, back-pressure, the GIL switch interval), so that the bastion / relay ratios
+show what recording and checks cost, and nothing else.
 
 Run as root with `useradd` available, the target login (direct, ProxyJump, relay and the bastion's
 upstream login alike) is a throwaway user whose shell is /bin/sh with an empty home in /tmp, so no
@@ -82,7 +83,6 @@ BENCH_USER = "benchuser"
 F_SETPIPE_SZ = 1031
 IDLE_CPU_SECONDS = 10.0  # how long the bastion's CPU use is measured after each memory step
 PATHS = ("direct", "proxyjump", "bare relay", "bastion")
-RELAY_TRANSPORT_ENV = "BENCH_RELAY_TRANSPORT"
 WORDS = "error warning info request user session target select from where 200 404 ok".split()
 
 
@@ -141,8 +141,8 @@ async def _relay_session(process: asyncssh.SSHServerProcess[bytes], target_port:
         process.exit(remote.exit_status if remote.exit_status is not None else 0)
 
 
-async def _bare_relay(target_port: int, login: str, key_path: str) -> None:
-    if os.environ.get(RELAY_TRANSPORT_ENV) == "bastion":
+async def _bare_relay(target_port: int, login: str, key_path: str, relay_transport: str) -> None:
+    if relay_transport == "bastion":
         # The bastion's own SSH transport (bastion/ssh/), so that bastion / relay is the cost
         # of everything but the transport: checks, state, recording.
         transport.install()
@@ -497,10 +497,10 @@ class TreeCpu:
         return sum(self.seen.values()) - self.start
 
 
-def bench_world(root: Path, login: Login, procs: list[Any], crowd: int = 0
-                ) -> tuple[Any, Any, Any, Any, Setup]:
-    """Target sshd, jump sshd, bastion, bare relay, an approved certificate (and one for each of
-    `crowd` more users); return them."""
+def bench_world(root: Path, login: Login, procs: list[Any], relay_transport: str,
+                crowd: int = 0) -> tuple[Any, Any, Any, Any, Setup]:
+    """Target sshd, jump sshd, bastion, bare relay (with `relay_transport`), an approved
+    certificate (and one for each of `crowd` more users); return them."""
     from harness import BastionProcess, World, control, control_json, free_port, make_key
     from sshd import Sshd
 
@@ -525,7 +525,8 @@ def bench_world(root: Path, login: Login, procs: list[Any], crowd: int = 0
     bastion = BastionProcess(world)
     bastion.start()
     procs.append(bastion)
-    relay = PeerProcess([__file__, "--bare-relay", str(target.port), login.name, str(alice)])
+    relay = PeerProcess([__file__, "--bare-relay", str(target.port), login.name, str(alice),
+                         relay_transport])
     procs.append(relay)
 
     req = control_json(bastion, "alice", "request", "prod", "--reason", "bench", "--duration", "1h")
@@ -557,8 +558,8 @@ PHASES = ("bulk", "echo", "login", "memory")
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--bare-relay":
-        asyncio.run(_bare_relay(int(sys.argv[2]), sys.argv[3], sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--bare-relay":
+        asyncio.run(_bare_relay(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]))
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=int, default=128, help="bulk output size per run")
@@ -573,9 +574,8 @@ def main() -> None:
                         help=f"comma-separated phases to run, of {','.join(PHASES)}")
     parser.add_argument("--relay-transport", choices=("asyncssh", "bastion"), default="asyncssh",
                         help="the bare relay's SSH transport: stock asyncssh, or the bastion's "
-                             "(libsodium chacha20, coalesced writes, no per-packet IGNORE)")
+                             "(bastion/ssh/transport.py)")
     args = parser.parse_args()
-    os.environ[RELAY_TRANSPORT_ENV] = args.relay_transport
     phases = set(args.only.split(","))
     if not phases <= set(PHASES):
         parser.error(f"--only takes phases of {','.join(PHASES)}")
@@ -602,7 +602,8 @@ def main() -> None:
             root.chmod(0o711)  # sshd reads the authorized_keys file as the target login
             # 25 sessions per user at most: a bastion holds 32 live sessions per user.
             crowd = -(-args.sessions // 25) if "memory" in phases else 0
-            target, jump, bastion, relay, setup = bench_world(root, login, procs, crowd)
+            target, jump, bastion, relay, setup = bench_world(
+                root, login, procs, args.relay_transport, crowd)
             data = login.home / "bulk.txt"
             data.write_bytes(log_text(args.mib * MIB))
             data.chmod(0o644)
@@ -724,7 +725,7 @@ def main() -> None:
         print(f"   ratio bastion / bare relay CPU{'':<12} chacha20 "
               f"{hop_cpu[(CHACHA, 'bastion')] / hop_cpu[(CHACHA, 'bare relay')]:.2f}x   aes-gcm "
               f"{hop_cpu[(AES, 'bastion')] / hop_cpu[(AES, 'bare relay')]:.2f}x   (budget <= 1.5x; "
-              f"the bare relay's transport: {os.environ[RELAY_TRANSPORT_ENV]})")
+              f"the bare relay's transport: {args.relay_transport})")
     if echo:
         print()
         print(f"2. keystroke echo (ssh -tt, chacha20, remote `cat` in raw mode), ms, "
