@@ -276,6 +276,40 @@ def grant_account(bastion: BastionProcess, user: str, request_id: int) -> str:
     return account_names(bastion).account(user, request_id)
 
 
+def running_statements(bastion: BastionProcess, user: str, engine: str = "postgres", *,
+                       database: str | None = None, request_id: int | None = None) -> list[str]:
+    """The statements `user`'s grant accounts of this bastion (only the grant `request_id`'s, if
+    given) run on the test server of `engine` right now, in `database` (or its masked twin on
+    MySQL) if given. Other test modules run the same statements on the same servers, but as
+    their own bastions' accounts."""
+    from sqldb import MY_HOST, MY_PORT, PG_ADMIN  # psycopg and pymysql only where needed
+
+    names = account_names(bastion)
+    wanted = names.account(user, request_id) if request_id is not None else None
+    prefix = f"{names.prefix}{user}_r"
+    if engine == "postgres":
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            rows = admin.execute("SELECT usename, query FROM pg_stat_activity WHERE state = "
+                                 "'active' AND (%s::text IS NULL OR datname = %s)",
+                                 (database, database)).fetchall()
+    else:
+        import pymysql
+
+        my = pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", autocommit=True)
+        try:
+            with my.cursor() as cur:
+                cur.execute("SELECT USER, INFO FROM information_schema.PROCESSLIST WHERE "
+                            "COMMAND = 'Query' AND (%s IS NULL OR DB IN (%s, %s))",
+                            (database, database, f"{database}_masked"))
+                rows = list(cur.fetchall())
+        finally:
+            my.close()
+    return [str(query) for account, query in rows if query and (
+        str(account) == wanted if wanted is not None else str(account).startswith(prefix))]
+
+
 def ssh(
     bastion: BastionProcess,
     key: Path,

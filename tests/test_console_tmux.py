@@ -13,20 +13,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from harness import (
     BastionProcess,
     World,
-    account_names,
     control,
     control_json,
     free_port,
+    running_statements,
     setup_databases,
     ssh_argv,
     wait_for,
 )
-from sqldb import MASKING_RULES, PG_ADMIN, assert_no_secrets, seeded_databases, target_toml
+from sqldb import MASKING_RULES, assert_no_secrets, seeded_databases, target_toml
 
 from recorder import RecordingReader, event_to_json, load_auditor_private_key
 
@@ -192,17 +191,6 @@ def test_a_statement_over_several_lines_runs_at_the_semicolon(tmux: Callable[[st
     assert "Grace Hopper" in screen
 
 
-def _activity(bastion: BastionProcess, user: str) -> list[str]:
-    """The statements the user's grant accounts of this bastion run on the server right now
-    (other modules run the same statements on the same server, as their own bastions' accounts
-    and their own users)."""
-    account = f"{account_names(bastion).prefix}{user}_r"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        rows = admin.execute("SELECT usename, query FROM pg_stat_activity "
-                             "WHERE state = 'active'").fetchall()
-    return [str(query) for name, query in rows if str(name).startswith(account)]
-
-
 def test_ctrl_c_cancels_a_running_statement_on_the_server(bastion: BastionProcess,
                                                           tmux: Callable[[str], Pane]) -> None:
     pane = tmux(ALICE)
@@ -211,9 +199,9 @@ def test_ctrl_c_cancels_a_running_statement_on_the_server(bastion: BastionProces
     # Ctrl-C must find the statement running on the server: on a loaded machine it may not have
     # reached the server half a second later.
     def sleeping() -> bool:
-        return any(query.startswith("SELECT pg_sleep(30)") for query in _activity(bastion, ALICE))
+        return any(query.startswith("SELECT pg_sleep(30)") for query in running_statements(bastion, ALICE))
 
-    assert wait_for(sleeping, 20), (_activity(bastion, ALICE), pane.screen())
+    assert wait_for(sleeping, 20), (running_statements(bastion, ALICE), pane.screen())
     started = time.monotonic()
     pane.keys("C-c")
     pane.expect("canceling statement due to user request", timeout=1.0)

@@ -25,6 +25,7 @@ from harness import (
     control_json,
     free_port,
     grant_account,
+    running_statements,
     setup_databases,
     wait_for,
 )
@@ -243,11 +244,8 @@ def test_garbage_is_a_protocol_error(bastion: BastionProcess, pg: tuple[int, int
 
 def _sleeping(bastion: BastionProcess, user: str, request_id: int) -> bool:
     """Whether the grant's account runs `SELECT pg_sleep(30)` on the server right now."""
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND "
-                            "state = 'active' AND query LIKE 'SELECT pg_sleep(30)%%'",
-                            (grant_account(bastion, user, request_id),)).fetchone()
-    return bool(row and row[0])
+    return any(query.startswith("SELECT pg_sleep(30)")
+               for query in running_statements(bastion, user, request_id=request_id))
 
 
 def test_revoke_ends_a_running_query_within_two_seconds(bastion: BastionProcess,

@@ -13,26 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
-import psycopg
-import pymysql
 import pyte
 import pytest
 from harness import (
     BastionProcess,
     World,
-    account_names,
     control,
     control_json,
     free_port,
+    running_statements,
     setup_databases,
     ssh_argv,
     wait_for,
 )
 from sqldb import (
     MASKING_RULES,
-    MY_HOST,
     MY_PORT,
-    PG_ADMIN,
     assert_no_secrets,
     seeded_databases,
     target_toml,
@@ -272,28 +268,6 @@ class Screen:
                 stream.feed(chunk)
 
 
-def _activity(bastion: BastionProcess, database: str, target: str) -> list[str]:
-    """The statements alice's grant accounts of this bastion are running in this module's
-    database on the server right now. Other modules run the same statements on the same servers
-    at the same time, but in their own databases and as their own bastions' accounts."""
-    account = f"{account_names(bastion).prefix}alice_r"
-    if target == "pgdb":
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            rows = admin.execute("SELECT usename, query FROM pg_stat_activity "
-                                 "WHERE datname = %s AND state = 'active'", (database,)).fetchall()
-    else:
-        my = pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", autocommit=True)
-        try:
-            with my.cursor() as cur:
-                cur.execute("SELECT USER, INFO FROM information_schema.PROCESSLIST "
-                            "WHERE DB IN (%s, %s) AND COMMAND = 'Query'",
-                            (database, f"{database}_masked"))
-                rows = list(cur.fetchall())
-        finally:
-            my.close()
-    return [str(query) for user, query in rows if str(user).startswith(account) and query]
-
-
 @pytest.mark.parametrize("target", ENGINES)
 async def test_console_multiline_transactions_expanded_and_cancel(
         bastion: BastionProcess, databases: dict[str, str], certs: dict[str, Path],
@@ -331,12 +305,16 @@ async def test_console_multiline_transactions_expanded_and_cancel(
         # Ctrl-C must find the statement running on the server: on a loaded machine it may not
         # have reached the server a second later. Polled in a thread: the event loop serves the
         # SSH connection meanwhile.
-        def sleeping() -> bool:
-            return any(query.startswith(sleep[:-1])
-                       for query in _activity(bastion, databases["name"], target))
+        engine = "postgres" if target == "pgdb" else "mysql"
 
-        assert await asyncio.to_thread(wait_for, sleeping, 20), (
-            _activity(bastion, databases["name"], target), visible(screen.seen)[-300:])
+        def running() -> list[str]:
+            return running_statements(bastion, "alice", engine, database=databases["name"])
+
+        def sleeping() -> bool:
+            return any(query.startswith(sleep[:-1]) for query in running())
+
+        assert await asyncio.to_thread(wait_for, sleeping, 20), (running(),
+                                                                 visible(screen.seen)[-300:])
         proc.stdin.write("\x03")
         await screen.expect(f"{target}=> ", timeout=10)  # cancelled on the server, session goes on
         proc.stdin.write("SELECT 'still-here' AS s;\r")
