@@ -15,7 +15,7 @@ from typing import Any
 import asyncssh
 
 __all__ = ["AnyKeyServer", "LoopbackForwarder", "PeerProcess", "PeerServer", "client_key",
-           "hash_and_echo", "serve", "ssh_to_asyncssh"]
+           "echo", "hash_and_echo", "serve", "ssh_to_asyncssh"]
 
 
 def client_key(directory: Path) -> Path:
@@ -25,6 +25,14 @@ def client_key(directory: Path) -> Path:
         key.write_text(asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode())
         key.chmod(0o600)
     return key
+
+
+async def echo(process: asyncssh.SSHServerProcess[bytes]) -> None:
+    """Writes stdin back until it ends."""
+    while data := await process.stdin.read(65536):
+        process.stdout.write(data)
+        await process.stdout.drain()
+    process.exit(0)
 
 
 async def hash_and_echo(process: asyncssh.SSHServerProcess[bytes]) -> None:

@@ -6,24 +6,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import asyncssh
 import pytest
-from asyncssh_peer import ssh_to_asyncssh
+from asyncssh_peer import echo, ssh_to_asyncssh
 
 from bastion.ssh import ignore_packets
-
-
-async def _echo(process: asyncssh.SSHServerProcess[bytes]) -> None:
-    while data := await process.stdin.read(65536):
-        process.stdout.write(data)
-        await process.stdout.drain()
-    process.exit(0)
 
 
 async def _session(tmp_path: Path, cipher: str, payload: bytes) -> tuple[bytes, int, int]:
     """Runs `ssh -vvv -c CIPHER` against an asyncssh server echoing stdin; returns the output and
     how many packets of type 2 (SSH_MSG_IGNORE) and of any type the client received."""
-    result = await ssh_to_asyncssh(tmp_path, _echo, cipher, payload, "echo")
+    result = await ssh_to_asyncssh(tmp_path, echo, cipher, payload, "echo")
     log = result.stderr.decode(errors="replace")
     assert result.returncode == 0, log[-2000:]
     types = [line.rsplit(" ", 1)[1] for line in log.splitlines()

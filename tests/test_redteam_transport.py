@@ -26,7 +26,7 @@ import asyncssh
 import pytest
 from asyncssh.constants import MSG_IGNORE
 from asyncssh.packet import Byte, String, UInt32
-from asyncssh_peer import PeerServer, hash_and_echo, serve
+from asyncssh_peer import PeerServer, echo, hash_and_echo, serve
 from harness import (
     BastionProcess,
     World,
@@ -44,13 +44,6 @@ SODIUM = chacha.load_sodium()
 
 
 # -- helpers: an asyncssh server with the bastion's transport, and clients against it -------------
-
-
-async def _echo(process: asyncssh.SSHServerProcess[bytes]) -> None:
-    while data := await process.stdin.read(65536):
-        process.stdout.write(data)
-        await process.stdout.drain()
-    process.exit(0)
 
 
 async def _serve(tmp_path: Path, process_factory: Any, ciphers: list[str],
@@ -106,7 +99,7 @@ async def test_every_cbc_cipher_asyncssh_negotiates_keeps_the_ignore_packets(
     SSH_MSG_IGNOREs the server sent ahead of its packets."""
     if cipher.encode() not in asyncssh.encryption.get_encryption_algs():
         pytest.skip(f"{cipher} is not available in this asyncssh/cryptography")
-    server = await _serve(tmp_path, _echo, [cipher])
+    server = await _serve(tmp_path, echo, [cipher])
     try:
         async with await _connect(server, cipher) as conn:
             assert conn.get_extra_info("recv_cipher") == cipher
@@ -126,7 +119,7 @@ async def test_rekey_keeps_the_ignore_packets_under_cbc_and_none_under_ctr(
     """Attack: the cipher is read from the negotiated names, which a re-key changes before the
     new keys are in use. The stock client re-keys every 16 KiB under aes128-cbc, then under
     aes128-ctr; its packet log counts the SSH_MSG_IGNOREs it got."""
-    server = await _serve(tmp_path, _echo, ["aes128-cbc", "aes128-ctr"])
+    server = await _serve(tmp_path, echo, ["aes128-cbc", "aes128-ctr"])
     try:
         counts = {}
         for cipher in ("aes128-cbc", "aes128-ctr"):
@@ -227,7 +220,7 @@ async def test_forged_chacha_packets_end_the_connection_and_nothing_else(
     shorter than a block (asyncssh slices its buffer with a negative index, so the "tag" is a
     few bytes), a huge length, a validly sealed empty packet, a replayed sequence number. The
     server refuses it, disconnects that client with the reason, and serves the next one."""
-    server = await _serve(tmp_path, _echo, ["chacha20-poly1305@openssh.com"])
+    server = await _serve(tmp_path, echo, ["chacha20-poly1305@openssh.com"])
     try:
         assert await _hostile(server, forge) == "closed"
         told = "\n".join(line for line in packet_log.lines if "isconnect" in line
