@@ -276,6 +276,16 @@ def grant_account(bastion: BastionProcess, user: str, request_id: int) -> str:
     return account_names(bastion).account(user, request_id)
 
 
+def ended_session(bastion: BastionProcess, session_id: str, timeout: float = 10) -> dict[str, Any]:
+    """The session once its end is in the store. The client hears of the end first; the
+    bastion then closes the recording and writes the end (the recording is whole after that)."""
+    session = wait_for(lambda: next(
+        (s for s in control_json(bastion, "carol", "sessions", "--limit", "500")
+         if s["id"] == session_id and s["status"] != "live"), None), timeout)
+    assert session, f"session {session_id} did not end"
+    return dict(session)
+
+
 def running_statements(bastion: BastionProcess, user: str, engine: str = "postgres", *,
                        database: str | None = None, request_id: int | None = None) -> list[str]:
     """The statements `user`'s grant accounts of this bastion (only the grant `request_id`'s, if

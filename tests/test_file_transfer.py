@@ -12,11 +12,19 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncssh
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, start_target, wait_for
+from harness import (
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    ended_session,
+    free_port,
+    start_target,
+    wait_for,
+)
 
 from bastion.config import load_config
 from bastion.errors import ConfigError
@@ -104,18 +112,8 @@ def _events(bastion: BastionProcess, kind: str) -> list[dict[str, object]]:
     return found
 
 
-def _ended(bastion: BastionProcess, session_id: str) -> dict[str, Any]:
-    """The session once it has ended in the store. The client hears of the end first; the
-    bastion then closes the recording and writes the end (the recording is whole after that)."""
-    session = wait_for(lambda: next(
-        (s for s in control_json(bastion, "carol", "sessions", "--limit", "500")
-         if s["id"] == session_id and s["status"] != "live"), None))
-    assert session, f"session {session_id} did not end"
-    return dict(session)
-
-
 def _recording(bastion: BastionProcess, session_id: str) -> list[object]:
-    session = _ended(bastion, session_id)
+    session = ended_session(bastion, session_id)
     identity = load_auditor_private_key(bastion.world.root / "keys" / "auditor")
     with RecordingReader(session["recording"], identity) as reader:
         events = list(reader)
@@ -237,7 +235,7 @@ def test_sftp_downloads_and_uploads_are_audited_hashed_and_recorded(
     assert changes["transfer.remove"] == {"path": f"{remote}/heap.hprof"}
 
     session_id = str(download["session_id"])
-    session = _ended(bastion, session_id)
+    session = ended_session(bastion, session_id)
     assert session["kind"] == "sftp" and session["status"] == "ended"
     events = _recording(bastion, session_id)
     downloaded = b"".join(e.data for e in events if isinstance(e, FileDataEvent) and not e.upload)
@@ -397,7 +395,7 @@ async def test_the_tui_shows_each_transfer_in_the_session_view(
     assert done.returncode == 0, done.stderr
     session_id = str(next(e["session_id"] for e in _events(bastion, "transfer.download")
                           if e["details"]["path"] == f"{remote}/report.csv"))  # type: ignore[index]
-    _ended(bastion, session_id)  # its recording closed, with the last markers in it
+    ended_session(bastion, session_id)  # its recording closed, with the last markers in it
     app = BastionTUI(LocalSource(bastion.world.config), bastion.world.root / "keys" / "auditor",
                      refresh_interval=3600)
     async with app.run_test(size=(160, 40)) as pilot:
@@ -431,10 +429,8 @@ async def test_revoke_with_a_file_open_still_ends_and_audits_the_session(
                 if s["kind"] == "sftp" and s["user"] == "alice"]
         assert len(live) == 1
         control_json(bastion, "alice", "revoke", str(req["id"]))
-        ended = wait_for(lambda: [s for s in control_json(bastion, "carol", "sessions",
-                                                          "--limit", "500")
-                                  if s["id"] == live[0]["id"] and s["status"] != "live"], 10)
-    assert "revoked" in str(ended[0]["end_reason"])
+        ended = ended_session(bastion, str(live[0]["id"]))
+    assert "revoked" in str(ended["end_reason"])
     uploads = [e["details"] for e in _events(bastion, "transfer.upload")
                if e["session_id"] == live[0]["id"]]
     assert uploads and uploads[0]["bytes"] == 4096  # type: ignore[index]

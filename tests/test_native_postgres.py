@@ -23,6 +23,7 @@ from harness import (
     World,
     control,
     control_json,
+    ended_session,
     free_port,
     grant_account,
     running_statements,
@@ -286,9 +287,7 @@ def test_recording_holds_statements_and_results(bastion: BastionProcess, pg: tup
     events = control_json(bastion, "carol", "audit", "--kind", "session.started", "--limit", "500")
     sid = next(e["session_id"] for e in reversed(events)
                if e["details"].get("program") == "recording-check")
-    ended = wait_for(lambda: next((s for s in control_json(bastion, "carol", "sessions")
-                                   if s["id"] == sid and s["status"] != "live"), None))
-    assert ended is not None
+    ended_session(bastion, sid)
     statements, results = _recorded(bastion, sid)
     assert any(s["statement"].startswith("SELECT id, name, ssn FROM customers") and
                s["status"] == f"SELECT {len(PEOPLE)}" for s in statements), statements

@@ -20,10 +20,10 @@ from harness import (
     World,
     control,
     control_json,
+    ended_session,
     free_port,
     running_bastion,
     ssh,
-    wait_for,
 )
 
 from recorder import (
@@ -92,12 +92,7 @@ def _verify(bastion: BastionProcess, arg: str) -> subprocess.CompletedProcess[st
 def _session(bastion: BastionProcess, word: str) -> dict[str, Any]:
     events = control_json(bastion, "carol", "audit", "--kind", "session.started", "--limit", "100")
     sid = next(e["session_id"] for e in events if word in (e["details"].get("command") or ""))
-    # The client hears the exit status first; the bastion then closes the recording and writes
-    # the session's end: only then is the recording whole.
-    session = wait_for(lambda: next((s for s in control_json(bastion, "carol", "sessions")
-                                     if s["id"] == sid and s["status"] != "live"), None))
-    assert session is not None, f"session {sid} did not end"
-    return dict(session)
+    return ended_session(bastion, sid)  # only then is the recording whole
 
 
 def test_a_recording_copied_over_another_is_tampered(bastion: BastionProcess) -> None:

@@ -26,7 +26,16 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-from harness import BastionProcess, World, control, control_json, free_port, start_target, wait_for
+from harness import (
+    BastionProcess,
+    World,
+    control,
+    control_json,
+    ended_session,
+    free_port,
+    start_target,
+    wait_for,
+)
 
 from recorder import FileDataEvent, MarkerEvent, RecordingReader, load_auditor_private_key
 
@@ -165,10 +174,7 @@ def _details_for(bastion: BastionProcess, kind: str, path: str) -> list[dict[str
 
 
 def _recording(bastion: BastionProcess, session_id: str) -> list[object]:
-    session = wait_for(lambda: next(
-        (s for s in control_json(bastion, "carol", "sessions", "--limit", "500")
-         if s["id"] == session_id and s["status"] != "live"), None))
-    assert session, f"session {session_id} did not end"
+    session = ended_session(bastion, session_id)
     identity = load_auditor_private_key(bastion.world.root / "keys" / "auditor")
     with RecordingReader(session["recording"], identity) as reader:
         return list(reader)

@@ -23,6 +23,7 @@ from harness import (
     World,
     control,
     control_json,
+    ended_session,
     free_port,
     running_bastion,
     start_target,
@@ -105,9 +106,7 @@ def recording_of(bastion: BastionProcess, marker: str) -> tuple[dict[str, Any], 
     sid = next(e["session_id"] for e in events if marker in (e["details"].get("command") or ""))
     # The client hears the exit first; the bastion then closes the recording and writes the
     # session's end: only then is the recording whole (and `verify` says intact).
-    session = wait_for(lambda: next((s for s in control_json(bastion, "carol", "sessions")
-                                     if s["id"] == sid and s["status"] != "live"), None), 15)
-    assert session is not None, f"session {sid} did not end"
+    session = ended_session(bastion, sid, 15)
     identity = load_auditor_private_key(bastion.world.root / "keys" / "auditor")
     with RecordingReader(session["recording"], identity) as reader:
         return session, list(reader), reader.header

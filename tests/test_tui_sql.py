@@ -16,6 +16,7 @@ from harness import (
     World,
     control,
     control_json,
+    ended_session,
     free_port,
     setup_databases,
     ssh_argv,
@@ -143,10 +144,7 @@ async def test_sql_view_of_a_native_psql_session(bastion: BastionProcess) -> Non
     sid = next(e["session_id"] for e in reversed(started)
                if e["details"].get("program") == "psql-in-tui-test")
     # The session ends (and its recording closes) after psql exits: wait for its end.
-    ended = await asyncio.to_thread(wait_for, lambda: next(
-        (s for s in control_json(bastion, "carol", "sessions")
-         if s["id"] == sid and s["status"] != "live"), None))
-    assert ended is not None, f"session {sid} did not end"
+    await asyncio.to_thread(ended_session, bastion, sid)
 
     app = BastionTUI(LocalSource(bastion.world.config), bastion.world.root / "keys" / "auditor",
                      refresh_interval=3600)
