@@ -234,6 +234,14 @@ class BastionProcess:
         """Stop with SIGTERM, as systemd does."""
         stop_process(self.proc)
 
+    def rss_mib(self) -> float:
+        """The running bastion's resident memory (VmRSS), in MiB."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError(f"no VmRSS for {self.proc.pid}")
+
     def known_hosts(self) -> Path:
         """A known_hosts file with the bastion's host key."""
         path = self.world.root / "known_hosts"

@@ -122,14 +122,6 @@ def cert(bastion: BastionProcess) -> Path:
     return path
 
 
-def _rss_mib(bastion: BastionProcess) -> float:
-    assert bastion.proc is not None
-    for line in Path(f"/proc/{bastion.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def _connect(bastion: BastionProcess, cert: Path) -> asyncssh.connection._ConnectionContext:  # type: ignore[name-defined]
     key = asyncssh.read_private_key(str(bastion.world.key("frank")))
     return asyncssh.connect(
@@ -141,12 +133,12 @@ def _connect(bastion: BastionProcess, cert: Path) -> asyncssh.connection._Connec
 async def test_a_client_that_never_reads_cannot_grow_the_bastion(
         bastion: BastionProcess, cert: Path, sinks: tuple[_Sink, _Sink]) -> None:
     talker, _ = sinks
-    before = _rss_mib(bastion)
+    before = bastion.rss_mib()
     async with _connect(bastion, cert) as conn:
         reader, writer = await conn.open_connection("127.0.0.1", talker.port)
         await reader.read(1)  # the destination is sending
         await asyncio.sleep(3)  # …and the client reads nothing more
-        grown = _rss_mib(bastion) - before
+        grown = bastion.rss_mib() - before
         assert talker.sent < 100 * MIB, "the bastion kept reading from the destination"
         assert grown < 64, f"the bastion grew by {grown:.0f} MiB"
         writer.close()
@@ -155,7 +147,7 @@ async def test_a_client_that_never_reads_cannot_grow_the_bastion(
 async def test_a_destination_that_never_reads_cannot_grow_the_bastion(
         bastion: BastionProcess, cert: Path, sinks: tuple[_Sink, _Sink]) -> None:
     _, silent = sinks
-    before = _rss_mib(bastion)
+    before = bastion.rss_mib()
     async with _connect(bastion, cert) as conn:
         _, writer = await conn.open_connection("127.0.0.1", silent.port)
         block = b"u" * 65536
@@ -166,7 +158,7 @@ async def test_a_destination_that_never_reads_cannot_grow_the_bastion(
             except TimeoutError:
                 break
         await asyncio.sleep(1)
-        grown = _rss_mib(bastion) - before
+        grown = bastion.rss_mib() - before
         assert grown < 64, f"the bastion grew by {grown:.0f} MiB"
         writer.close()
 

@@ -613,13 +613,6 @@ async def test_terminal_modes_reach_the_target(bastion: BastionProcess, cert: Pa
     assert "rows 30; columns 90" in out
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 async def test_a_client_that_stops_reading_does_not_swell_the_bastion(
         bastion: BastionProcess, cert: Path) -> None:
     # A hostile client grants a 1 GiB SSH window, then stops reading its socket while the
@@ -636,12 +629,12 @@ async def test_a_client_that_stops_reading_does_not_swell_the_bastion(
     async with conn:
         proc = await conn.create_process("cat /dev/zero", encoding=None, window=1 << 30)
         assert len(await proc.stdout.read(65536)) > 0
-        before = _rss_mib(bastion.proc.pid)
+        before = bastion.rss_mib()
         conn._transport.pause_reading()  # type: ignore[attr-defined,union-attr]
         grown = 0.0
         for _ in range(20):  # 4 s
             await asyncio.sleep(0.2)
-            grown = max(grown, _rss_mib(bastion.proc.pid) - before)
+            grown = max(grown, bastion.rss_mib() - before)
         conn._transport.resume_reading()  # type: ignore[attr-defined,union-attr]
         assert len(await proc.stdout.read(1 << 20)) > 0  # the session still flows
         proc.close()
