@@ -420,6 +420,37 @@ def _certificate(door: BastionProcess, user: str, key: Path, name: str) -> Path:
     return cert
 
 
+async def test_sftp_reads_whose_replies_are_not_read_do_not_swell_the_bastion(
+        door: BastionProcess, tmp_path: Path) -> None:
+    """Attack: an sftp client with a 1 GiB window asks for 800 reads of 256 KiB and does not
+    read its socket. asyncssh's SFTP server wrote each reply without waiting, so the bastion
+    would hold every reply; now it serves the next request once the last reply is taken."""
+    world = door.world
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(8 << 20))
+    cert = await asyncio.to_thread(_certificate, door, "alice", world.key("alice"), "sftp-flood")
+    key = asyncssh.read_private_key(str(world.key("alice")))
+    async with asyncssh.connect(
+            "127.0.0.1", world.port, username="files", window=1 << 30,
+            client_keys=[(key, asyncssh.read_certificate(str(cert)))],
+            known_hosts=str(door.known_hosts()), agent_path=None, config=None) as conn:
+        async with conn.start_sftp_client() as sftp:
+            remote = await sftp.open(str(big), "rb")
+            assert len(await remote.read(65536, 0)) == 65536
+            before = door.rss_mib()
+            conn._transport.pause_reading()  # type: ignore[attr-defined,union-attr]
+            reads = [asyncio.create_task(remote.read(1 << 18, (n % 32) << 18)) for n in range(800)]
+            grown = 0.0
+            for _ in range(20):  # 4 s
+                await asyncio.sleep(0.2)
+                grown = max(grown, door.rss_mib() - before)
+            conn._transport.resume_reading()  # type: ignore[attr-defined,union-attr]
+            async with asyncio.timeout(60):  # every read is answered once the client reads
+                assert all(len(data) == 1 << 18 for data in await asyncio.gather(*reads))
+            await remote.close()
+    assert grown < 100, f"the bastion grew by {grown:.0f} MiB for sftp replies not read"
+
+
 class _Sessions:
     """One user's shell, sftp and `ssh -L` (with a TCP connection through it) on `files`."""
 

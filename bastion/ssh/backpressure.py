@@ -14,6 +14,9 @@ A key exchange in progress holds channel data the same way: asyncssh defers ever
 the key exchange's own until it ends, in a list without limit, and a client that starts a rekey
 and never finishes it would otherwise make the bastion defer what its window allows (its socket
 never fills, so `pause_writing` never comes). When the exchange ends, channels send what they held.
+
+asyncssh's SFTP server writes each reply without waiting on `drain()`: it now waits after each
+request, so a client that asks for reads and never reads the replies gets no more served.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 import asyncssh.channel
 import asyncssh.connection
+import asyncssh.sftp
 
 __all__ = ["install"]
 
@@ -73,6 +77,16 @@ def install() -> None:
             return
         flush(self)
 
+    sftp_server = asyncssh.sftp.SFTPServerHandler
+    process_sftp = sftp_server._process_packet
+
+    async def process_sftp_packet(self: asyncssh.sftp.SFTPServerHandler, pkttype: int,
+                                  pktid: int, packet: Any) -> None:
+        await process_sftp(self, pkttype, pktid, packet)
+        if self._writer is not None:
+            await self._writer.drain()  # the reply is taken before the next request is served
+
+    sftp_server._process_packet = process_sftp_packet  # type: ignore[method-assign]
     connection.pause_writing = pause_writing  # type: ignore[method-assign]
     connection.resume_writing = resume_writing  # type: ignore[method-assign]
     connection._send_deferred_packets = send_deferred_packets  # type: ignore[method-assign]
