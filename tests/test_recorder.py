@@ -149,6 +149,26 @@ async def test_sql_events_and_signal_exit(
     assert events[2] == ExitEvent(events[2].t, None, "TERM")
 
 
+async def test_sql_event_payloads_read_back_as_the_standard_json_of_what_was_written(
+    tmp_path: Path, auditor: X25519PrivateKey, signer: Ed25519PrivateKey
+) -> None:
+    payloads = [
+        {"statement": "SELECT nom FROM clients WHERE ville = ?", "kind": "select", "blocked": None,
+         "rows": 1, "duration_ms": 0.412, "columns": ["nom", "ville"]},
+        {"rows": [["Zoë", "Ελλάδα", "東京", "tab\there", 'quote " and \\', "\u2028"]],
+         "truncated": False, "masked": {}},
+        {"rowcount": 2**70, "status": "SELECT 1180591620717411303424"},  # past 64 bits
+        {"nested": {"a": [1.5, -0.0, 1e-7, 12345678901234567890.0]}, 1: "an integer key"},
+    ]
+    writer = new_writer(tmp_path, [auditor], signer, kind="postgres")
+    async with writer:
+        for payload in payloads:
+            await writer.sql_result(payload)
+    with RecordingReader(writer.path, auditor) as reader:
+        read = [e.payload for e in reader if isinstance(e, SqlResultEvent)]
+    assert read == [json.loads(json.dumps(p)) for p in payloads]
+
+
 async def test_binary_output_round_trips_exactly(
     tmp_path: Path, auditor: X25519PrivateKey, signer: Ed25519PrivateKey
 ) -> None:
