@@ -35,6 +35,7 @@ LITERALS = frozenset(
 STRING_LITERALS = frozenset(getattr(TokenType, name) for name in ("STRING", "NATIONAL_STRING")
                             if hasattr(TokenType, name))
 _EXECUTABLE_COMMENT = re.compile(r"/\*M?!")
+_NUMBER, _PARAMETER, _L_PAREN = TokenType.NUMBER, TokenType.PARAMETER, TokenType.L_PAREN
 _COMPOUND = frozenset({"PROCEDURE", "FUNCTION", "TRIGGER", "EVENT"})
 
 
@@ -176,30 +177,38 @@ def lex(text: str, dialect: str) -> Lexed:
     executable = False
     pos = 0
     length = 0
-    for i, tok in enumerate(tokens):
-        gap = text[pos : tok.start]
-        if gap and not gap.isspace():
-            executable = executable or bool(_EXECUTABLE_COMMENT.search(gap))
-            gap = " "
-        raw = text[tok.start : tok.end + 1]
-        clean.append(gap)
-        length += len(gap)
-        spans.append((length, length + len(raw)))
-        clean.append(raw)
-        length += len(raw)
+    # One pass, looking back rather than ahead: a word followed by "(" is a function; a number
+    # right after a parameter sign ($1, :1) is part of the parameter, not a literal.
+    word: str | None = None  # the previous token, lower case, when it was not a literal
+    parameter_end = -1  # where the previous token ended, when it was a parameter sign
+    for tok in tokens:
+        start = tok.start
+        kind = tok.token_type
+        if start > pos:
+            gap = text[pos:start]
+            if not gap.isspace():
+                executable = executable or bool(_EXECUTABLE_COMMENT.search(gap))
+                gap = " "
+            clean.append(gap)
+            redacted.append(gap)
+            length += len(gap)
         pos = tok.end + 1
-        is_param_number = (tok.token_type == TokenType.NUMBER and i > 0
-                           and tokens[i - 1].token_type == TokenType.PARAMETER
-                           and tokens[i - 1].end + 1 == tok.start)
-        if tok.token_type in LITERALS and not is_param_number:
+        raw = text[start:pos]
+        clean.append(raw)
+        spans.append((length, length + len(raw)))
+        length += len(raw)
+        if kind is _L_PAREN and word is not None:
+            functions.add(word)
+        if kind in LITERALS and not (kind is _NUMBER and parameter_end == start):
             literals.append(tok.text)
-            redacted.append(gap + "?")
+            redacted.append("?")
+            word, parameter_end = None, -1
             continue
-        redacted.append(gap + raw)
+        redacted.append(raw)
         words.append(tok.text.upper())
-        names.add(tok.text.lower())
-        if i + 1 < len(tokens) and tokens[i + 1].token_type == TokenType.L_PAREN:
-            functions.add(tok.text.lower())
+        word = tok.text.lower()
+        names.add(word)
+        parameter_end = pos if kind is _PARAMETER else -1
     tail = text[pos:]
     if tail and not tail.isspace():
         executable = executable or bool(_EXECUTABLE_COMMENT.search(tail))
