@@ -447,30 +447,33 @@ def pg_endpoints(bench: Bench) -> Iterator[tuple[dict[str, int], dict[str, Calla
 
 
 def run_pgbench(bench: Bench, args: argparse.Namespace
-                ) -> tuple[dict[tuple[str, str], PgbenchRun], dict[str, str]]:
-    """Every mode through every path, interleaved."""
-    results: dict[tuple[str, str], PgbenchRun] = {}
+                ) -> tuple[dict[tuple[str, str], list[PgbenchRun]], dict[str, str]]:
+    """Every mode through every path, interleaved, `--rounds` times (a round runs each path once
+    per mode, so that a drift of the machine's speed falls on every path alike)."""
+    results: dict[tuple[str, str], list[PgbenchRun]] = collections.defaultdict(list)
+    paths = args.paths
     with pg_endpoints(bench) as (ports, cpu, notes):
         users = {path: "nbench" if path == "bastion" else "postgres" for path in PG_PATHS}
-        for path in PG_PATHS:  # warm-up: connections, the grant's account, the gate's cache
+        for path in paths:  # warm-up: connections, the grant's account, the gate's cache
             for mode in MODES:
                 pgbench(ports[path], users[path], bench.pgbench_db, mode, transactions=50)
-        print(f"pgbench -S -c 4 -j 2 -T {args.seconds}: 2 modes x {len(PG_PATHS)} paths "
-              f"(ciphers: OpenSSH tunnel {notes['openssh']}, bastion tunnel {notes['bastion']})",
-              flush=True)
-        for mode in MODES:
-            for path in PG_PATHS:
-                settle(bench.bastion_pid)  # nothing left over from the run before
-                before = {name: read() for name, read in cpu.items()}
-                tps, count = pgbench(ports[path], users[path], bench.pgbench_db, mode,
-                                     seconds=args.seconds)
-                used = {name: read() - before[name] for name, read in cpu.items()}
-                drain = settle(bench.bastion_pid)
-                used["bastion"] = cpu["bastion"]() - before["bastion"]
-                results[(mode, path)] = PgbenchRun(tps, count, used, drain)
-                print(f"  {mode:<9}{path:<11}{tps:>10,.0f} tps  ({count:,} transactions; "
-                      f"bastion CPU {used['bastion']:.1f} s, busy {drain:.1f} s after the end)",
-                      flush=True)
+        print(f"pgbench -S -c 4 -j 2 -T {args.seconds}: 2 modes x {len(paths)} paths x "
+              f"{args.rounds} rounds (ciphers: OpenSSH tunnel {notes['openssh']}, bastion tunnel "
+              f"{notes['bastion']})", flush=True)
+        for _ in range(args.rounds):
+            for mode in MODES:
+                for path in paths:
+                    settle(bench.bastion_pid)  # nothing left over from the run before
+                    before = {name: read() for name, read in cpu.items()}
+                    tps, count = pgbench(ports[path], users[path], bench.pgbench_db, mode,
+                                         seconds=args.seconds)
+                    used = {name: read() - before[name] for name, read in cpu.items()}
+                    drain = settle(bench.bastion_pid)
+                    used["bastion"] = cpu["bastion"]() - before["bastion"]
+                    results[(mode, path)].append(PgbenchRun(tps, count, used, drain))
+                    print(f"  {mode:<9}{path:<11}{tps:>10,.0f} tps  ({count:,} transactions; "
+                          f"bastion CPU {used['bastion']:.1f} s, busy {drain:.1f} s after the "
+                          "end)", flush=True)
     return results, notes
 
 
@@ -795,15 +798,19 @@ def row(label: str, *cells: str) -> str:
     return f"{label:<52}" + "".join(f"{c:>16}" for c in cells)
 
 
-def report_pgbench(results: dict[tuple[str, str], PgbenchRun], notes: dict[str, str],
+def report_pgbench(results: dict[tuple[str, str], list[PgbenchRun]], notes: dict[str, str],
                    args: argparse.Namespace) -> None:
+    paths = args.paths
+    median = statistics.median
     print()
     print(f"1. pgbench -n -S -c 4 -j 2 -T {args.seconds}, scale {args.scale}, tps (without "
-          f"initial connection time); OpenSSH tunnel cipher {notes['openssh']}, bastion tunnel "
-          f"{notes['bastion']}")
+          f"initial connection time; the median of {args.rounds} interleaved rounds, ratios the "
+          f"median of each round's ratio); OpenSSH tunnel cipher {notes['openssh']}, bastion "
+          f"tunnel {notes['bastion']}")
     print(row("", *MODES))
-    for path in PG_PATHS:
-        print(row(f"  {NAMES[path]}", *(f"{results[(m, path)].tps:,.0f}" for m in MODES)))
+    for path in paths:
+        print(row(f"  {NAMES[path]}", *(f"{median(r.tps for r in results[(m, path)]):,.0f}"
+                                        for m in MODES)))
     for label, a, b, goal in (("bastion / OpenSSH tunnel", "bastion", "openssh",
                                "(budget >= 0.5x, moonshot 1.0x)"),
                               ("asyncssh forwarder / OpenSSH tunnel", "asyncssh", "openssh",
@@ -813,17 +820,26 @@ def report_pgbench(results: dict[tuple[str, str], PgbenchRun], notes: dict[str, 
                               ("bastion / direct", "bastion", "direct", ""),
                               ("OpenSSH tunnel / direct", "openssh", "direct", ""),
                               ("pgbouncer / direct", "pgbouncer", "direct", "")):
-        print(row(f"  ratio {label}",
-                  *(f"{results[(m, a)].tps / results[(m, b)].tps:.3f}x" for m in MODES)) + f"  {goal}")
+        if a not in paths or b not in paths:
+            continue
+        ratios = {m: [x.tps / y.tps for x, y in zip(results[(m, a)], results[(m, b)],
+                                                     strict=True)] for m in MODES}
+        spread = "" if args.rounds == 1 else "  rounds " + " · ".join(
+            ", ".join(f"{r:.2f}" for r in ratios[m]) for m in MODES)
+        print(row(f"  ratio {label}", *(f"{median(ratios[m]):.3f}x" for m in MODES))
+              + f"  {goal}{spread}")
     for label, name in (("bastion process (until idle)", "bastion"),
                         ("OpenSSH tunnel's sshd processes", "sshd"),
                         ("asyncssh forwarder", "asyncssh"), ("pgbouncer", "pgbouncer")):
         path = {"sshd": "openssh"}.get(name, name)
+        if path not in paths:
+            continue
         print(row(f"  CPU s per 1000 tx, {label}",
-                  *(f"{1000 * results[(m, path)].cpu[name] / results[(m, path)].transactions:.3f}"
+                  *(f"{median(1000 * r.cpu[name] / r.transactions for r in results[(m, path)]):.3f}"
                     for m in MODES)))
-    print(row("  bastion busy after pgbench ended (log backlog)",
-              *(f"{results[(m, 'bastion')].drain:.1f} s" for m in MODES)))
+    if "bastion" in paths:
+        print(row("  bastion busy after pgbench ended (log backlog)",
+                  *(f"{max(r.drain for r in results[(m, 'bastion')]):.1f} s" for m in MODES)))
 
 
 def report_bulk(times: dict[str, list[float]], rows: int) -> None:
@@ -887,10 +903,18 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=10, help="pgbench -i scale")
     parser.add_argument("--only", default=",".join(PHASES),
                         help=f"comma-separated phases to run, of {','.join(PHASES)}")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="pgbench: interleaved rounds of every path (medians are reported)")
+    parser.add_argument("--paths", default=",".join(PG_PATHS),
+                        help=f"pgbench: comma-separated paths to run, of {','.join(PG_PATHS)}")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="after the measurements, profile the bastion with py-spy into DIR")
     args = parser.parse_args()
     phases = set(args.only.split(","))
+    asked = set(args.paths.split(","))
+    if not asked <= set(PG_PATHS) or args.rounds < 1:
+        parser.error(f"--paths takes paths of {','.join(PG_PATHS)}; --rounds at least 1")
+    args.paths = [p for p in PG_PATHS if p in asked]
     if not phases <= set(PHASES):
         parser.error(f"--only takes phases of {','.join(PHASES)}")
     busy = subprocess.run(["pgrep", "-f", "pytest"], capture_output=True, text=True).stdout.split()
@@ -898,7 +922,7 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs; load average at the start {load[0]:.2f} / {load[1]:.2f} / "
           f"{load[2]:.2f}; pytest processes running: {len(busy)}", flush=True)
     t_begin = time.monotonic()
-    pg: tuple[dict[tuple[str, str], PgbenchRun], dict[str, str]] | None = None
+    pg: tuple[dict[tuple[str, str], list[PgbenchRun]], dict[str, str]] | None = None
     bulk: dict[str, list[float]] | None = None
     my: tuple[MyRates, dict[str, list[float]], dict[str, str]] | None = None
     profiles: list[str] = []
