@@ -169,6 +169,33 @@ async def test_sql_event_payloads_read_back_as_the_standard_json_of_what_was_wri
     assert read == [json.loads(json.dumps(p)) for p in payloads]
 
 
+def _cached_bytes(path: Path) -> int:
+    """How much of a file is in the page cache (util-linux fincore)."""
+    done = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout.strip())
+
+
+async def test_synced_output_leaves_the_page_cache_and_still_reads_back(
+    tmp_path: Path, auditor: X25519PrivateKey, signer: Ed25519PrivateKey
+) -> None:
+    rng = random.Random(11)
+    pieces = [rng.randbytes(32 * 1024) for _ in range(256)]  # 8 MiB
+    writer = new_writer(tmp_path, [auditor], signer, settings=WriterSettings(fsync=True))
+    async with writer:
+        for piece in pieces[:128]:
+            await writer.output(piece)
+        await writer.flush()  # on disk: dropped from the cache
+        assert _cached_bytes(writer.path) < 64 * 1024, "synced pages stayed in the page cache"
+        for piece in pieces[128:]:
+            await writer.output(piece)
+    assert _cached_bytes(writer.path) < 64 * 1024
+    with RecordingReader(writer.path, auditor) as reader:
+        read = b"".join(e.data for e in reader if isinstance(e, OutputEvent))
+    assert read == b"".join(pieces)
+    assert verify_recording(writer.path, signer.public_key()).status is VerifyStatus.INTACT
+
+
 async def test_binary_output_round_trips_exactly(
     tmp_path: Path, auditor: X25519PrivateKey, signer: Ed25519PrivateKey
 ) -> None:
