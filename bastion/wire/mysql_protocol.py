@@ -11,6 +11,7 @@ sends is untrusted, and the relay turns the violation into an error packet and a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass, field
@@ -428,8 +429,7 @@ def build_err(code: int, state: str, message: str) -> bytes:
 
 # result sets ------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Column:
+class Column(NamedTuple):
     """A column definition: its name, type and flags."""
 
     name: str
@@ -438,8 +438,10 @@ class Column:
     org_table: str = ""  # the table or view it was read from ("" for a computed value)
 
 
+@functools.lru_cache(maxsize=4096)
 def column_definition(data: bytes) -> Column:
-    """Decode a ColumnDefinition41."""
+    """Decode a ColumnDefinition41. Cached: a driver's statements come back with the same
+    definitions again and again, and a Column is immutable."""
     pos = 0
     name = org_table = b""
     for i in range(6):  # catalog, schema, table, org_table, name, org_name

@@ -8,6 +8,7 @@ raises ProtocolViolation with a message fit for the client and the audit trail.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -245,7 +246,12 @@ def parse_execute(payload: bytes) -> tuple[str, int]:
 
 def parse_row_description(payload: bytes | memoryview) -> list[tuple[str, int, int, int]]:
     """RowDescription: each column's (name, table OID (0: computed), type OID, format code)."""
-    data = bytes(payload)
+    return list(_row_description(bytes(payload)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _row_description(data: bytes) -> tuple[tuple[str, int, int, int], ...]:
+    """Cached: a client's statements come back with the same descriptions again and again."""
     if len(data) < 2:
         raise ProtocolViolation("malformed RowDescription")
     count = int.from_bytes(data[:2], "big")
@@ -259,7 +265,7 @@ def parse_row_description(payload: bytes | memoryview) -> list[tuple[str, int, i
                         int.from_bytes(data[pos + 6:pos + 10], "big"),
                         int.from_bytes(data[pos + 16:pos + 18], "big")))
         pos += 18
-    return columns
+    return tuple(columns)
 
 
 def parse_data_row(payload: bytes | memoryview) -> list[bytes | None]:
