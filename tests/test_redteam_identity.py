@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -446,6 +447,23 @@ def test_no_token_or_device_code_reaches_the_audit_trail_or_the_log(
     assert "signed out" in as_key(bastion, key, "logout").stdout
 
 
+@contextlib.contextmanager
+def _live_session(bastion: BastionProcess, argv: list[str], user: str
+                  ) -> Iterator[subprocess.Popen[str]]:
+    """An ssh session kept open, once the bastion lists it as live (ssh's own words if it never
+    is); killed, its pipes closed, at the end."""
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as live:
+        try:
+            if not wait_for(lambda: any(s["user"] == user for s in control_json(
+                    bastion, "carol", "sessions", "--live")), timeout=30):
+                live.kill()
+                _, err = live.communicate(timeout=5)
+                pytest.fail(f"{user}'s session did not start: {err}")
+            yield live
+        finally:
+            live.kill()
+
+
 @pytest.mark.sshd
 def test_logout_ends_the_live_sessions_even_while_another_key_is_signed_in(
         bastion: BastionProcess, idp: OidcProvider) -> None:
@@ -455,16 +473,10 @@ def test_logout_ends_the_live_sessions_even_while_another_key_is_signed_in(
     as_key(bastion, key, "request", "staging", "--reason", "work")
     cert = key.parent / "dora-live-cert.pub"
     cert.write_text(as_key(bastion, key, "cert").stdout)
-    live = subprocess.Popen([*ssh_argv(bastion, key, "staging", cert=cert), "sleep 60"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        started = wait_for(lambda: any(s["user"] == "dora" for s in control_json(
-            bastion, "carol", "sessions", "--live")))
-        assert started, "dora's session did not start"
+    with _live_session(bastion, [*ssh_argv(bastion, key, "staging", cert=cert), "sleep 60"],
+                       "dora") as live:
         assert "signed out" in as_key(bastion, key, "logout").stdout
         _, err = live.communicate(timeout=15)
-    finally:
-        live.kill()
     assert "you signed out" in err
     assert as_key(bastion, other, "whoami").returncode == 0  # the other key is still signed in
     assert "signed out" in as_key(bastion, other, "logout").stdout
@@ -479,16 +491,11 @@ def test_a_key_signed_in_again_as_someone_else_ends_the_first_person_s_sessions(
     as_key(bastion, key, "request", "staging", "--reason", "work")
     cert = key.parent / "dora-shared-cert.pub"
     cert.write_text(as_key(bastion, key, "cert").stdout)
-    live = subprocess.Popen([*ssh_argv(bastion, key, "staging", cert=cert), "sleep 60"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert wait_for(lambda: any(s["user"] == "dora" for s in control_json(
-            bastion, "carol", "sessions", "--live"))), "dora's session did not start"
+    with _live_session(bastion, [*ssh_argv(bastion, key, "staging", cert=cert), "sleep 60"],
+                       "dora") as live:
         again, _ = sign_in(bastion, idp, "gina", "dora-shared")
         assert again.returncode == 0 and "signed in as gina" in again.stdout, again.stderr
         _, err = live.communicate(timeout=15)
-    finally:
-        live.kill()
     assert "this key was signed in again as gina" in err
     assert json.loads(as_key(bastion, key, "whoami", "--json").stdout)["user"] == "gina"
     assert ssh(bastion, key, "staging", ["true"], cert=cert).returncode != 0
