@@ -313,8 +313,13 @@ def _explain(lexed: Lexed, dialect: str, depth: int, first: str) -> Analysis:
                 if level == 0:
                     break
             elif tokens[j].text.upper() in ("ANALYZE", "ANALYSE"):
-                following = tokens[j + 1].text.upper() if j + 1 < len(tokens) else ""
-                analyze = analyze or following not in ("FALSE", "OFF", "0")
+                # Off only when said with the words FALSE or OFF: a literal (0, '0', 'off', and
+                # PostgreSQL 16's 0_1 or 0o1, which the tokenizer reads as 0 and a name) counts
+                # as on, so that no verdict depends on a literal's value (verdicts are cached by
+                # the statement's literal-free form) and an odd spelling fails closed.
+                following = tokens[j + 1] if j + 1 < len(tokens) else None
+                analyze = analyze or following is None or following.token_type in LITERALS \
+                    or following.text.upper() not in ("FALSE", "OFF")
             j += 1
         i = j + 1
     while i < len(tokens):

@@ -82,7 +82,7 @@ class StatementGate:
         self.budget = budget
         self.user_functions = user_functions
         self.named: set[str] = set()  # lookup hashes named to the server so far
-        self._verdicts: OrderedDict[tuple[str, bool, bool], _Verdict] = OrderedDict()
+        self._verdicts: OrderedDict[tuple[str, bool, bool, bool], _Verdict] = OrderedDict()
         # A plain text's shape (numbers replaced) → (redacted, names, verdict) of the first text
         # of that shape, when its verdict was cacheable.
         self._plain: OrderedDict[tuple[str, bool], tuple[str, frozenset[str], _Verdict]] = \
@@ -143,7 +143,7 @@ class StatementGate:
         redacted text, names, clean text and verdict; a cacheable verdict of a plain text is
         kept for its shape too."""
         lexed = lex(sql, self.dialect)
-        key = (lexed.redacted, lexed.executable_comment, lexed.ok)
+        key = (lexed.redacted, lexed.executable_comment, lexed.ok, copy_stdio)
         verdict = self._verdicts.get(key)
         if verdict is not None:
             self._verdicts.move_to_end(key)
