@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bastion.sql.scrub import scrub_message
@@ -53,7 +54,7 @@ from bastion.wire.mysql_protocol import (
     reseq,
 )
 from bastion.wire.mysql_results import Answer, Prepared
-from bastion.wire.scrubbing import Scrubber, computed_scrubber
+from bastion.wire.scrubbing import TEXT_KINDS, Scrubber, computed_scrubber
 from bastion.wire.session import SessionRefused, Statement
 from recorder import RecordingError
 
@@ -408,11 +409,14 @@ class _Relay:
         return Answer(kind, bool(self.caps & DEPRECATE_EOF), statements or [], prepared,
                       plan=self._scrub_plan, max_rows=self.ctx.target.max_rows)
 
-    def _scrub_plan(self, kind: str, names: frozenset[str], columns: list[Column]
+    def _scrub_plan(self, kind: str, names: Callable[[], frozenset[str]], columns: list[Column]
                     ) -> list[tuple[int, Scrubber]]:
         """Computed columns of server text and of masked grants are scrubbed (bastion.wire.
         scrubbing); what was read from a table or a masked view passes as it is."""
-        scrub = computed_scrubber(kind, names, self.ctx.grant.lookups is not None)
+        masked = self.ctx.grant.lookups is not None
+        if not masked and kind not in TEXT_KINDS:
+            return []  # what computed_scrubber says, without gathering the names first
+        scrub = computed_scrubber(kind, names(), masked)
         if scrub is None:
             return []
         return [(i, scrub) for i, column in enumerate(columns) if not column.org_table]

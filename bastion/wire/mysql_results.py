@@ -63,7 +63,9 @@ class Answer:
     statement_id: int | None = None  # prepare: the id the server gave the statement
     finished: list[Statement] = field(default_factory=list)  # to log
     # Which result columns are scrubbed on their way to the client (set by the relay's plan).
-    plan: Callable[[str, frozenset[str], list[Column]], list[tuple[int, Scrubber]]] | None = None
+    # (kind, the statement's names — asked for only when needed —, columns) → the plan.
+    plan: Callable[[str, Callable[[], frozenset[str]], list[Column]],
+                   list[tuple[int, Scrubber]]] | None = None
     scrub: list[tuple[int, Scrubber]] = field(default_factory=list)
     names: frozenset[str] = frozenset()  # names kept in scrubbed error messages
     replacement: bytes | None = None  # what the client gets instead of the last packet
@@ -139,7 +141,7 @@ class Answer:
                 st.columns = [c.name for c in self.columns]
             if self.prepared is not None and self.kind == "execute":
                 self.prepared.columns = self.columns
-            self.scrub = self.plan(st.kind, self._statement_names(), self.columns) \
+            self.scrub = self.plan(st.kind, self._statement_names, self.columns) \
                 if self.plan is not None and st is not None else []
             self.state = "rows" if self.deprecate_eof else "columns_eof"
         return False
