@@ -171,3 +171,13 @@ async def test_a_refusal_is_served_to_every_text_of_its_shape_and_no_other() -> 
     assert (await gate.check("SELECT pg_read_file('/etc/passwd') FROM customers WHERE id = 1")
             ).refused
     assert "pg_read_file" not in (await gate.check("SELECT name FROM customers WHERE id = 2")).text
+
+
+async def test_long_statements_are_analysed_each_time_not_kept_as_cache_keys() -> None:
+    gate = StatementGate(SqlPolicy(), "postgres", None, LookupBudget())
+    for i in range(50):
+        columns = ", ".join(f"c{i}_{j}" for j in range(1200))  # ~10 KB, a new shape each time
+        assert (await gate.check(f"SELECT {columns} FROM t WHERE id = {i}")).refused is None
+        assert (await gate.check(f"SELECT {columns} FROM t WHERE id = '{i}'")).refused is None
+    assert (await gate.check("DELETE FROM t")).refused  # the gate still judges
+    assert len(gate._plain) == len(gate._verdicts) == 1  # only the short DELETE's

@@ -45,6 +45,9 @@ from bastion.sql.scrub import scrub_message
 __all__ = ["Checked", "StatementGate"]
 
 CACHED_VERDICTS = 2048
+# Longer statements are analysed every time rather than kept as cache keys (2048 keys of up to a
+# MiB each would let one session hold gigabytes); drivers' repeated statements are short.
+CACHED_TEXT = 4096
 # A plain text (see above): ASCII only, so that \b and the digit runs mean what they say.
 _PLAIN = re.compile(r"[A-Za-z0-9_ \t\r\n,.=<>()*+]*;?[ \t\r\n]*", re.ASCII)
 _NUMBER = re.compile(r"\b[0-9]+\b", re.ASCII)
@@ -103,7 +106,8 @@ class StatementGate:
             return Checked(redacted=sql[:60] + "…", kind="other", text="",
                            refused=f"statements longer than {MAX_STATEMENT} characters are "
                                    "refused by the bastion")
-        shape = (_NUMBER.sub("?", sql), copy_stdio) if _PLAIN.fullmatch(sql) else None
+        shape = (_NUMBER.sub("?", sql), copy_stdio) \
+            if len(sql) <= CACHED_TEXT and _PLAIN.fullmatch(sql) else None
         known = self._plain.get(shape) if shape is not None else None
         if shape is not None and known is not None:
             self._plain.move_to_end(shape)
@@ -150,7 +154,7 @@ class StatementGate:
         else:
             analysis = analyse(sql, self.dialect)
             verdict = self._judge(analysis, copy_stdio)
-            if not _cacheable(analysis):
+            if not _cacheable(analysis) or len(lexed.redacted) > CACHED_TEXT:
                 return lexed.redacted, lexed.names, lexed.clean, verdict
             self._verdicts[key] = verdict
             if len(self._verdicts) > CACHED_VERDICTS:
