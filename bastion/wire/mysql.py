@@ -54,7 +54,7 @@ from bastion.wire.mysql_protocol import (
     reseq,
 )
 from bastion.wire.mysql_results import Answer, Prepared
-from bastion.wire.scrubbing import TEXT_KINDS, Scrubber, computed_scrubber
+from bastion.wire.scrubbing import Scrubber, computed_scrubber
 from bastion.wire.session import SessionRefused, Statement
 from recorder import RecordingError
 
@@ -413,10 +413,7 @@ class _Relay:
                     ) -> list[tuple[int, Scrubber]]:
         """Computed columns of server text and of masked grants are scrubbed (bastion.wire.
         scrubbing); what was read from a table or a masked view passes as it is."""
-        masked = self.ctx.grant.lookups is not None
-        if not masked and kind not in TEXT_KINDS:
-            return []  # what computed_scrubber says, without gathering the names first
-        scrub = computed_scrubber(kind, names(), masked)
+        scrub = computed_scrubber(kind, names, self.ctx.grant.lookups is not None)
         if scrub is None:
             return []
         return [(i, scrub) for i, column in enumerate(columns) if not column.org_table]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from bastion.sql.scrub import scrub_message
 from bastion.wire.gate import Checked
 from bastion.wire.pg_protocol import build_data_row, build_error, error_fields, parse_data_row
-from bastion.wire.scrubbing import TEXT_KINDS, Scrubber, computed_scrubber, scrub_binary_integer
+from bastion.wire.scrubbing import Scrubber, computed_scrubber, scrub_binary_integer
 from bastion.wire.session import RECORDED_ROWS, Statement
 
 __all__ = ["Column", "Op", "Prepared", "copy_line", "record_row", "scrub_plan", "scrubbed_message",
@@ -87,10 +87,7 @@ def scrub_plan(op: Op, columns: list[Column], masked: bool) -> list[tuple[int, S
     plans and SHOW output are server text (values quoted in them go); computed values of a
     masked grant pass the content detectors. Columns read from a table or view pass as they
     are (the database masked them)."""
-    kind = op.statement().kind
-    if not masked and kind not in TEXT_KINDS:
-        return []  # what computed_scrubber says, without gathering the names first
-    scrub = computed_scrubber(kind, op.known_names(), masked)
+    scrub = computed_scrubber(op.statement().kind, op.known_names, masked)
     if scrub is None:
         return []
     plan: list[tuple[int, Scrubber]] = []

@@ -17,16 +17,19 @@ TEXT_KINDS = frozenset({"show", "explain", "describe"})  # results that are serv
 Scrubber = Callable[[bytes], "bytes | None"]  # a value in, the value the client gets out
 
 
-def computed_scrubber(kind: str, names: frozenset[str], masked: bool) -> Scrubber | None:
+def computed_scrubber(kind: str, names: Callable[[], frozenset[str]], masked: bool
+                      ) -> Scrubber | None:
     """How a computed column's text values are scrubbed for a statement of `kind` (None: they
-    pass as they are)."""
+    pass as they are). `names` gives the statement's own names, asked for only when server text
+    is scrubbed (gathering them for every result was work a relay did for nothing)."""
     text_result = kind in TEXT_KINDS
     if not text_result and not masked:
         return None
+    kept = names() if text_result else frozenset()
 
     def scrub(value: bytes) -> bytes | None:
         text = value.decode("utf-8", "replace")
-        scrubbed = scrub_message(text, names) if text_result else scrub_text(text)
+        scrubbed = scrub_message(text, kept) if text_result else scrub_text(text)
         return value if scrubbed == text else scrubbed.encode()
 
     return scrub
