@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -580,6 +581,24 @@ async def test_a_batch_of_statements_is_logged_in_one_call(store: Store) -> None
     by_text = {q.statement: q for q in logged}
     assert by_text["SELECT 3 -- 100% ?"].blocked == "refused"
     assert by_text["SELECT 4 -- 100% ?"].error == "error"
+    # In the order given, across the multi-row INSERTs the SQLite store splits a batch into.
+    ids = [by_text[f"SELECT {i} -- 100% ?"].id or 0 for i in range(300)]
+    assert ids == sorted(ids)
+
+
+async def test_a_batch_with_a_bad_row_logs_none_of_it(store: Store) -> None:
+    """One transaction per batch: a row the store refuses (here a NOT NULL column left empty,
+    in the batch's second multi-row INSERT) leaves nothing of the batch behind."""
+    base = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
+    rows = [QueryRecord(session_id="s10", user="alice", target="pg", statement=f"SELECT {i}",
+                        kind="select", started_at=base, duration_ms=0.5, rows=1)
+            for i in range(100)]
+    rows[70] = dataclasses.replace(rows[70], statement=None)  # type: ignore[arg-type]
+    with pytest.raises(StoreError):
+        await store.record_queries(rows)
+    assert await store.list_queries(session_id="s10") == []
+    await store.record_queries(rows[:70])
+    assert len(await store.list_queries(session_id="s10")) == 70
 
 
 async def test_the_installation_tag_is_set_once_and_shared(store: Store, open_new: Opener) -> None:
