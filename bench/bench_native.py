@@ -4,8 +4,8 @@
                                            [--scale 10] [--only pgbench,bulk,mysql]
                                            [--profile DIR]
 
-About 7 minutes with the defaults on a 2-core machine (10 pgbench runs and 3 point-select runs
-of SECONDS each are 260 s of it; `--seconds 10` makes it about 5 minutes). Needs the test
+About 7 minutes with the defaults on a 2-core machine (10 pgbench runs and 4 point-select runs
+of SECONDS each are 280 s of it; `--seconds 10` makes it about 5 minutes). Needs the test
 databases (PostgreSQL 127.0.0.1:5432 as postgres, MariaDB 127.0.0.1:3306 as root), OpenSSH's sshd
 and client, pgbench, psql and Debian's pgbouncer. Throwaway databases (tests/sqldb.py, plus one `pgbench -i`
 database), a throwaway sshd (tests/sshd.py) and a pgbouncer are made here and removed at the end.
@@ -32,7 +32,10 @@ Nothing is asserted; ratios are printed against the issue's budgets:
    connection and the session's start cost apart from the result.
 3. MariaDB with PyMySQL: (a) point selects, 4 threads each looping `SELECT id, name FROM big WHERE
    id = %s` (random ids, own connection per thread) for SECONDS, direct (root), through the
-   OpenSSH tunnel (root) and through the bastion (masked target: the grant reads the masked view);
+   OpenSSH tunnel (root, on the table; and root on the masked view, `<db>_masked` as the default
+   database, so that the database does the same work as for the bastion's session and the ratio
+   against it is the relay's share) and through the bastion (masked target: the grant reads the
+   masked view);
    (b) the `--rows` masked result with an unbuffered cursor (SSCursor, rows iterated and
    dropped), bastion against direct (root, unmasked), connect + query + fetch, median of
    `--bulk-runs` interleaved runs. PyMySQL is pure Python: the 4 client threads share one GIL.
@@ -94,11 +97,12 @@ from bastion.ssh import transport  # noqa: E402
 
 PHASES = ("pgbench", "bulk", "mysql")
 PG_PATHS = ("direct", "pgbouncer", "openssh", "asyncssh", "bastion")
-MY_PATHS = ("direct", "openssh", "bastion")
+MY_PATHS = ("direct", "openssh", "openssh-view", "bastion")
 MODES = ("simple", "prepared")
 NAMES = {"direct": "direct (127.0.0.1)", "pgbouncer": "pgbouncer (session pool)",
          "openssh": "OpenSSH ssh -L, throwaway sshd",
-         "asyncssh": "asyncssh forwarder, no inspection", "bastion": "bastion ssh -L, recorded"}
+         "asyncssh": "asyncssh forwarder, no inspection", "bastion": "bastion ssh -L, recorded",
+         "openssh-view": "OpenSSH ssh -L, root on the masked view"}
 POINT = "SELECT id, name FROM big WHERE id = %s"
 MASKED_BIG = BIG.replace(" FROM big", " FROM public_masked.big")
 THREADS = 4
@@ -549,9 +553,13 @@ def run_pg_bulk(bench: Bench, args: argparse.Namespace) -> dict[str, list[float]
 
 
 def my_connect(port: int, path: str, bench: Bench, **kw: Any) -> pymysql.connections.Connection[Any]:
+    """As the bastion's user, or as root: on the tables, or ("openssh-view") with the masked
+    database the bastion's sessions start in as the default, so that `big` is the masked view
+    (the same query the bastion's session runs, the relay left out)."""
     user, password = ("nbench", "ignored") if path == "bastion" else ("root", "")
+    database = bench.db["name"] + ("_masked" if path == "openssh-view" else "")
     return pymysql.connect(host="127.0.0.1", port=port, user=user, password=password,
-                           database=bench.db["name"], autocommit=True, connect_timeout=20, **kw)
+                           database=database, autocommit=True, connect_timeout=20, **kw)
 
 
 def point_selects(port: int, path: str, bench: Bench, seconds: float, rows: int) -> tuple[float, int]:
@@ -618,7 +626,8 @@ def run_mysql(bench: Bench, args: argparse.Namespace
     with openssh_tunnel(bench.sshd, bench.key, MY_PORT, bench.root / "ssh-my.log") as ssh, \
             bastion_tunnel(bench.bastion, bench.certs["mybig"], "mybig", MY_PORT,
                            bench.root / "ssh-bastion-my.log") as bas:
-        ports = {"direct": MY_PORT, "openssh": ssh.port, "bastion": bas.port}
+        ports = {"direct": MY_PORT, "openssh": ssh.port, "openssh-view": ssh.port,
+                 "bastion": bas.port}
         with my_connect(bas.port, "bastion", bench) as conn, conn.cursor() as cur:
             cur.execute(f"{BIG} WHERE id <= 3 ORDER BY id")
             check_masked([["" if v is None else str(v) for v in row] for row in cur.fetchall()],
@@ -871,6 +880,10 @@ def report_mysql(rates: MyRates, times: dict[str, list[float]],
     for path in MY_PATHS:
         print(row(f"  {NAMES[path]}", f"{rates[path][0]:,.0f}/s"))
     for label, a, b, goal in (("bastion / OpenSSH tunnel", "bastion", "openssh", "  (budget >= 0.5x)"),
+                              ("bastion / OpenSSH tunnel on the masked view", "bastion",
+                               "openssh-view", "  (the relay's share)"),
+                              ("OpenSSH on the masked view / on the table", "openssh-view",
+                               "openssh", "  (the view's share)"),
                               ("bastion / direct", "bastion", "direct", ""),
                               ("OpenSSH tunnel / direct", "openssh", "direct", "")):
         print(row(f"  ratio {label}", f"{rates[a][0] / rates[b][0]:.3f}x") + goal)
