@@ -170,6 +170,13 @@ def _json_bytes(payload: Mapping[str, Any]) -> bytes:
     return body
 
 
+def json_event_parts(kind: EventType, t: float, payload: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """A JSON event's encoding as (head, body), without an event object (a relayed statement
+    records two; ValueError if the payload is over the limit)."""
+    body = _json_bytes(payload)
+    return EVENT_HEAD.pack(kind, to_us(t), len(body)), body
+
+
 def encode_event(event: Event) -> bytes:
     """Return the binary encoding of one event."""
     head, body = encode_event_parts(event)
@@ -192,9 +199,9 @@ def encode_event_parts(event: Event) -> tuple[bytes, bytes]:
         case MarkerEvent(label=label):
             kind, body = EventType.MARKER, label.encode()
         case SqlStatementEvent(payload=payload):
-            kind, body = EventType.SQL_STATEMENT, _json_bytes(payload)
+            return json_event_parts(EventType.SQL_STATEMENT, event.t, payload)
         case SqlResultEvent(payload=payload):
-            kind, body = EventType.SQL_RESULT, _json_bytes(payload)
+            return json_event_parts(EventType.SQL_RESULT, event.t, payload)
         case FileDataEvent(upload=upload, data=data, file=number, offset=offset):
             kind, body = EventType.FILE_DATA, FILE_HEAD.pack(upload, number, offset) + bytes(data)
         case KeyframeEvent(payload=payload):

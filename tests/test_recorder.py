@@ -49,6 +49,7 @@ from recorder import (
     verify_recording,
     write_key_pair,
 )
+from recorder.events import MAX_JSON_EVENT
 
 FAST = WriterSettings(fsync=False)
 
@@ -141,6 +142,8 @@ async def test_sql_events_and_signal_exit(
         await writer.exit(signal="TERM")
         with pytest.raises(TypeError):
             await writer.sql_result({"not json": object()})
+        with pytest.raises(ValueError, match="the limit is"):  # to the caller, not the session
+            await writer.sql_statement({"sql": "x" * MAX_JSON_EVENT})
     with RecordingReader(writer.path, auditor) as reader:
         assert reader.header.kind is SessionKind.POSTGRES
         events = list(reader)
