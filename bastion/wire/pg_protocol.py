@@ -53,6 +53,7 @@ CANCEL_REQUEST = 80877102
 MAX_STARTUP = 10_000  # the server's own limit for a start-up packet
 MAX_MESSAGE = 1 << 30  # the protocol's: a field is at most 1 GiB
 _INT32 = struct.Struct("!i")
+_LENGTH = struct.Struct(">I")
 _HEADER = struct.Struct("!ci")
 
 
@@ -129,7 +130,7 @@ def next_message(buf: bytearray | bytes, pos: int = 0, limit: int = MAX_MESSAGE
     yet. A length below 4 or above `limit` is a violation."""
     if len(buf) - pos < 5:
         return None
-    length = int.from_bytes(buf[pos + 1:pos + 5], "big")
+    (length,) = _LENGTH.unpack_from(buf, pos + 1)  # no slice: this runs for every message
     if length < 4 or length > limit:
         raise ProtocolViolation(f"message {chr(buf[pos])!r} has an impossible length {length}")
     end = pos + 1 + length
@@ -142,9 +143,6 @@ def split_messages(buf: bytearray | bytes, start: int = 0, limit: int = MAX_MESS
     while (found := next_message(buf, start, limit)) is not None:
         yield found
         start = found[2]
-
-
-_LENGTH = struct.Struct(">I")
 
 
 def data_rows(buf: bytearray, pos: int, most: int) -> tuple[int, int]:

@@ -6,6 +6,7 @@ values and server text, scrub errors and notices)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bastion.sql.scrub import scrub_message
@@ -22,7 +23,7 @@ INTEGER_TYPES = {20: 8, 21: 2, 23: 4}  # int8, int2, int4: their sizes in binary
 Column = tuple[str, int, int, int]  # name, table OID (0: computed), type OID, format
 
 
-@dataclass
+@dataclass(slots=True)
 class Prepared:
     """A named (or unnamed) statement or portal, as the relay knows it."""
 
@@ -33,19 +34,20 @@ class Prepared:
     noticed: bool = False  # portals: the client was told max_rows cut it
 
 
-@dataclass
+@dataclass(slots=True)
 class Op:
-    """One message forwarded to the server whose response the relay waits for."""
+    """One message forwarded to the server whose response the relay waits for (three or four
+    per pgbench transaction: slotted, and its empty defaults are shared tuples, not new lists)."""
 
     kind: str  # Q, P, B, D, E, C, S (the client message's tag); F is sent as Q
-    statements: list[Checked] = field(default_factory=list)  # Q: the statements it runs
+    statements: Sequence[Checked] = ()  # Q: the statements it runs
     target: tuple[str, str] | None = None  # D: what it describes
     portal: Prepared | None = None  # E: what it executes
     swallow: bool = False  # the bastion's own (lookup naming): the client never sees it
     refusal: bytes | None = None  # the bastion's error, in place of the server's
     current: Statement | None = None
-    formats: list[int] = field(default_factory=list)  # per result column: 0 text, 1 binary
-    scrub: list[tuple[int, Scrubber]] = field(default_factory=list)  # columns scrubbed per row
+    formats: Sequence[int] = ()  # per result column: 0 text, 1 binary
+    scrub: Sequence[tuple[int, Scrubber]] = ()  # columns scrubbed per row
     started: float = 0.0
     index: int = 0  # Q: which of its statements the server is answering
     sent: int = 0  # Q: rows of the current result so far

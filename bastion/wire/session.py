@@ -68,7 +68,7 @@ class ClientWriter(Protocol):
         ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Statement:
     """One statement as the client sent it and the server answered, for the logs."""
 
