@@ -4,6 +4,7 @@ fuzzed with random bytes (only ProtocolViolation may come out)."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymysql._auth import scramble_caching_sha2, scramble_native_password
 
+from bastion.wire.mysql import _Flag
 from bastion.wire.mysql_protocol import (
     CONNECT_ATTRS,
     CONNECT_WITH_DB,
@@ -199,3 +201,26 @@ def test_packets_round_trip(payload: bytes, seq: int) -> None:
     framer.feed(packets(payload, seq))
     pkt = framer.next()
     assert pkt is not None and pkt.payload == payload and pkt.seq == seq
+
+
+async def test_the_relays_flag_wakes_its_one_waiter_and_remembers_a_set() -> None:
+    """The MySQL relay's pump and serve tasks hand packets over with a one-waiter flag."""
+    flag = _Flag()
+    flag.set()
+    await asyncio.wait_for(flag.wait(), 1)  # set before the wait: no waiting
+    flag.clear()
+    waiter = asyncio.ensure_future(flag.wait())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # cleared: it waits
+    with pytest.raises(RuntimeError, match="one waiter"):
+        await flag.wait()
+    flag.set()
+    await asyncio.wait_for(waiter, 1)
+    flag.clear()
+    cancelled = asyncio.ensure_future(flag.wait())
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    flag.set()  # a cancelled waiter is forgotten: setting afterwards is harmless
+    await asyncio.wait_for(flag.wait(), 1)

@@ -87,6 +87,38 @@ class _UpstreamLost(Exception):
     """The server went away or answered with something that is not the protocol."""
 
 
+class _Flag:
+    """An asyncio.Event for a single waiter, bound to the loop it was made on: asyncio.Event
+    asks for the running loop on every wait, and on Python 3.11 that is a getpid() system call,
+    here once per client packet."""
+
+    __slots__ = ("_is_set", "_loop", "_waiter")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._is_set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._is_set = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._is_set = False
+
+    async def wait(self) -> None:
+        if self._is_set:
+            return
+        if self._waiter is not None:
+            raise RuntimeError("a _Flag has one waiter at a time")
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
 
 async def relay_mysql(ctx: WireContext, reader: ClientReader, writer: ClientWriter) -> str:
     """Relay one client connection; return why it ended."""
@@ -105,8 +137,8 @@ class _Relay:
         self.up: Upstream | None = None
         self.client = Framer(MAX_CLIENT_PAYLOAD)
         self.client_eof = False
-        self.arrived = asyncio.Event()
-        self.room = asyncio.Event()
+        self.arrived = _Flag()  # the pump fed the framer (or saw the end); serve waits on it
+        self.room = _Flag()  # serve took a packet; the pump waits on it when the framer is full
         self.caps = 0
         self.statements: dict[int, Prepared] = {}
         self.busy = False
