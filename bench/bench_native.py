@@ -7,8 +7,9 @@
 About 7 minutes with the defaults on a 2-core machine (10 pgbench runs and 4 point-select runs
 of SECONDS each are 280 s of it; `--seconds 10` makes it about 5 minutes). Needs the test
 databases (PostgreSQL 127.0.0.1:5432 as postgres, MariaDB 127.0.0.1:3306 as root), OpenSSH's sshd
-and client, pgbench, psql and Debian's pgbouncer. Throwaway databases (tests/sqldb.py, plus one `pgbench -i`
-database), a throwaway sshd (tests/sshd.py) and a pgbouncer are made here and removed at the end.
+and client, pgbench, psql and Debian's pgbouncer (unless `--paths` leaves it out). Throwaway
+databases (tests/sqldb.py, plus one `pgbench -i` database), a throwaway sshd (tests/sshd.py) and a
+pgbouncer are made here and removed at the end.
 Nothing is asserted; ratios are printed against the issue's budgets:
 
 1. pgbench: `pgbench -n -S -M simple|prepared -c 4 -j 2 -T SECONDS` on a `pgbench -i -s SCALE`
@@ -423,31 +424,41 @@ def pgbench(port: int, user: str, database: str, mode: str, *, seconds: int | No
 
 
 @contextlib.contextmanager
-def pg_endpoints(bench: Bench) -> Iterator[tuple[dict[str, int], dict[str, Callable[[], float]],
-                                                 dict[str, str]]]:
-    """The four paths to the pgbench database: (ports, CPU counters, notes)."""
+def pg_endpoints(bench: Bench, paths: list[str]
+                 ) -> Iterator[tuple[dict[str, int], dict[str, Callable[[], float]], dict[str, str]]]:
+    """The asked paths to the pgbench database (pgbouncer and the asyncssh forwarder started
+    only when asked): (ports, CPU counters, notes)."""
     with contextlib.ExitStack() as stack:
-        bouncer = Pgbouncer(bench.root / "pgbouncer", bench.pgbench_db)
-        bouncer.start()
-        stack.callback(bouncer.stop)
-        assert bouncer.proc is not None
-        ssh = stack.enter_context(openssh_tunnel(bench.sshd, bench.key, 5432,
-                                                 bench.root / "ssh-pg.log"))
-        forwarder = PeerProcess([__file__, "--forwarder"])
-        stack.callback(forwarder.stop)
-        fwd = stack.enter_context(forwarder_tunnel(forwarder, bench.key, 5432,
-                                                   bench.root / "ssh-forwarder-pg.log"))
+        ports = {"direct": 5432}
+        cpu: dict[str, Callable[[], float]] = {"bastion": lambda: cpu_seconds(bench.bastion_pid)}
+        notes = {}
+        if "pgbouncer" in paths:
+            bouncer = Pgbouncer(bench.root / "pgbouncer", bench.pgbench_db)
+            bouncer.start()
+            stack.callback(bouncer.stop)
+            assert bouncer.proc is not None
+            bouncer_pid = bouncer.proc.pid
+            ports["pgbouncer"] = bouncer.port
+            cpu["pgbouncer"] = lambda: cpu_seconds(bouncer_pid)
+        if "openssh" in paths:
+            ssh = stack.enter_context(openssh_tunnel(bench.sshd, bench.key, 5432,
+                                                     bench.root / "ssh-pg.log"))
+            assert bench.sshd.proc is not None
+            sshd_pid = bench.sshd.proc.pid
+            ports["openssh"], notes["openssh"] = ssh.port, ssh.cipher
+            cpu["sshd"] = lambda: tree_cpu(sshd_pid)
+        if "asyncssh" in paths:
+            forwarder = PeerProcess([__file__, "--forwarder"])
+            stack.callback(forwarder.stop)
+            fwd = stack.enter_context(forwarder_tunnel(forwarder, bench.key, 5432,
+                                                       bench.root / "ssh-forwarder-pg.log"))
+            forwarder_pid = forwarder.proc.pid
+            ports["asyncssh"], notes["asyncssh"] = fwd.port, fwd.cipher
+            cpu["asyncssh"] = lambda: cpu_seconds(forwarder_pid)
         bas = stack.enter_context(bastion_tunnel(bench.bastion, bench.certs["pgbench"], "pgbench",
                                                  5432, bench.root / "ssh-bastion-pg.log"))
-        assert bench.sshd.proc is not None
-        sshd_pid, bouncer_pid, forwarder_pid = bench.sshd.proc.pid, bouncer.proc.pid, forwarder.proc.pid
-        ports = {"direct": 5432, "pgbouncer": bouncer.port, "openssh": ssh.port,
-                 "asyncssh": fwd.port, "bastion": bas.port}
-        cpu = {"bastion": lambda: cpu_seconds(bench.bastion_pid),
-               "sshd": lambda: tree_cpu(sshd_pid),
-               "asyncssh": lambda: cpu_seconds(forwarder_pid),
-               "pgbouncer": lambda: cpu_seconds(bouncer_pid)}
-        yield ports, cpu, {"openssh": ssh.cipher, "asyncssh": fwd.cipher, "bastion": bas.cipher}
+        ports["bastion"], notes["bastion"] = bas.port, bas.cipher
+        yield ports, cpu, notes
 
 
 def run_pgbench(bench: Bench, args: argparse.Namespace
@@ -456,14 +467,14 @@ def run_pgbench(bench: Bench, args: argparse.Namespace
     per mode, so that a drift of the machine's speed falls on every path alike)."""
     results: dict[tuple[str, str], list[PgbenchRun]] = collections.defaultdict(list)
     paths = args.paths
-    with pg_endpoints(bench) as (ports, cpu, notes):
+    with pg_endpoints(bench, paths) as (ports, cpu, notes):
         users = {path: "nbench" if path == "bastion" else "postgres" for path in PG_PATHS}
         for path in paths:  # warm-up: connections, the grant's account, the gate's cache
             for mode in MODES:
                 pgbench(ports[path], users[path], bench.pgbench_db, mode, transactions=50)
         print(f"pgbench -S -c 4 -j 2 -T {args.seconds}: 2 modes x {len(paths)} paths x "
-              f"{args.rounds} rounds (ciphers: OpenSSH tunnel {notes['openssh']}, bastion tunnel "
-              f"{notes['bastion']})", flush=True)
+              f"{args.rounds} rounds (ciphers: OpenSSH tunnel {notes.get('openssh', 'not run')}, "
+              f"bastion tunnel {notes['bastion']})", flush=True)
         for _ in range(args.rounds):
             for mode in MODES:
                 for path in paths:
@@ -814,7 +825,7 @@ def report_pgbench(results: dict[tuple[str, str], list[PgbenchRun]], notes: dict
     print()
     print(f"1. pgbench -n -S -c 4 -j 2 -T {args.seconds}, scale {args.scale}, tps (without "
           f"initial connection time; the median of {args.rounds} interleaved rounds, ratios the "
-          f"median of each round's ratio); OpenSSH tunnel cipher {notes['openssh']}, bastion "
+          f"median of each round's ratio); OpenSSH tunnel cipher {notes.get('openssh', 'not run')}, bastion "
           f"tunnel {notes['bastion']}")
     print(row("", *MODES))
     for path in paths:
