@@ -10,7 +10,6 @@ raises CorruptRecording when iteration reaches it.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from recorder.format import (
     FrameType,
     RecordingHeader,
     chunk_aad,
+    frame_hasher,
     parse_frame_head,
     read_header_frame,
 )
@@ -94,13 +94,13 @@ class RecordingReader:
         try:
             header, header_frame = read_header_frame(self._file)
             file_key = unwrap_file_key(list(header.recipients), identity, header.file_id)
-            self._cipher = ChunkCipher(file_key, header.file_id)
+            self._cipher = ChunkCipher(file_key, header.file_id, header.cipher)
             try:
                 metadata = json.loads(self._cipher.open_metadata(header.sealed_metadata))
             except (UnicodeDecodeError, json.JSONDecodeError):
                 raise CorruptRecording("the header metadata is not JSON") from None
             self.header: RecordingHeader = replace(header, metadata=metadata)
-            self._header_hash = hashlib.sha256(header_frame).digest()
+            self._header_hash = frame_hasher(header.version)(header_frame).digest()
             self._scan()
         except BaseException:
             self._file.close()

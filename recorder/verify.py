@@ -8,7 +8,6 @@ per-chunk hashes it lists, the chunk count and the chain value. The outcome is i
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -21,16 +20,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from recorder.crypto import key_fingerprint, raw_public
 from recorder.errors import CorruptRecording
 from recorder.format import (
-    FORMAT_VERSION,
     FRAME_HEAD,
     MAGIC,
     MAX_HEADER,
     PREAMBLE,
+    READABLE_VERSIONS,
     ChunkPrefix,
     FrameType,
     SignatureBody,
     chain_next,
     chain_start,
+    frame_hasher,
     parse_frame_head,
     parse_header,
     read_header_frame,
@@ -85,7 +85,8 @@ class _Walk:
         self.expected = expected
         self.signer: Ed25519PublicKey | None = None
         self.signer_fp: str | None = None
-        self.chain = chain_start()
+        self.version = 0  # the preamble's, once read
+        self.chain = b""
         self.chunks = 0
         self.signed = 0
         self.unsigned: list[bytes] = []
@@ -152,7 +153,10 @@ class _Walk:
                 None,
                 "header",
             )
-        self.chain = chain_next(self.chain, hashlib.sha256(frame).digest())
+        if header.version != self.version:
+            return self.tampered(f"the header says format version {header.version}, the "
+                                 f"preamble {self.version}", None, "header")
+        self.chain = chain_next(self.chain, frame_hasher(self.version)(frame).digest(), self.version)
         return None
 
     def chunk(self, frame: bytes, body: bytes) -> VerifyResult | None:
@@ -168,8 +172,8 @@ class _Walk:
                 n,
                 f"chunk {n}",
             )
-        frame_hash = hashlib.sha256(frame).digest()
-        self.chain = chain_next(self.chain, frame_hash)
+        frame_hash = frame_hasher(self.version)(frame).digest()
+        self.chain = chain_next(self.chain, frame_hash, self.version)
         self.unsigned.append(frame_hash)
         self.chunks += 1
         self.final_chunk = prefix.final
@@ -230,8 +234,10 @@ def verify_recording(path: str | Path, signer_public_key: Ed25519PublicKey | Non
             return walk.cut_off("inside the preamble")
         if pre[: len(MAGIC)] != MAGIC:
             return walk.tampered("not a session recording (bad magic)", None, "header")
-        if pre[len(MAGIC)] != FORMAT_VERSION:
+        if pre[len(MAGIC)] not in READABLE_VERSIONS:
             return walk.tampered(f"unknown format version {pre[len(MAGIC)]}", None, "header")
+        walk.version = pre[len(MAGIC)]
+        walk.chain = chain_start(walk.version)
         first = True
         while True:
             offset = f.tell()

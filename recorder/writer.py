@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -28,7 +27,7 @@ from typing import Any, Final, Self
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from recorder.crypto import ChunkCipher, new_file_key, raw_public, wrap_file_key
+from recorder.crypto import ChunkCipher, new_file_key, preferred_cipher, raw_public, wrap_file_key
 from recorder.errors import NoRecipients, RecordingClosed, RecordingFailed
 from recorder.events import (
     MAX_DATA_EVENT,
@@ -52,7 +51,7 @@ from recorder.format import (
     FILE_ID_SIZE,
     FLAG_FINAL,
     FLAG_KEYFRAME,
-    PREAMBLE,
+    FORMAT_VERSION,
     ChunkPrefix,
     FrameType,
     RecordingHeader,
@@ -62,7 +61,9 @@ from recorder.format import (
     chain_start,
     chunk_aad,
     encode_frame,
+    frame_hasher,
     frame_head,
+    preamble,
     valid_session_id,
 )
 from recorder.keyframes import TerminalEmulator
@@ -88,6 +89,9 @@ class WriterSettings:
     keyframe_bytes: int = 4 * 1024 * 1024
     keyframe_min_interval: float = 2.0
     fsync: bool = True
+    # The chunks' AEAD (recorder.crypto.CIPHERS); None: AES-256-GCM where the CPU has AES
+    # instructions, ChaCha20-Poly1305 elsewhere.
+    cipher: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +141,13 @@ class _Sink:
         self._broken = False
         self._cached_from = 0  # the file's bytes before this offset are on disk and out of the cache
         header_frame = encode_frame(FrameType.HEADER, header.encode())
-        self._header_hash = hashlib.sha256(header_frame).digest()
-        self._chain = chain_next(chain_start(), self._header_hash)
+        self._hasher = frame_hasher(header.version)
+        self._version = header.version
+        self._header_hash = self._hasher(header_frame).digest()
+        self._chain = chain_next(chain_start(header.version), self._header_hash, header.version)
         # Written at once so a bad directory fails the constructor; the fsync waits for the
         # first tick, in the worker thread, to keep the event loop free.
-        self._write([PREAMBLE, header_frame, self._signature(final=False)])
+        self._write([preamble(header.version), header_frame, self._signature(final=False)])
 
     def _write(self, parts: list[bytes]) -> None:
         views = [memoryview(p) for p in parts if p]
@@ -237,11 +243,11 @@ class _Sink:
             self._index, job.final, b"".join(parts), chunk_aad(self._header_hash, prefix)
         )
         head = frame_head(FrameType.CHUNK, len(prefix) + len(sealed))
-        digest = hashlib.sha256(head)
+        digest = self._hasher(head)
         digest.update(prefix)
         digest.update(sealed)
         frame_hash = digest.digest()
-        self._chain = chain_next(self._chain, frame_hash)
+        self._chain = chain_next(self._chain, frame_hash, self._version)
         self._unsigned.append(frame_hash)
         self._index += 1
         return [head, prefix, sealed]
@@ -307,7 +313,8 @@ class RecordingWriter:
         self._on_failure = on_failure
         self.path = Path(directory) / f"{session_id}{RECORDING_SUFFIX}"
         file_key, file_id = new_file_key(), os.urandom(FILE_ID_SIZE)
-        cipher = ChunkCipher(file_key, file_id)
+        cipher_name = self._settings.cipher or preferred_cipher()
+        cipher = ChunkCipher(file_key, file_id, cipher_name)
         meta = json.dumps(dict(metadata or {}), separators=(",", ":"), ensure_ascii=False)
         self.header = RecordingHeader(
             session_id=session_id,
@@ -322,6 +329,8 @@ class RecordingWriter:
             recipients=tuple(wrap_file_key(file_key, k, file_id) for k in keys.values()),
             metadata=dict(metadata or {}),
             sealed_metadata=cipher.seal_metadata(meta.encode()),
+            version=FORMAT_VERSION,
+            cipher=cipher_name,
         )
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -49,6 +49,7 @@ from recorder import (
     verify_recording,
     write_key_pair,
 )
+from recorder.crypto import _has_aes_instructions
 from recorder.events import MAX_JSON_EVENT
 
 FAST = WriterSettings(fsync=False)
@@ -560,3 +561,36 @@ async def test_many_recordings_share_a_bounded_set_of_threads(
             shown = b"".join(e.data for e in reader if isinstance(e, OutputEvent))
             assert not reader.cut_off
         assert shown == b"".join(f"{i}:{r};".encode() for r in range(5))
+
+
+@pytest.mark.parametrize("cipher", ["chacha20-poly1305", "aes-256-gcm"])
+async def test_both_chunk_ciphers_round_trip_and_the_header_names_the_one_used(
+    tmp_path: Path, auditor: X25519PrivateKey, signer: Ed25519PrivateKey, cipher: str
+) -> None:
+    writer = new_writer(tmp_path, [auditor], signer, settings=WriterSettings(fsync=False, cipher=cipher),
+                        metadata={"reason": "déjà vu"})
+    async with writer:
+        await writer.output(b"hello\r\n")
+        await writer.sql_statement({"statement": "SELECT 1"})
+    raw = writer.path.read_bytes()
+    assert raw[7] == 2 and f'"cipher":"{cipher}"'.encode() in raw
+    with RecordingReader(writer.path, auditor) as reader:
+        assert (reader.header.version, reader.header.cipher) == (2, cipher)
+        assert reader.header.metadata == {"reason": "déjà vu"}
+        assert [type(e) for e in reader] == [OutputEvent, SqlStatementEvent]
+    assert verify_recording(writer.path, signer.public_key()).status is VerifyStatus.INTACT
+    with pytest.raises(ValueError, match="unknown recording cipher"):
+        new_writer(tmp_path, [auditor], signer, session_id="sess-2",
+                   settings=WriterSettings(cipher="rot13"))
+
+
+def test_aes_gcm_is_preferred_only_where_the_cpu_has_aes_instructions(tmp_path: Path) -> None:
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse2 aes avx2 sha_ni\n")
+    plain = tmp_path / "plain"
+    plain.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 vaes_not_really\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd aes pmull sha1 sha2\n")
+    assert _has_aes_instructions(str(x86)) and _has_aes_instructions(str(arm))
+    assert not _has_aes_instructions(str(plain))
+    assert not _has_aes_instructions(str(tmp_path / "missing"))

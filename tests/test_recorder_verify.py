@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import blake3
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -22,8 +24,11 @@ from recorder import (
     VerifyResult,
     VerifyStatus,
     WriterSettings,
+    export_jsonl,
     generate_auditor_key,
     generate_signing_key,
+    load_auditor_private_key,
+    load_signing_public_key,
     verify_recording,
 )
 
@@ -39,7 +44,7 @@ class Frame:
 
 
 def parse_frames(data: bytes) -> list[Frame]:
-    assert data[:7] == b"\x89BSTREC" and data[7] == 1
+    assert data[:7] == b"\x89BSTREC" and data[7] in (1, 2)
     frames, pos = [], 8
     while pos < len(data):
         ftype, length, _crc = struct.unpack_from(">BII", data, pos)
@@ -247,12 +252,65 @@ def test_not_a_recording(tmp_path: Path) -> None:
     assert (result.status, result.where) == (VerifyStatus.TAMPERED, "header")
 
 
-def test_chain_hash_matches_the_signature(rec: Recording) -> None:
-    """Recompute the final chain value as FORMAT.md describes and find it in the last signature."""
-    chain = hashlib.sha256(b"bastion-recording chain v1\x00" + rec.data[:8]).digest()
-    for frame in rec.frames:
+def _chain(data: bytes, frames: list[Frame], digest: Callable[[bytes], bytes]) -> bytes:
+    chain = digest(b"bastion-recording chain v1\x00" + data[:8])
+    for frame in frames:
         if frame.kind in "HC":
-            frame_hash = hashlib.sha256(rec.data[frame.start : frame.end]).digest()
-            chain = hashlib.sha256(chain + frame_hash).digest()
+            chain = digest(chain + digest(data[frame.start : frame.end]))
+    return chain
+
+
+def test_chain_hash_matches_the_signature(rec: Recording) -> None:
+    """Recompute the final chain value as FORMAT.md describes (version 2: BLAKE3) and find it in
+    the last signature; SHA-256 gives another value."""
+    assert rec.data[7] == 2
     last = rec.frames[-1]
-    assert rec.data[last.end - 64 - 32 : last.end - 64] == chain
+    signed_chain = rec.data[last.end - 64 - 32 : last.end - 64]
+    assert signed_chain == _chain(rec.data, rec.frames, lambda b: blake3.blake3(b).digest())
+    assert signed_chain != _chain(rec.data, rec.frames, lambda b: hashlib.sha256(b).digest())
+
+
+V1 = Path(__file__).parent / "data" / "recording-v1"
+
+
+def test_a_version_1_recording_still_verifies_and_reads(tmp_path: Path) -> None:
+    """A recording written by format version 1 (SHA-256 chain, ChaCha20-Poly1305; the file in
+    tests/data was made by the version 1 writer) verifies, and reads back to the same events."""
+    data = (V1 / "v1-fixture.rec").read_bytes()
+    frames = parse_frames(data)
+    assert data[7] == 1 and b'"cipher":"chacha20-poly1305"' in data
+    last = frames[-1]
+    assert data[last.end - 64 - 32 : last.end - 64] == _chain(
+        data, frames, lambda b: hashlib.sha256(b).digest())
+    signer = load_signing_public_key(V1 / "signer.pub")
+    result = verify_recording(V1 / "v1-fixture.rec", signer)
+    assert result.status is VerifyStatus.INTACT and result.chunks == 4
+    key = tmp_path / "auditor.key"
+    key.write_bytes((V1 / "auditor.key").read_bytes())
+    key.chmod(0o600)
+    with RecordingReader(V1 / "v1-fixture.rec", load_auditor_private_key(key)) as reader:
+        assert reader.header.version == 1
+        export_jsonl(reader, tmp_path / "now.jsonl", keyframes=True)
+    assert (tmp_path / "now.jsonl").read_text() == (V1 / "v1-fixture.jsonl").read_text()
+    # Flipped bytes in it are still found.
+    flipped = bytearray(data)
+    flipped[frames[2].body_start + 20] ^= 1
+    (tmp_path / "flipped.rec").write_bytes(bytes(flipped))
+    assert verify_recording(tmp_path / "flipped.rec", signer).status is VerifyStatus.TAMPERED
+
+
+def test_the_version_byte_cannot_be_changed(rec: Recording, tmp_path: Path) -> None:
+    """The format version is bound into the chain and the header: a version 2 file relabelled
+    version 1 (or a version 1 file relabelled 2) is tampered, not read with the other hash."""
+    relabelled = bytearray(rec.data)
+    relabelled[7] = 1
+    result = rec.verify(rec.write(bytes(relabelled)))
+    assert (result.status, result.where) == (VerifyStatus.TAMPERED, "header")
+    assert "format version" in result.message
+    old = bytearray((V1 / "v1-fixture.rec").read_bytes())
+    old[7] = 2
+    (tmp_path / "v1-as-v2.rec").write_bytes(bytes(old))
+    result = verify_recording(tmp_path / "v1-as-v2.rec")
+    assert (result.status, result.where) == (VerifyStatus.TAMPERED, "header")
+    with pytest.raises(CorruptRecording, match="format version"):
+        RecordingReader(tmp_path / "v1-as-v2.rec", rec.auditor)
