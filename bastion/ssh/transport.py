@@ -1,5 +1,6 @@
 """The bastion's changes to asyncssh's SSH transport, installed once for the whole process
-(docs/ssh-transport.md): chacha20-poly1305 through libsodium, packet writes coalesced per turn
+(docs/ssh-transport.md): chacha20-poly1305 through libsodium, AES-GCM with one key schedule per
+direction, packet writes coalesced per turn
 of the event loop, no SSH_MSG_IGNORE before each packet but under CBC, channel data held back
 while the socket is full, the packet log and keepalive timer touched only when
 they have work, and the GIL handed back to the event loop's thread sooner."""
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from bastion.ssh import backpressure, chacha, coalescing, housekeeping, ignore_packets
+from bastion.ssh import backpressure, chacha, coalescing, gcm, housekeeping, ignore_packets
 
 __all__ = ["GIL_SWITCH_INTERVAL", "install"]
 
@@ -19,6 +20,7 @@ def install() -> None:
     """Tune every asyncssh connection of this process (idempotent)."""
     coalescing.install()
     chacha.install()
+    gcm.install()
     ignore_packets.install()
     backpressure.install()
     housekeeping.install()
