@@ -310,16 +310,32 @@ def _field(obj: Mapping[str, Any], name: str, kind: type) -> Any:
     return value
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("a key appears twice")
+    return obj
+
+
+def _size(obj: Mapping[str, Any], name: str) -> int:
+    value: int = _field(obj, name, int)
+    if not 1 <= value <= 0xFFFF:  # as the writer takes them
+        raise CorruptRecording(f"header: {name} {value} is not between 1 and 65535")
+    return value
+
+
 def parse_header(body: bytes) -> RecordingHeader:
-    """Parse a header frame body or raise CorruptRecording."""
+    """Parse a header frame body or raise CorruptRecording: UTF-8 JSON (not another encoding
+    json.loads would guess), no key twice (readers that keep the first would see another header),
+    and no number or nesting that makes the parser itself fail."""
     try:
-        obj = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptRecording(f"header is not JSON: {exc}") from None
+        obj = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise CorruptRecording(f"header is not JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict) or obj.get("format") != "bastion-recording":
         raise CorruptRecording("header is not a bastion-recording header")
     version = obj.get("version")
-    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+    if type(version) is not int or version not in READABLE_VERSIONS:
         raise NotARecording(f"unsupported recording version {version!r}")
     cipher = obj.get("cipher")
     if not isinstance(cipher, str) or cipher not in (CIPHERS if version >= 2 else (V1_CIPHER,)):
@@ -351,8 +367,8 @@ def parse_header(body: bytes) -> RecordingHeader:
         target=_field(obj, "target", str),
         kind=kind,
         start=start.replace(tzinfo=UTC),
-        cols=_field(obj, "cols", int),
-        rows=_field(obj, "rows", int),
+        cols=_size(obj, "cols"),
+        rows=_size(obj, "rows"),
         file_id=_unb64(obj.get("file_id"), "file_id", FILE_ID_SIZE),
         signer=_unb64(signer.get("key"), "signer key", 32),
         recipients=tuple(stanzas),

@@ -34,7 +34,7 @@ from recorder.format import (
     parse_frame_head,
     read_header_frame,
 )
-from recorder.keyframes import Keyframe, TerminalEmulator
+from recorder.keyframes import Keyframe, TerminalEmulator, emulated_size
 
 __all__ = ["ChunkInfo", "RecordingReader", "SeekResult", "read_header_unencrypted"]
 
@@ -201,10 +201,16 @@ class RecordingReader:
 
     def seek(self, t: float) -> SeekResult:
         """Return the nearest keyframe at or before `t` and the events after it up to `t`."""
+        if self.chunks and not self.chunks[0].prefix.keyframe:
+            # The writer marks chunk 0 (its initial screen) as a keyframe. The flag is in the
+            # plaintext prefix, which only decryption authenticates, and the keyframe index is
+            # built without decrypting: cleared flags would show a blank or a later screen.
+            raise CorruptRecording("chunk 0 is not marked as a keyframe (damaged or tampered "
+                                   "with)", 0)
         if not self._keyframes:
             # Cut off before the first chunk: the screen is the blank initial one.
-            header = self.header
-            blank = Keyframe(0.0, header.cols, header.rows, ("",) * header.rows, 0, 0)
+            cols, rows = emulated_size(self.header.cols, self.header.rows)
+            blank = Keyframe(0.0, cols, rows, ("",) * rows, 0, 0)
             return SeekResult(t, blank, None, ())
         pos = max(bisect.bisect_right(self._keyframe_times, t) - 1, 0)
         start = self._keyframes[pos].index

@@ -86,6 +86,7 @@ class _Walk:
         self.signer: Ed25519PublicKey | None = None
         self.signer_fp: str | None = None
         self.version = 0  # the preamble's, once read
+        self.header_signed = False  # the signature frame the writer puts right after the header
         self.chain = b""
         self.chunks = 0
         self.signed = 0
@@ -161,6 +162,11 @@ class _Walk:
 
     def chunk(self, frame: bytes, body: bytes) -> VerifyResult | None:
         n = self.chunks
+        if not self.header_signed:
+            # The writer signs the header in the same write as the header itself: without that
+            # frame, the header of a file cut off before its first chunk signature (edited user,
+            # target, cipher or version) would be vouched for by nothing.
+            return self.tampered("the header's signature frame is missing", None, "header")
         if self.final_chunk:
             return self.tampered("a chunk follows the final chunk", n, f"chunk {n}")
         prefix = ChunkPrefix.unpack(body)
@@ -199,6 +205,8 @@ class _Walk:
                 f"the signature is not valid for the signer {self.signer_fp}", self.signed, where
             )
         # The signature is genuine: now compare what it vouches for with what the file holds.
+        if self.chunks == 0 and self.header_signed:
+            return self.tampered("a second signature frame over the header alone", None, "header")
         if sig.covered != self.signed + len(sig.chunk_hashes):
             return self.tampered("a signature frame is missing or out of place", self.signed, where)
         for i, listed in enumerate(sig.chunk_hashes):
@@ -218,6 +226,7 @@ class _Walk:
         self.signed = sig.covered
         self.unsigned = []
         self.final_signature = sig.final
+        self.header_signed = True
         return None
 
 
