@@ -631,7 +631,7 @@ def my_fetch(port: int, path: str, bench: Bench, rows: int) -> float:
 
 def run_mysql(bench: Bench, args: argparse.Namespace
               ) -> tuple[MyRates, dict[str, list[float]], dict[str, str]]:
-    """Point selects through three paths, then the big result, bastion against direct."""
+    """Point selects through four paths, then the big result, bastion against direct."""
     rates: MyRates = {}
     times: dict[str, list[float]] = {"direct": [], "bastion": [], "cpu": []}
     with openssh_tunnel(bench.sshd, bench.key, MY_PORT, bench.root / "ssh-my.log") as ssh, \

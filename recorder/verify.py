@@ -244,7 +244,9 @@ def verify_recording(path: str | Path, signer_public_key: Ed25519PublicKey | Non
         if pre[: len(MAGIC)] != MAGIC:
             return walk.tampered("not a session recording (bad magic)", None, "header")
         if pre[len(MAGIC)] not in READABLE_VERSIONS:
-            return walk.tampered(f"unknown format version {pre[len(MAGIC)]}", None, "header")
+            return walk.tampered(f"unknown format version {pre[len(MAGIC)]} (this verifier reads "
+                                 f"versions {', '.join(map(str, READABLE_VERSIONS))}; a newer "
+                                 "bastion's file needs a newer verifier)", None, "header")
         walk.version = pre[len(MAGIC)]
         walk.chain = chain_start(walk.version)
         first = True

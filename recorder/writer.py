@@ -412,7 +412,8 @@ class RecordingWriter:
     async def sql_statement(self, payload: Mapping[str, Any]) -> None:
         """Record a SQL statement (a JSON object chosen by the proxy)."""
         t = self.now()
-        await self._put(_Encoded(t, json_event_parts(EventType.SQL_STATEMENT, t, payload)))
+        body = payload if type(payload) is dict else dict(payload)  # an object, as the reader wants
+        await self._put(_Encoded(t, json_event_parts(EventType.SQL_STATEMENT, t, body)))
 
     async def file_data(self, upload: bool, data: bytes, file: int = 0, offset: int = 0) -> None:
         """Record bytes of a transferred file (upload: from the user) at `offset` of the file
@@ -422,7 +423,8 @@ class RecordingWriter:
     async def sql_result(self, payload: Mapping[str, Any]) -> None:
         """Record the outcome of a SQL statement (a JSON object)."""
         t = self.now()
-        await self._put(_Encoded(t, json_event_parts(EventType.SQL_RESULT, t, payload)))
+        body = payload if type(payload) is dict else dict(payload)  # an object, as the reader wants
+        await self._put(_Encoded(t, json_event_parts(EventType.SQL_RESULT, t, body)))
 
     async def write(self, event: Event) -> None:
         """Record an event with its own time offset (kept non-decreasing)."""
@@ -431,8 +433,8 @@ class RecordingWriter:
         if event.t < self._last_t:
             event = dataclasses.replace(event, t=self._last_t)
         if isinstance(event, ExitEvent | SqlStatementEvent | SqlResultEvent):
-            # Encoded here, so that a payload over the limit raises to the caller (in the worker
-            # thread it would end the session), and only here.
+            # Encoded here (as sql_statement and sql_result do), so that a payload over the
+            # limit raises to the caller: in the worker thread it would end the session.
             await self._put(_Encoded(event.t, encode_event_parts(event)))
             return
         if isinstance(event, OutputEvent | InputEvent | FileDataEvent):

@@ -17,7 +17,6 @@ def test_tune_gc_freezes_what_startup_built_and_collects_less_often() -> None:
         "after = gc.get_threshold()\n"
         "assert after == (GC_YOUNG_THRESHOLD, *before[1:]), (before, after)\n"
         "assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()\n"
-        "assert after[0] > before[0]\n"
         "print('ok')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

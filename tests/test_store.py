@@ -26,7 +26,9 @@ from bastion.models import (
 from bastion.store import Store, open_store
 from bastion.store.migrations import LATEST_VERSION
 from bastion.store.postgres import PostgresStore
+from bastion.store.queries import INSERT_QUERY
 from bastion.store.sql import SqlStore
+from bastion.store.sqlite import SQLiteStore
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -608,3 +610,18 @@ async def test_the_installation_tag_is_set_once_and_shared(store: Store, open_ne
     assert await store.installation_tag("bbbbb") == "aaaaa"
     again = await open_new()
     assert await again.installation_tag("ccccc") == "aaaaa"
+
+
+async def test_sqlite_refuses_rows_of_the_wrong_width_before_writing(tmp_path: Path) -> None:
+    """The SQLite store joins a batch's rows into multi-row INSERTs: a row with a value missing
+    would shift every value after it into the wrong column, so such a batch is refused whole."""
+    store = await open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    assert isinstance(store, SQLiteStore)
+    try:
+        good = ("s11", "alice", "pg", "SELECT 1", "select", 1, 500, 1, None, None)
+        with pytest.raises(StoreError, match="every row must have 10 values"):
+            await store._insert_rows(INSERT_QUERY.removesuffix(" RETURNING id"),
+                                     [good, good[:9], good])
+        assert await store.list_queries(session_id="s11") == []
+    finally:
+        await store.close()

@@ -29,9 +29,10 @@ __all__ = ["SQLiteStore"]
 T = TypeVar("T")
 
 _BUSY_TIMEOUT_S = 30.0
-# Rows per INSERT statement: the query log's 10 columns x 64 stay under the 999 parameters of
-# SQLite builds older than 3.32.
+# Rows per INSERT statement, at most, and no more parameters in one than the 999 of SQLite
+# builds older than 3.32 allow (the query log's 10 columns: 64 rows).
 INSERT_CHUNK = 64
+MAX_PARAMETERS = 999
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -64,7 +65,7 @@ def _multi_row(sql: str, count: int) -> str:
     """`INSERT ... VALUES (?, ...)` for `count` rows at once."""
     head, values, row = sql.rpartition(" VALUES ")
     if not values or not row.startswith("(") or not row.endswith(")"):
-        raise ValueError(f"not a one-row INSERT: {sql!r}")
+        raise sqlite3.ProgrammingError(f"not a one-row INSERT: {sql!r}")
     return head + values + ", ".join([row] * count)
 
 
@@ -165,10 +166,14 @@ class SQLiteStore(BindingRows, ClusterSqlStore):
         around each statement it steps, and with executemany's one step per row the event
         loop and this thread handed the GIL back and forth for every row of every batch."""
         assert self._conn is not None
+        width = sql.rpartition(" VALUES ")[2].count("?")
+        if any(len(row) != width for row in rows):  # flattened, a short row would shift the rest
+            raise sqlite3.ProgrammingError(f"every row must have {width} values for {sql!r}")
+        per_statement = max(1, min(INSERT_CHUNK, MAX_PARAMETERS // max(width, 1)))
         self._begin(True)
         try:
-            for start in range(0, len(rows), INSERT_CHUNK):
-                chunk = rows[start:start + INSERT_CHUNK]
+            for start in range(0, len(rows), per_statement):
+                chunk = rows[start:start + per_statement]
                 self._conn.execute(_multi_row(sql, len(chunk)),
                                    [value for row in chunk for value in row]).close()
         except BaseException:
