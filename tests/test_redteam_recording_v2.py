@@ -520,16 +520,20 @@ def test_unknown_preamble_versions(rec: Rec, preamble: int) -> None:
         RecordingReader(rec.save(bytes(data)), rec.auditor)
 
 
+def set_or_drop(key: str, value: object) -> Callable[[dict[str, Any]], None]:
+    """A header edit: the key set to `value`, or removed when `value` is "missing"."""
+    def edit(h: dict[str, Any]) -> None:
+        if value == "missing":
+            del h[key]
+        else:
+            h[key] = value
+    return edit
+
+
 @pytest.mark.parametrize("value", [True, False, 2.0, 1.0, "2", 3, 1, 0, -2, None, 2**64 + 2, [2], {"v": 2},
                                    "missing"], ids=repr)
 def test_header_version_values(rec: Rec, value: object) -> None:
-    def edit(h: dict[str, Any]) -> None:
-        if value == "missing":
-            del h["version"]
-        else:
-            h["version"] = value
-
-    data = rewrite_header(rec.data, edit=edit)
+    data = rewrite_header(rec.data, edit=set_or_drop("version", value))
     assert_tampered(rec.verify(data), "header", None)
     assert_refused(rec.save(data), rec.auditor, rec.lines)
 
@@ -556,13 +560,7 @@ def test_v1_header_version_disagrees_with_preamble(v1: OldRec) -> None:
                                     {"name": "aes-256-gcm"}, "xchacha20-poly1305", "aes-256-gcm-siv",
                                     "aes-256-ctr", "missing"], ids=repr)
 def test_unknown_cipher_strings(rec: Rec, cipher: object) -> None:
-    def edit(h: dict[str, Any]) -> None:
-        if cipher == "missing":
-            del h["cipher"]
-        else:
-            h["cipher"] = cipher
-
-    data = rewrite_header(rec.data, edit=edit)
+    data = rewrite_header(rec.data, edit=set_or_drop("cipher", cipher))
     assert_tampered(rec.verify(data), "header", None, "cipher")
     got = assert_refused(rec.save(data), rec.auditor, rec.lines)
     assert not got.opened and "cipher" in str(got.error)
@@ -929,24 +927,25 @@ def test_oversized_header_length_with_a_valid_crc(rec: Rec, length: int) -> None
         RecordingReader(rec.save(data), rec.auditor)
 
 
+def with_field(rec: Rec, f: Frame, layout: str, names: tuple[str, ...], field: str,
+               value: int) -> bytes:
+    """The file with one field of frame `f`'s fixed start (struct `layout`) set to `value`."""
+    size = struct.calcsize(layout)
+    values = dict(zip(names, struct.unpack(layout, f.body[:size]), strict=True)) | {field: value}
+    body = struct.pack(layout, *(values[n] for n in names)) + f.body[size:]
+    return splice(rec.data, rec.frames, rec.frame_index(f), frame(f.kind, body))
+
+
 @pytest.mark.parametrize("field,value", [("index", 2**64 - 1), ("t_us", 2**64 - 1), ("flags", 0xFF)])
 def test_huge_chunk_prefix_values(rec: Rec, field: str, value: int) -> None:
-    f = rec.chunk(4)
-    index, flags, t_us = struct.unpack(">QBQ", f.body[:17])
-    values = {"index": index, "flags": flags, "t_us": t_us, field: value}
-    body = struct.pack(">QBQ", values["index"], values["flags"], values["t_us"]) + f.body[17:]
-    data = splice(rec.data, rec.frames, rec.frame_index(f), frame("C", body))
+    data = with_field(rec, rec.chunk(4), ">QBQ", ("index", "flags", "t_us"), field, value)
     assert_tampered(rec.verify(data), "chunk 4", 4)
     assert_refused(rec.save(data), rec.auditor, rec.lines, at=4)
 
 
 @pytest.mark.parametrize("field,value", [("covered", 2**64 - 1), ("count", 2**32 - 1), ("final", 2)])
 def test_huge_signature_fields(rec: Rec, field: str, value: int) -> None:
-    s = rec.sig(1)
-    covered, final, count = struct.unpack(">QBI", s.body[:13])
-    values = {"covered": covered, "final": final, "count": count, field: value}
-    body = struct.pack(">QBI", values["covered"], values["final"], values["count"]) + s.body[13:]
-    data = splice(rec.data, rec.frames, rec.frame_index(s), frame("S", body))
+    data = with_field(rec, rec.sig(1), ">QBI", ("covered", "final", "count"), field, value)
     assert_tampered(rec.verify(data), "signature after chunk 7", 0)
     # The reader does not use signature frames: the content it returns is still the genuine one.
     assert read_outcome(rec.save(data), rec.auditor) == Outcome(rec.lines, None, True, False)
