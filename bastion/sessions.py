@@ -52,11 +52,11 @@ class LiveSession:
         self.unmasked = unmasked  # an approved unmasked grant (SQL targets)
         self.end_reason: str | None = None
         self.stop = asyncio.Event()
-        self.last_input = asyncio.get_running_loop().time()
+        self.last_input = time.monotonic()  # the idle timeout's clock (touch, watch)
 
     def touch(self) -> None:
-        """Note user input now (for the idle timeout). time.monotonic is the event loop's
-        clock; asking the loop for it costs a getpid() system call per relayed message."""
+        """Note user input now (for the idle timeout; time.monotonic, not the loop's clock: asking
+        the loop costs a getpid() system call per relayed message)."""
         self.last_input = time.monotonic()
 
     def end(self, reason: str) -> None:
@@ -75,7 +75,6 @@ def _say(process: asyncssh.SSHServerProcess[bytes], text: str) -> None:
 async def watch_window(live: LiveSession, idle_timeout: float | None,
                        say: Callable[[str], None]) -> None:
     """Warn (through `say`) before the window ends, then end it; end idle sessions."""
-    loop = asyncio.get_running_loop()
     total = (live.window_end - live.record.started_at).total_seconds()
     warn_before = min(WARN_BEFORE_END, total / 2)
     warned = False
@@ -90,7 +89,7 @@ async def watch_window(live: LiveSession, idle_timeout: float | None,
             warned = True
         wake = [left] if warned else [left - warn_before, left]
         if idle_timeout:
-            idle = loop.time() - live.last_input
+            idle = time.monotonic() - live.last_input
             if idle >= idle_timeout:
                 live.end(f"idle for {_seconds(idle_timeout)}")
                 return
