@@ -141,9 +141,8 @@ class _Sink:
         self._broken = False
         self._cached_from = 0  # the file's bytes before this offset are on disk and out of the cache
         header_frame = encode_frame(FrameType.HEADER, header.encode())
-        self._hasher = frame_hasher(header.version)
         self._version = header.version
-        self._header_hash = self._hasher(header_frame).digest()
+        self._header_hash = frame_hasher(header.version)(header_frame).digest()
         self._chain = chain_next(chain_start(header.version), self._header_hash, header.version)
         # Written at once so a bad directory fails the constructor; the fsync waits for the
         # first tick, in the worker thread, to keep the event loop free.
@@ -243,7 +242,7 @@ class _Sink:
             self._index, job.final, b"".join(parts), chunk_aad(self._header_hash, prefix)
         )
         head = frame_head(FrameType.CHUNK, len(prefix) + len(sealed))
-        digest = self._hasher(head)
+        digest = frame_hasher(self._version)(head)
         digest.update(prefix)
         digest.update(sealed)
         frame_hash = digest.digest()
@@ -411,9 +410,7 @@ class RecordingWriter:
 
     async def sql_statement(self, payload: Mapping[str, Any]) -> None:
         """Record a SQL statement (a JSON object chosen by the proxy)."""
-        t = self.now()
-        body = payload if type(payload) is dict else dict(payload)  # an object, as the reader wants
-        await self._put(_Encoded(t, json_event_parts(EventType.SQL_STATEMENT, t, body)))
+        await self._put_json(EventType.SQL_STATEMENT, payload)
 
     async def file_data(self, upload: bool, data: bytes, file: int = 0, offset: int = 0) -> None:
         """Record bytes of a transferred file (upload: from the user) at `offset` of the file
@@ -422,9 +419,14 @@ class RecordingWriter:
 
     async def sql_result(self, payload: Mapping[str, Any]) -> None:
         """Record the outcome of a SQL statement (a JSON object)."""
+        await self._put_json(EventType.SQL_RESULT, payload)
+
+    async def _put_json(self, kind: EventType, payload: Mapping[str, Any]) -> None:
+        """Encode a JSON event now (a payload over the limit raises to the caller) and queue it;
+        no event object on the way (a relayed statement records two)."""
         t = self.now()
         body = payload if type(payload) is dict else dict(payload)  # an object, as the reader wants
-        await self._put(_Encoded(t, json_event_parts(EventType.SQL_RESULT, t, body)))
+        await self._put(_Encoded(t, json_event_parts(kind, t, body)))
 
     async def write(self, event: Event) -> None:
         """Record an event with its own time offset (kept non-decreasing)."""

@@ -13,6 +13,7 @@ the 4-byte length as associated data, the 16-byte tag appended).
 
 from __future__ import annotations
 
+import functools
 import struct
 
 import asyncssh.encryption
@@ -25,7 +26,6 @@ __all__ = ["PacketGCM", "install"]
 _ALGORITHMS = (b"aes128-gcm@openssh.com", b"aes256-gcm@openssh.com")
 _KEY_SIZES = {"aes128-gcm": 16, "aes256-gcm": 32}
 _COUNTER = struct.Struct(">Q")
-_TAG = 16
 
 
 class PacketGCM:
@@ -81,17 +81,11 @@ class _PacketGCMEncryption(GCMEncryption):
         return cipher.open(first[:header_len], b"".join((first[header_len:], rest, mac)))
 
 
-_installed = False
-
-
+@functools.cache  # once per process
 def install() -> None:
     """Seal and open this process's AES-GCM SSH packets with one AESGCM object per direction."""
-    global _installed
-    if _installed:
-        return
     params = asyncssh.encryption._enc_params  # the table get_encryption() reads
     for algorithm in _ALGORITHMS:
         if algorithm in params:
             _encryption, cipher_name = params[algorithm]
             params[algorithm] = (_PacketGCMEncryption, cipher_name)
-    _installed = True
