@@ -709,21 +709,23 @@ def test_auditor_changes_the_metadata_command(rec: Rec) -> None:
 # -- splicing between files -------------------------------------------------------------------
 
 
+async def two_files(tmp_path: Path, prefix: str, second_cipher: str) -> tuple[Rec, Rec]:
+    """Two v2 recordings by the same bastion key for the same auditor, the first AES-256-GCM."""
+    auditor, signer = generate_auditor_key(), generate_signing_key()
+    a = await write_rec(tmp_path, f"{prefix}-a", "aes-256-gcm", auditor=auditor, signer=signer)
+    b = await write_rec(tmp_path, f"{prefix}-b", second_cipher, auditor=auditor, signer=signer)
+    return a, b
+
+
 @pytest.fixture
 async def pair(tmp_path: Path) -> tuple[Rec, Rec]:
-    """Two v2 recordings by the same bastion key for the same auditor: one per cipher."""
-    auditor, signer = generate_auditor_key(), generate_signing_key()
-    a = await write_rec(tmp_path, "file-a", "aes-256-gcm", auditor=auditor, signer=signer)
-    b = await write_rec(tmp_path, "file-b", "chacha20-poly1305", auditor=auditor, signer=signer)
-    return a, b
+    """One per cipher."""
+    return await two_files(tmp_path, "file", "chacha20-poly1305")
 
 
 @pytest.fixture
 async def same_cipher_pair(tmp_path: Path) -> tuple[Rec, Rec]:
-    auditor, signer = generate_auditor_key(), generate_signing_key()
-    a = await write_rec(tmp_path, "twin-a", "aes-256-gcm", auditor=auditor, signer=signer)
-    b = await write_rec(tmp_path, "twin-b", "aes-256-gcm", auditor=auditor, signer=signer)
-    return a, b
+    return await two_files(tmp_path, "twin", "aes-256-gcm")
 
 
 @pytest.mark.parametrize("k", [0, 4, 8, 19])
